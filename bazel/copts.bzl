@@ -1,0 +1,21 @@
+"""Compiler and linker options shared by every loopcore target."""
+
+LC_COPTS = [
+    "-std=gnu11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wshadow",
+    "-Wno-unused-parameter",
+    "-Wstrict-prototypes",
+    "-Wmissing-prototypes",
+    "-D_GNU_SOURCE",
+]
+
+# System libraries from Debian's packages.
+LC_LINKOPTS = ["-luv", "-lssl", "-lcrypto", "-lpthread", "-lm"]
+
+# The binaries (examples, benchmarks, servers) link jemalloc.
+LC_BIN_LINKOPTS = ["-ljemalloc"]
+
+LC_TEST_LINKOPTS = ["-lcmocka"]

@@ -1,0 +1,9 @@
+/* loopcore: the asyncio event-loop API in C, on libuv. The umbrella header. */
+#ifndef LOOPCORE_H
+#define LOOPCORE_H
+
+#include "loopcore/errno.h"
+#include "loopcore/loop.h"
+#include "loopcore/future.h"
+
+#endif

@@ -1,0 +1,51 @@
+/* loopcore error codes.
+ *
+ * Every fallible function returns 0 (or a non-negative value where its comment says so) on
+ * success and a negative code on failure. System errors are -errno, so libuv's codes pass through
+ * unchanged (LC_EINVAL == UV_EINVAL). loopcore's own conditions live in a reserved range below
+ * -5000, clear of libuv's (-3000 for getaddrinfo, -4080 and -4095 for its own).
+ *
+ * If a function that takes a callback fails, that callback is never called. */
+#ifndef LOOPCORE_ERRNO_H
+#define LOOPCORE_ERRNO_H
+
+#include <errno.h>
+
+#define LC_EINVAL (-EINVAL)
+#define LC_ENOMEM (-ENOMEM)
+#define LC_EBUSY (-EBUSY)
+#define LC_EAGAIN (-EAGAIN)
+#define LC_ETIMEDOUT (-ETIMEDOUT)
+#define LC_ENOTSUP (-ENOTSUP)
+#define LC_ENOENT (-ENOENT)
+
+/* The future or task was cancelled (asyncio.CancelledError): a status of its own, not a failure. */
+#define LC_ECANCELLED (-5001)
+/* The object is in the wrong state for the call (asyncio.InvalidStateError). */
+#define LC_EINVALIDSTATE (-5002)
+/* The event loop is closed. */
+#define LC_ECLOSED (-5003)
+/* The event loop is running (run_forever twice, close while running). */
+#define LC_ERUNNING (-5004)
+/* Another event loop is already running in this thread. */
+#define LC_EOTHERLOOP (-5005)
+/* run_until_complete: the loop stopped before the future completed. */
+#define LC_ESTOPPED (-5006)
+/* get_running_loop: no event loop is running in this thread. */
+#define LC_ENORUNNINGLOOP (-5007)
+/* get_event_loop: no current loop for this thread, and set_event_loop() was called. */
+#define LC_ENOCURRENTLOOP (-5008)
+/* The future belongs to a different loop than the one given. */
+#define LC_EWRONGLOOP (-5009)
+/* Debug mode: a loop-thread-only function was called from another thread while the loop ran. */
+#define LC_EWRONGTHREAD (-5010)
+/* sendfile cannot be used for this transport or file (asyncio.SendfileNotAvailableError). */
+#define LC_ESENDFILENOTAVAILABLE (-5011)
+
+/** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
+const char *lc_strerror(int err);
+
+/** Returns the code's symbolic name ("LC_ECLOSED", "EINVAL", ...), static. Any thread. */
+const char *lc_err_name(int err);
+
+#endif
