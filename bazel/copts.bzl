@@ -16,6 +16,10 @@ LC_COPTS = [
 LC_LINKOPTS = ["-luv", "-lssl", "-lcrypto", "-lpthread", "-lm"]
 
 # The binaries (examples, benchmarks, servers) link jemalloc.
-LC_BIN_LINKOPTS = ["-ljemalloc"]
+LC_BIN_LINKOPTS = select({
+    "//bazel:asan": [],
+    "//bazel:tsan": [],
+    "//conditions:default": ["-ljemalloc"],
+})
 
 LC_TEST_LINKOPTS = ["-lcmocka"]
