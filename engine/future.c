@@ -36,7 +36,8 @@ static void future_destroy(lc_future_t *fut)
 {
     lc_loop_t *loop = fut->loop;
     if (fut->state == LC__F_ERROR && !fut->error_retrieved) {
-        lc_exception_context_t ctx = LC_EXCEPTION_CONTEXT_INIT("Future exception was never retrieved");
+        lc_exception_context_t ctx =
+            LC_EXCEPTION_CONTEXT_INIT("Future exception was never retrieved");
         ctx.error = fut->error;
         ctx.future = fut;
         /* The handler sees a future that is still whole; it must not keep a reference. */

@@ -28,9 +28,9 @@ typedef enum {
 } lc__handle_state;
 
 typedef enum {
-    LC__K_CALL = 0,  /* fn(arg) */
-    LC__K_TIMER,     /* fn(arg) at when */
-    LC__K_DONE_CB,   /* a future's done callback: done_cb(fut, arg) */
+    LC__K_CALL = 0, /* fn(arg) */
+    LC__K_TIMER,    /* fn(arg) at when */
+    LC__K_DONE_CB,  /* a future's done callback: done_cb(fut, arg) */
 } lc__handle_kind;
 
 struct lc_handle_s {

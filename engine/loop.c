@@ -104,7 +104,8 @@ static inline void ready_push(lc_loop_t *loop, lc_handle_t *h)
     loop->ready_tail = h;
 }
 
-/* ---- Timer heap: binary min-heap on (when, seq); each handle knows its index ------------------ */
+/* ---- Timer heap: binary min-heap on (when, seq); each handle knows its index ------------------
+ */
 
 static inline bool timer_less(const lc_handle_t *a, const lc_handle_t *b)
 {
@@ -161,7 +162,8 @@ static int heap_push(lc_loop_t *loop, lc_handle_t *h)
     return 0;
 }
 
-/* Shrinks the array when it is mostly empty, so a million cancelled timers leave no memory behind. */
+/* Shrinks the array when it is mostly empty, so a million cancelled timers leave no memory behind.
+ */
 static void heap_maybe_shrink(lc_loop_t *loop)
 {
     if (loop->heap_cap > 64 && loop->heap_len < loop->heap_cap / 4) {

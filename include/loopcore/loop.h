@@ -109,7 +109,8 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
 /** The loop's clock: CLOCK_MONOTONIC in seconds, with nanosecond resolution. Any thread. */
 double lc_loop_time(const lc_loop_t *loop);
 
-/* ---- Handles (asyncio.Handle and TimerHandle) ------------------------------------------------- */
+/* ---- Handles (asyncio.Handle and TimerHandle) -------------------------------------------------
+ */
 
 /** Cancels the callback if it has not run yet; a no-op (never an error, never a use of freed
  *  memory) if it ran, was cancelled or was discarded by close. lc_handle_cancelled() is true
@@ -127,7 +128,8 @@ int lc_handle_when(const lc_handle_t *handle, double *when);
  *  Does not cancel. Loop thread only. NULL is ignored. */
 void lc_handle_release(lc_handle_t *handle);
 
-/* ---- Tasks: the factory hook (tasks themselves: include/loopcore/task.h, a later issue) -------- */
+/* ---- Tasks: the factory hook (tasks themselves: include/loopcore/task.h, a later issue) --------
+ */
 
 /* A coroutine body: runs with arg, returns 0 and stores its result, or returns a negative code. */
 typedef int (*lc_coro_fn)(void *arg, void **result);

@@ -1,4 +1,5 @@
-/* Futures: states, results and errors, done callbacks, reference counting, the task factory hook. */
+/* Futures: states, results and errors, done callbacks, reference counting, the task factory hook.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 

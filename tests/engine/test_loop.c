@@ -159,7 +159,8 @@ static void test_loop_call_soon_fifo_million(void **state)
     order_cb(&o);
     const int n = 1000000;
     for (int i = 0; i < n; i++)
-        assert_int_equal(lc_loop_call_soon(loop, order_cb, (void *)(((uintptr_t)i << 1) | 1), NULL), 0);
+        assert_int_equal(lc_loop_call_soon(loop, order_cb, (void *)(((uintptr_t)i << 1) | 1), NULL),
+                         0);
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     assert_int_equal(o.next, n);
@@ -175,7 +176,8 @@ static void test_loop_call_soon_bad_args(void **state)
     assert_int_equal(lc_loop_call_soon(loop, NULL, NULL, NULL), LC_EINVAL);
 }
 
-/* ---- stop semantics (behaviour rules 1a-2b) --------------------------------------------------- */
+/* ---- stop semantics (behaviour rules 1a-2b) ---------------------------------------------------
+ */
 
 static void test_loop_stop_before_run_one_iteration(void **state)
 {
