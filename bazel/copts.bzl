@@ -10,6 +10,8 @@ LC_COPTS = [
     "-Wstrict-prototypes",
     "-Wmissing-prototypes",
     "-D_GNU_SOURCE",
+    # lc_call_t keeps its private state in an opaque array of the public struct (the libuv way).
+    "-fno-strict-aliasing",
 ]
 
 # System libraries from Debian's packages.

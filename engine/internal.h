@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "loopcore.h"
+#include "threadsafe/mpsc.h"
 
 #define LC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define LC_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -28,13 +29,29 @@ typedef enum {
 } lc__handle_state;
 
 typedef enum {
-    LC__K_CALL = 0, /* fn(arg) */
-    LC__K_TIMER,    /* fn(arg) at when */
-    LC__K_DONE_CB,  /* a future's done callback: done_cb(fut, arg) */
+    LC__K_CALL = 0,   /* fn(arg) */
+    LC__K_TIMER,      /* fn(arg) at when */
+    LC__K_DONE_CB,    /* a future's done callback: done_cb(fut, arg) */
+    LC__K_THREADSAFE, /* fn(arg) from call_soon_threadsafe: cancellable from any thread */
+    LC__K_POSTED,     /* an lc_call_t posted with lc_loop_post_threadsafe (not a handle) */
 } lc__handle_kind;
 
+/* What the ready queue and the inbound queue link: the first member of a handle and of the
+ * private part of an lc_call_t. */
+typedef struct lc__qnode_s {
+    struct lc__qnode_s *next; /* ready queue / due list / handle cache; loop thread only */
+    lc_mpsc_node_t mnode;     /* inbound MPSC queue link (threadsafe posts) */
+    uint8_t kind;             /* lc__handle_kind */
+} lc__qnode;
+
+/* The private part of an lc_call_t. */
+typedef struct lc__call_priv_s {
+    lc__qnode q;
+    lc_call_cb cb;
+} lc__call_priv;
+
 struct lc_handle_s {
-    lc_handle_t *next; /* ready queue / due list / handle cache link */
+    lc__qnode q;
     lc_loop_t *loop;
     union {
         lc_call_fn fn;
@@ -46,20 +63,39 @@ struct lc_handle_s {
     uint64_t seq;     /* K_TIMER: tie-break, so equal whens run in the order scheduled */
     uint32_t heap_idx;
     /* References: one for the loop while the handle is queued, one for the user if the
-     * scheduling call returned the handle. Loop-thread only, as are handles. */
-    uint32_t refs;
-    uint8_t state;
-    uint8_t kind;
-    bool cancelled;
+     * scheduling call returned the handle. Atomic because threadsafe handles are released
+     * from any thread; the loop's own drop skips the atomic RMW when it holds the only one. */
+    _Atomic uint32_t refs;
+    uint8_t state; /* lc__handle_state; loop thread only */
+    /* Set by lc_handle_cancel (any thread for K_THREADSAFE); relaxed everywhere: it publishes
+     * nothing, the loop either sees it before running the callback or runs it. */
+    _Atomic bool cancelled;
 };
 
 struct lc_loop_s {
     uv_loop_t uv;
     uv_timer_t poll_timer; /* bounds one blocking poll: armed for the time to the next timer */
 
-    /* Ready queue: FIFO, singly linked. */
-    lc_handle_t *ready_head;
-    lc_handle_t *ready_tail;
+    /* Ready queue: FIFO, singly linked handles and posted calls. */
+    lc__qnode *ready_head;
+    lc__qnode *ready_tail;
+
+    /* Inbound queue of threadsafe posts, drained at the start of each iteration. */
+    lc_mpsc_t inbound;
+    /* The posting protocol's word. Bit 0 (LC__POST_CLOSED): closed to posts. Bit 1
+     * (LC__POST_SLEEPING): the loop announced that it is about to block in a poll. Bits 2..:
+     * posts in progress, times 4. Producers add 4 before they push and subtract 4 after; the
+     * subtraction also reads the sleeping bit. All accesses are RMWs on this one word, whose
+     * modification order then decides every race (see lc__loop_post() and poll_io()). */
+    _Atomic uint64_t post_state;
+    /* Whether a producer already wrote the eventfd for this sleep (one wake-up per sleep). */
+    _Atomic bool wake_sent;
+    int wake_fd;                  /* eventfd */
+    _Atomic uint64_t wake_writes; /* producers' eventfd writes; relaxed, a statistic */
+    uv_poll_t wake_poll;
+    double spin_budget;
+    double last_inbound; /* lc__now() when the last drain found messages */
+    lc_loop_threadsafe_stats_t ts_stats;
 
     /* Timer heap: a binary min-heap on (when, seq) of LC__H_TIMER handles. */
     lc_handle_t **heap;
@@ -124,6 +160,17 @@ static inline int lc__loop_check_thread(lc_loop_t *loop, const char *what)
         return 0;
     return lc__loop_check_thread_slow(loop, what);
 }
+
+#define LC__POST_CLOSED 1u
+#define LC__POST_SLEEPING 2u
+#define LC__POST_ONE 4u
+
+/* Posts a queue node (handle or call) to loop's inbound queue from any thread. */
+int lc__loop_post(lc_loop_t *loop, lc__qnode *q);
+
+/* Handle allocation for threadsafe posts (any thread). */
+lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg, bool user_ref);
+void lc__handle_free_unposted(lc_handle_t *h);
 
 /* The libuv loop under a loopcore loop, for transports and other handles. */
 static inline uv_loop_t *lc__loop_uv(lc_loop_t *loop) { return &loop->uv; }

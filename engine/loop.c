@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine/internal.h"
 
@@ -35,7 +38,7 @@ static lc_handle_t *handle_alloc(lc_loop_t *loop)
 {
     lc_handle_t *h = loop->handle_cache;
     if (h != NULL) {
-        loop->handle_cache = h->next;
+        loop->handle_cache = (lc_handle_t *)h->q.next;
         loop->handle_cache_len--;
     } else {
         h = malloc(sizeof(*h));
@@ -45,12 +48,12 @@ static lc_handle_t *handle_alloc(lc_loop_t *loop)
     return h;
 }
 
-/* Frees a handle whose last reference is gone. The loop pointer is only used to reach the cache
- * when the loop still exists and is open: handles the user releases after close go to free(). */
+/* Frees a handle whose last reference the loop dropped (loop thread). Handles the user releases
+ * last go straight to free(), since the loop may be gone by then. */
 static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 {
-    if (loop != NULL && loop->handle_cache_len < LC__HANDLE_CACHE_MAX) {
-        h->next = loop->handle_cache;
+    if (loop->handle_cache_len < LC__HANDLE_CACHE_MAX) {
+        h->q.next = (lc__qnode *)loop->handle_cache;
         loop->handle_cache = h;
         loop->handle_cache_len++;
     } else {
@@ -61,13 +64,30 @@ static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 /* Drops the loop's reference to a handle it no longer queues. */
 static void handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
 {
-    if (h->kind == LC__K_DONE_CB) {
+    if (h->q.kind == LC__K_DONE_CB) {
         lc_future_t *fut = h->fut;
         h->fut = NULL;
         lc_future_unref(fut);
     }
-    if (--h->refs == 0)
+    /* acquire: if the count is 1 the loop holds the only reference and nobody can take a new
+     * one, so no RMW is needed; the acquire pairs with the release half of a user's
+     * lc_handle_release() on another thread, so the user's last use happens-before our free.
+     * Otherwise acq_rel: the same pairing in both directions. */
+    if (atomic_load_explicit(&h->refs, memory_order_acquire) == 1 ||
+        atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
         handle_free(h, loop);
+}
+
+static void handle_init(lc_handle_t *h, lc_loop_t *loop, lc__handle_kind kind, bool user_ref)
+{
+    h->q.next = NULL;
+    h->q.kind = (uint8_t)kind;
+    h->loop = loop;
+    h->arg = NULL;
+    h->fut = NULL;
+    /* relaxed: the handle is not shared yet; publication happens through the queues. */
+    atomic_init(&h->cancelled, false);
+    atomic_init(&h->refs, user_ref ? 2 : 1);
 }
 
 static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_user,
@@ -76,32 +96,44 @@ static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_u
     lc_handle_t *h = handle_alloc(loop);
     if (LC_UNLIKELY(h == NULL))
         return LC_ENOMEM;
-    h->next = NULL;
-    h->loop = loop;
-    h->arg = NULL;
-    h->fut = NULL;
-    h->kind = (uint8_t)kind;
-    h->cancelled = false;
-    h->refs = 1;
-    if (out_user != NULL) {
-        h->refs = 2;
+    handle_init(h, loop, kind, out_user != NULL);
+    if (out_user != NULL)
         *out_user = h;
-    }
     *out = h;
     return 0;
 }
 
+lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg, bool user_ref)
+{
+    /* Any thread: plain malloc (the loop's cache is the loop thread's). */
+    lc_handle_t *h = malloc(sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    handle_init(h, loop, LC__K_THREADSAFE, user_ref);
+    h->cb.fn = fn;
+    h->arg = arg;
+    h->state = LC__H_READY;
+    return h;
+}
+
+void lc__handle_free_unposted(lc_handle_t *h) { free(h); }
+
 /* ---- Ready queue ----------------------------------------------------------------------------- */
+
+static inline void ready_append(lc_loop_t *loop, lc__qnode *q)
+{
+    q->next = NULL;
+    if (loop->ready_tail != NULL)
+        loop->ready_tail->next = q;
+    else
+        loop->ready_head = q;
+    loop->ready_tail = q;
+}
 
 static inline void ready_push(lc_loop_t *loop, lc_handle_t *h)
 {
     h->state = LC__H_READY;
-    h->next = NULL;
-    if (loop->ready_tail != NULL)
-        loop->ready_tail->next = h;
-    else
-        loop->ready_head = h;
-    loop->ready_tail = h;
+    ready_append(loop, &h->q);
 }
 
 /* ---- Timer heap: binary min-heap on (when, seq); each handle knows its index ------------------
@@ -207,6 +239,8 @@ static bool env_debug(void)
     return v != NULL && v[0] != '\0';
 }
 
+static void wake_cb(uv_poll_t *p, int status, int events);
+
 int lc_new_event_loop(lc_loop_t **out)
 {
     if (out == NULL)
@@ -220,8 +254,22 @@ int lc_new_event_loop(lc_loop_t **out)
         free(loop);
         return r;
     }
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) {
+        r = -errno;
+        uv_loop_close(&loop->uv);
+        free(loop);
+        return r;
+    }
     uv_timer_init(&loop->uv, &loop->poll_timer);
+    uv_poll_init(&loop->uv, &loop->wake_poll, loop->wake_fd);
+    loop->wake_poll.data = loop;
+    uv_poll_start(&loop->wake_poll, UV_READABLE, wake_cb);
     loop->uv.data = loop;
+    lc_mpsc_init(&loop->inbound);
+    atomic_init(&loop->post_state, 0);
+    atomic_init(&loop->wake_sent, false);
+    atomic_init(&loop->wake_writes, 0);
     loop->debug = env_debug();
     loop->slow_callback_duration = 0.1;
     loop->refs = 1;
@@ -235,9 +283,10 @@ void lc__loop_ref(lc_loop_t *loop) { loop->refs++; }
 
 static void loop_destroy(lc_loop_t *loop)
 {
+    close(loop->wake_fd);
     lc_handle_t *h = loop->handle_cache;
     while (h != NULL) {
-        lc_handle_t *next = h->next;
+        lc_handle_t *next = (lc_handle_t *)h->q.next;
         free(h);
         h = next;
     }
@@ -258,13 +307,29 @@ bool lc_loop_is_running(const lc_loop_t *loop)
 
 bool lc_loop_is_closed(const lc_loop_t *loop) { return loop != NULL && loop->closed; }
 
-static void discard_handle(lc_loop_t *loop, lc_handle_t *h)
+/* Drops a queued node without running it: handles are freed (asyncio rule 6b: not marked
+ * cancelled), posted calls are handed back to their owner with LC_ECLOSED. */
+static void discard_node(lc_loop_t *loop, lc__qnode *q)
 {
-    /* asyncio rule 6b: not marked cancelled, but never runs. */
+    loop->ts_stats.discarded += q->kind == LC__K_THREADSAFE || q->kind == LC__K_POSTED;
+    if (q->kind == LC__K_POSTED) {
+        lc__call_priv *c = lc_container_of(q, lc__call_priv, q);
+        lc_call_t *call = lc_container_of((void *)c, lc_call_t, _priv);
+        c->cb(call, LC_ECLOSED);
+        return;
+    }
+    lc_handle_t *h = lc_container_of(q, lc_handle_t, q);
     h->state = LC__H_DROPPED;
     h->cb.fn = NULL;
     h->arg = NULL;
     handle_loop_unref(loop, h);
+}
+
+static void close_walk_cb(uv_handle_t *handle, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(handle))
+        uv_close(handle, NULL);
 }
 
 int lc_loop_close(lc_loop_t *loop)
@@ -276,26 +341,45 @@ int lc_loop_close(lc_loop_t *loop)
     if (loop->closed)
         return 0;
     loop->closed = true;
-    /* Discarding a done callback drops a future reference, and freeing a failed future may call
-     * the exception handler, which may schedule nothing (the loop is closed): the queues only
-     * shrink here. */
+
+    /* Close the inbound queue to producers: from here on posts return LC_ECLOSED. acq_rel: the
+     * RMWs on post_state are totally ordered, so a producer either saw bit 0 (and did not
+     * push) or is counted, and we wait for it below. */
+    atomic_fetch_or_explicit(&loop->post_state, LC__POST_CLOSED, memory_order_acq_rel);
+    /* acquire: pairs with the release fetch_sub at the end of lc__loop_post(), so every push
+     * that was in progress is complete and visible to the drain below. Posts take
+     * nanoseconds, so this wait is short; yield in case a producer was preempted. */
+    while (atomic_load_explicit(&loop->post_state, memory_order_acquire) >= LC__POST_ONE)
+        sched_yield();
+
+    /* Discard everything still queued. Handing a posted call back may run user code that
+     * frees memory but cannot schedule anything (the loop is closed): the queues only shrink. */
+    for (;;) {
+        lc_mpsc_status_t st;
+        lc_mpsc_node_t *m = lc_mpsc_pop(&loop->inbound, &st);
+        if (m == NULL)
+            break; /* EMPTY: no push is in progress any more, so BUSY cannot happen */
+        discard_node(loop, lc_container_of(m, lc__qnode, mnode));
+    }
     while (loop->ready_head != NULL) {
-        lc_handle_t *h = loop->ready_head;
-        loop->ready_head = h->next;
+        lc__qnode *q = loop->ready_head;
+        loop->ready_head = q->next;
         if (loop->ready_head == NULL)
             loop->ready_tail = NULL;
-        discard_handle(loop, h);
+        discard_node(loop, q);
     }
     while (loop->heap_len > 0)
-        discard_handle(loop, loop->heap[--loop->heap_len]);
+        discard_node(loop, &loop->heap[--loop->heap_len]->q);
     free(loop->heap);
     loop->heap = NULL;
     loop->heap_cap = 0;
 
-    uv_close((uv_handle_t *)&loop->poll_timer, NULL);
-    /* Let libuv finish closing its handles (ours and any a later layer left closing). */
+    /* Close every libuv handle (ours, and any a later layer or the user left open), let libuv
+     * finish, then release the eventfd. */
+    uv_walk(&loop->uv, close_walk_cb, NULL);
     while (uv_loop_close(&loop->uv) == UV_EBUSY)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
+    /* The eventfd stays open until the memory goes (see lc__loop_post()). */
     return 0;
 }
 
@@ -399,10 +483,10 @@ int lc_loop_set_slow_callback_duration(lc_loop_t *loop, double seconds)
 static void log_slow_callback(lc_loop_t *loop, const lc_handle_t *h, double dt)
 {
     (void)loop;
-    const char *kind = h->kind == LC__K_TIMER     ? "TimerHandle"
-                       : h->kind == LC__K_DONE_CB ? "Handle done_cb"
-                                                  : "Handle";
-    void *fn = h->kind == LC__K_DONE_CB ? (void *)h->cb.done_cb : (void *)h->cb.fn;
+    const char *kind = h->q.kind == LC__K_TIMER     ? "TimerHandle"
+                       : h->q.kind == LC__K_DONE_CB ? "Handle done_cb"
+                                                    : "Handle";
+    void *fn = h->q.kind == LC__K_DONE_CB ? (void *)h->cb.done_cb : (void *)h->cb.fn;
     fprintf(stderr, "loopcore: Executing <%s fn=%p arg=%p> took %.3f seconds\n", kind, fn, h->arg,
             dt);
 }
@@ -475,7 +559,7 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
     if (LC_UNLIKELY(r != 0)) {
         if (handle != NULL)
             *handle = NULL;
-        h->refs = 1;
+        atomic_store_explicit(&h->refs, 1, memory_order_relaxed); /* not shared yet */
         h->state = LC__H_DROPPED;
         handle_loop_unref(loop, h);
         return r;
@@ -498,11 +582,16 @@ int lc_handle_cancel(lc_handle_t *h)
 {
     if (h == NULL)
         return LC_EINVAL;
-    if (h->cancelled)
+    if (h->q.kind == LC__K_THREADSAFE) {
+        /* Any thread: only the flag; the loop skips the callback when its turn comes. relaxed:
+         * publishes nothing. */
+        atomic_store_explicit(&h->cancelled, true, memory_order_relaxed);
         return 0;
-    h->cancelled = true;
-    switch (h->state) {
-    case LC__H_TIMER: {
+    }
+    /* Loop-thread handles: relaxed, the flag is only read on this thread. */
+    if (atomic_exchange_explicit(&h->cancelled, true, memory_order_relaxed))
+        return 0;
+    if (h->state == LC__H_TIMER) {
         /* Out of the heap at once, so cancelled timers cost no memory and no heap work later. */
         lc_loop_t *loop = h->loop;
         heap_remove(loop, h);
@@ -510,23 +599,20 @@ int lc_handle_cancel(lc_handle_t *h)
         h->cb.fn = NULL;
         h->arg = NULL;
         handle_loop_unref(loop, h);
-        break;
     }
-    case LC__H_READY:
-    case LC__H_DUE:
-        /* Skipped (and released) when its turn comes; the queue is singly linked. */
-        break;
-    default:
-        break; /* ran or dropped: nothing to do */
-    }
+    /* READY or DUE: skipped (and released) when its turn comes, the queues being singly linked.
+     * RAN or DROPPED: nothing to do. */
     return 0;
 }
 
-bool lc_handle_cancelled(const lc_handle_t *h) { return h != NULL && h->cancelled; }
+bool lc_handle_cancelled(const lc_handle_t *h)
+{
+    return h != NULL && atomic_load_explicit(&h->cancelled, memory_order_relaxed);
+}
 
 int lc_handle_when(const lc_handle_t *h, double *when)
 {
-    if (h == NULL || when == NULL || h->kind != LC__K_TIMER)
+    if (h == NULL || when == NULL || h->q.kind != LC__K_TIMER)
         return LC_EINVAL;
     *when = h->when;
     return 0;
@@ -536,18 +622,115 @@ void lc_handle_release(lc_handle_t *h)
 {
     if (h == NULL)
         return;
-    if (--h->refs == 0) {
-        /* The loop already dropped its reference, so h is out of every queue; the loop itself
-         * may be closed or freed: do not touch it. */
+    /* acq_rel: release orders our uses of h before the loop's free (its acquire load or RMW in
+     * handle_loop_unref); acquire orders the loop's last uses before ours. If we drop the last
+     * reference the loop already let go of h, which is out of every queue, and the loop itself
+     * may be closed or freed: do not touch it. */
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
         free(h);
+}
+
+/* ---- Threadsafe posts ------------------------------------------------------------------------ */
+
+int lc__loop_post(lc_loop_t *loop, lc__qnode *q)
+{
+    /* Count ourselves in, unless the loop is closed. acquire: pairs with close's acq_rel
+     * fetch_or; the RMWs on post_state are totally ordered, so close either sees our count and
+     * waits for us, or we see LC__POST_CLOSED and do not push. */
+    uint64_t st = atomic_fetch_add_explicit(&loop->post_state, LC__POST_ONE, memory_order_acquire);
+    if (LC_UNLIKELY(st & LC__POST_CLOSED)) {
+        atomic_fetch_sub_explicit(&loop->post_state, LC__POST_ONE, memory_order_release);
+        return LC_ECLOSED;
     }
+    lc_mpsc_push(&loop->inbound, &q->mnode);
+    /* Count ourselves out and read the sleeping bit in one RMW. acq_rel, pairing with the
+     * loop's acq_rel fetch_or of LC__POST_SLEEPING in poll_io(): in the modification order of
+     * post_state, either our RMW comes after the loop's announcement, and we read the bit and
+     * wake the loop; or it comes before, and then the loop's fetch_or reads from our RMW's
+     * release sequence, so our push happens-before the loop's look at the queue, which finds
+     * the node. No fence is needed (ThreadSanitizer understands this form, not fences). The
+     * same release pairs with the acquire load in lc_loop_close(): our push is visible to its
+     * drain. */
+    st = atomic_fetch_sub_explicit(&loop->post_state, LC__POST_ONE, memory_order_acq_rel);
+    /* acq_rel exchange: one waker per announced sleep; the loop's reset of wake_sent before
+     * its fetch_or is visible here through the same release sequence. */
+    if ((st & LC__POST_SLEEPING) &&
+        !atomic_exchange_explicit(&loop->wake_sent, true, memory_order_acq_rel)) {
+        /* The eventfd stays open until the loop's memory is freed, and the lifetime rule
+         * (threadsafe.h) forbids posting during lc_loop_free(): this write is safe even when
+         * close ran in between. */
+        uint64_t one = 1;
+        ssize_t n;
+        do
+            n = write(loop->wake_fd, &one, sizeof(one));
+        while (n < 0 && errno == EINTR);
+        /* EAGAIN means the counter is saturated: the loop is woken anyway. */
+        atomic_fetch_add_explicit(&loop->wake_writes, 1, memory_order_relaxed);
+    }
+    return 0;
+}
+
+static void wake_cb(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    lc_loop_t *loop = p->data;
+    uint64_t v;
+    /* Reset the eventfd before the drain at the start of the next iteration, never after, so
+     * that a wake-up for a node the drain does not see is not swallowed. */
+    while (read(loop->wake_fd, &v, sizeof(v)) < 0 && errno == EINTR) {
+    }
+    loop->ts_stats.wakeups++;
+}
+
+/* Moves the messages of the inbound queue to the ready queue, in push order. Returns how many.
+ * A BUSY queue (a producer between its two steps) is left for later: that producer reads the
+ * sleeping bit when it counts itself out after its push, so if we go to sleep it wakes us. */
+static size_t drain_inbound(lc_loop_t *loop)
+{
+    lc_mpsc_node_t *first, *last;
+    size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, &last, SIZE_MAX, NULL);
+    for (lc_mpsc_node_t *m = first; m != NULL;) {
+        lc_mpsc_node_t *next = lc_mpsc_batch_next(m);
+        ready_append(loop, lc_container_of(m, lc__qnode, mnode));
+        m = next;
+    }
+    if (n != 0) {
+        loop->ts_stats.received += n;
+        if (loop->spin_budget > 0)
+            loop->last_inbound = lc__now();
+    }
+    return n;
+}
+
+int lc_loop_set_spin_budget(lc_loop_t *loop, double seconds)
+{
+    if (loop == NULL || !(seconds >= 0) || isinf(seconds))
+        return LC_EINVAL;
+    loop->spin_budget = seconds;
+    return 0;
+}
+
+double lc_loop_get_spin_budget(const lc_loop_t *loop)
+{
+    return loop != NULL ? loop->spin_budget : 0;
+}
+
+int lc_loop_get_threadsafe_stats(const lc_loop_t *loop, lc_loop_threadsafe_stats_t *stats)
+{
+    if (loop == NULL || stats == NULL)
+        return LC_EINVAL;
+    *stats = loop->ts_stats;
+    stats->wake_writes = atomic_load_explicit(&loop->wake_writes, memory_order_relaxed);
+    return 0;
 }
 
 /* ---- Running --------------------------------------------------------------------------------- */
 
 static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
 {
-    if (h->cancelled) {
+    /* relaxed: see the comment on the field. */
+    if (atomic_load_explicit(&h->cancelled, memory_order_relaxed)) {
         h->state = LC__H_DROPPED;
         handle_loop_unref(loop, h);
         return;
@@ -556,7 +739,7 @@ static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
     double t0 = 0;
     if (LC_UNLIKELY(loop->debug))
         t0 = lc__now();
-    if (h->kind == LC__K_DONE_CB)
+    if (h->q.kind == LC__K_DONE_CB)
         h->cb.done_cb(h->fut, h->arg);
     else
         h->cb.fn(h->arg);
@@ -568,15 +751,25 @@ static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
     handle_loop_unref(loop, h);
 }
 
+static inline void run_node(lc_loop_t *loop, lc__qnode *q)
+{
+    if (q->kind == LC__K_POSTED) {
+        lc__call_priv *c = lc_container_of(q, lc__call_priv, q);
+        c->cb(lc_container_of((void *)c, lc_call_t, _priv), 0);
+        return;
+    }
+    run_handle(loop, lc_container_of(q, lc_handle_t, q));
+}
+
 static void run_ready_batch(lc_loop_t *loop)
 {
     /* Detach the whole queue: what runs now is fixed; new callbacks go to a fresh queue. */
-    lc_handle_t *h = loop->ready_head;
+    lc__qnode *q = loop->ready_head;
     loop->ready_head = loop->ready_tail = NULL;
-    while (h != NULL) {
-        lc_handle_t *next = h->next;
-        run_handle(loop, h);
-        h = next;
+    while (q != NULL) {
+        lc__qnode *next = q->next;
+        run_node(loop, q);
+        q = next;
     }
 }
 
@@ -587,50 +780,98 @@ static void run_due_timers(lc_loop_t *loop)
     double now = lc__now();
     /* Take every due timer off the heap first, in order; timers scheduled by these callbacks
      * (even with when <= now) wait for the next iteration. */
-    lc_handle_t *head = NULL, *tail = NULL;
+    lc__qnode *head = NULL, *tail = NULL;
     while (loop->heap_len > 0 && loop->heap[0]->when <= now) {
         lc_handle_t *h = heap_pop(loop);
         h->state = LC__H_DUE;
-        h->next = NULL;
+        h->q.next = NULL;
         if (tail != NULL)
-            tail->next = h;
+            tail->next = &h->q;
         else
-            head = h;
-        tail = h;
+            head = &h->q;
+        tail = &h->q;
     }
     heap_maybe_shrink(loop);
     while (head != NULL) {
-        lc_handle_t *next = head->next;
-        run_handle(loop, head);
+        lc__qnode *next = head->next;
+        run_handle(loop, lc_container_of(head, lc_handle_t, q));
         head = next;
     }
 }
 
 static void poll_timer_cb(uv_timer_t *t) { (void)t; }
 
+/* The poll timeout in ms: 0 if anything is ready or a stop is pending, else until the earliest
+ * timer (rounded up, so a timer is never woken early), capped at one day. */
+static uint64_t poll_timeout_ms(lc_loop_t *loop)
+{
+    if (loop->ready_head != NULL || loop->stopping)
+        return 0;
+    if (loop->heap_len == 0)
+        return LC__MAX_POLL_MS;
+    double d = loop->heap[0]->when - lc__now();
+    if (d <= 0)
+        return 0;
+    if (d >= LC__MAX_POLL_MS / 1000.0)
+        return LC__MAX_POLL_MS;
+    return (uint64_t)ceil(d * 1000.0);
+}
+
+/* Spins on the inbound queue (and I/O, without blocking) while cross-thread work arrived less
+ * than spin_budget ago, until something is ready or the budget or the next timer runs out.
+ * Returns true if something became ready. */
+static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms)
+{
+    double start = lc__now();
+    double deadline = loop->last_inbound + loop->spin_budget;
+    double timer_deadline = start + (double)timeout_ms / 1000.0;
+    if (timer_deadline < deadline)
+        deadline = timer_deadline;
+    for (unsigned i = 1;; i++) {
+        if (!lc_mpsc_empty(&loop->inbound))
+            return true;
+        lc_mpsc_cpu_relax();
+        if ((i & 63) == 0) {
+            /* I/O and the clock, every 64 spins (a zero-timeout epoll_wait is a system call). */
+            uv_run(&loop->uv, UV_RUN_NOWAIT);
+            if (loop->ready_head != NULL || loop->stopping)
+                return true;
+            if (lc__now() >= deadline)
+                return false;
+        }
+    }
+}
+
 static void poll_io(lc_loop_t *loop)
 {
-    uint64_t timeout_ms;
-    if (loop->ready_head != NULL || loop->stopping) {
-        timeout_ms = 0;
-    } else if (loop->heap_len == 0) {
-        timeout_ms = LC__MAX_POLL_MS;
-    } else {
-        double d = loop->heap[0]->when - lc__now();
-        if (d <= 0)
-            timeout_ms = 0;
-        else if (d >= LC__MAX_POLL_MS / 1000.0)
-            timeout_ms = LC__MAX_POLL_MS;
-        else
-            timeout_ms = (uint64_t)ceil(d * 1000.0); /* round up: never wake before when */
+    uint64_t timeout_ms = poll_timeout_ms(loop);
+    if (timeout_ms > 0 && loop->spin_budget > 0 &&
+        lc__now() - loop->last_inbound < loop->spin_budget) {
+        if (spin_before_sleep(loop, timeout_ms))
+            return; /* the next iteration drains and runs it */
+        timeout_ms = poll_timeout_ms(loop);
     }
     if (timeout_ms == 0) {
         uv_run(&loop->uv, UV_RUN_NOWAIT);
-    } else {
-        uv_timer_start(&loop->poll_timer, poll_timer_cb, timeout_ms, 0);
-        uv_run(&loop->uv, UV_RUN_ONCE);
-        uv_timer_stop(&loop->poll_timer);
+        return;
     }
+    /* Announce the sleep, then look at the queue once more (see lc__loop_post()). The reset of
+     * wake_sent is published by the release half of the fetch_or. */
+    atomic_store_explicit(&loop->wake_sent, false, memory_order_relaxed);
+    atomic_fetch_or_explicit(&loop->post_state, LC__POST_SLEEPING, memory_order_acq_rel);
+    loop->ts_stats.sleeps++;
+    if (drain_inbound(loop) != 0) {
+        atomic_fetch_and_explicit(&loop->post_state, ~(uint64_t)LC__POST_SLEEPING,
+                                  memory_order_relaxed);
+        uv_run(&loop->uv, UV_RUN_NOWAIT);
+        return;
+    }
+    uv_timer_start(&loop->poll_timer, poll_timer_cb, timeout_ms, 0);
+    uv_run(&loop->uv, UV_RUN_ONCE);
+    uv_timer_stop(&loop->poll_timer);
+    /* relaxed: a producer that still reads the bit only causes a spurious eventfd write. */
+    atomic_fetch_and_explicit(&loop->post_state, ~(uint64_t)LC__POST_SLEEPING,
+                              memory_order_relaxed);
 }
 
 int lc_loop_run_forever(lc_loop_t *loop)
@@ -651,6 +892,7 @@ int lc_loop_run_forever(lc_loop_t *loop)
 
     for (;;) {
         bool stop_before = loop->stopping;
+        drain_inbound(loop);
         run_ready_batch(loop);
         if (loop->stopping && !stop_before)
             break; /* stop() in this batch: no further poll (rule 2b) */

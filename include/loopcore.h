@@ -5,5 +5,6 @@
 #include "loopcore/errno.h"
 #include "loopcore/loop.h"
 #include "loopcore/future.h"
+#include "loopcore/threadsafe.h"
 
 #endif

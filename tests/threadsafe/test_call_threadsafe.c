@@ -1,0 +1,477 @@
+/* call_soon_threadsafe and lc_loop_post_threadsafe: delivery, order, wake-ups, cancellation from
+ * other threads, and posts racing close. Also run under --config=tsan. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/support/loop_fixture.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define SCALE 4
+#else
+#define SCALE 1
+#endif
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Runs the loop on its own thread until a stop is posted. */
+typedef struct {
+    lc_loop_t *loop;
+    pthread_t thread;
+    int rc;
+} runner_t;
+
+static void *runner_main(void *arg)
+{
+    runner_t *r = arg;
+    r->rc = lc_loop_run_forever(r->loop);
+    return NULL;
+}
+
+static void runner_start(runner_t *r, lc_loop_t *loop)
+{
+    r->loop = loop;
+    r->rc = -1;
+    assert_int_equal(pthread_create(&r->thread, NULL, runner_main, r), 0);
+}
+
+static void post_stop(void *arg) { lc_loop_stop(arg); }
+
+static void runner_stop(runner_t *r)
+{
+    assert_int_equal(lc_loop_call_soon_threadsafe(r->loop, post_stop, r->loop, NULL), 0);
+    assert_int_equal(pthread_join(r->thread, NULL), 0);
+    assert_int_equal(r->rc, 0);
+}
+
+/* ---- delivery and wake-up -------------------------------------------------------------------- */
+
+typedef struct {
+    atomic_int ran;
+    pthread_t loop_thread;
+    atomic_int on_loop_thread;
+} flag_t;
+
+static void flag_cb(void *arg)
+{
+    flag_t *f = arg;
+    atomic_store(&f->on_loop_thread, pthread_equal(pthread_self(), f->loop_thread));
+    atomic_fetch_add(&f->ran, 1);
+}
+
+static void test_threadsafe_wakes_sleeping_loop(void **state)
+{
+    lc_loop_t *loop = *state;
+    runner_t r;
+    runner_start(&r, loop);
+    usleep(50000); /* the loop is asleep (nothing to do; no timers) */
+    flag_t f = {0};
+    f.loop_thread = r.thread;
+    double t0 = now();
+    assert_int_equal(lc_loop_call_soon_threadsafe(loop, flag_cb, &f, NULL), 0);
+    while (atomic_load(&f.ran) == 0 && now() - t0 < 5)
+        usleep(100);
+    assert_int_equal(atomic_load(&f.ran), 1);
+    assert_true(atomic_load(&f.on_loop_thread));
+    assert_true(now() - t0 < 1.0); /* woken, not left until some timeout */
+    runner_stop(&r);
+    lc_loop_threadsafe_stats_t st;
+    assert_int_equal(lc_loop_get_threadsafe_stats(loop, &st), 0);
+    assert_true(st.wakeups >= 1);
+    assert_int_equal(st.received, 2);
+    assert_int_equal(lc_loop_call_soon_threadsafe(NULL, flag_cb, &f, NULL), LC_EINVAL);
+    assert_int_equal(lc_loop_call_soon_threadsafe(loop, NULL, &f, NULL), LC_EINVAL);
+    assert_int_equal(lc_loop_post_threadsafe(loop, NULL, NULL), LC_EINVAL);
+}
+
+/* ---- 4 producers x 1,000,000 ----------------------------------------------------------------- */
+
+enum { PRODUCERS = 4 };
+
+typedef struct {
+    lc_loop_t *loop;
+    unsigned id;
+    unsigned count;
+} producer_t;
+
+static unsigned expected_seq[PRODUCERS];
+static unsigned order_errors;
+static unsigned total_ran;
+
+static void seq_cb(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    unsigned id = (unsigned)(v & 7), seq = (unsigned)(v >> 3);
+    if (seq != expected_seq[id])
+        order_errors++;
+    expected_seq[id] = seq + 1;
+    total_ran++;
+}
+
+static void *producer_main(void *arg)
+{
+    producer_t *p = arg;
+    for (unsigned i = 0; i < p->count; i++) {
+        int r;
+        while ((r = lc_loop_call_soon_threadsafe(p->loop, seq_cb,
+                                                 (void *)(((uintptr_t)i << 3) | p->id), NULL)) ==
+               LC_ENOMEM)
+            sched_yield();
+        assert_int_equal(r, 0);
+        if ((i & 4095) == 0)
+            sched_yield(); /* let the consumer interleave on a 2-core machine */
+    }
+    return NULL;
+}
+
+static void test_threadsafe_four_producers_million_each(void **state)
+{
+    lc_loop_t *loop = *state;
+    unsigned count = 1000000 / SCALE;
+    memset(expected_seq, 0, sizeof(expected_seq));
+    order_errors = total_ran = 0;
+    runner_t r;
+    runner_start(&r, loop);
+    pthread_t t[PRODUCERS];
+    producer_t p[PRODUCERS];
+    for (unsigned i = 0; i < PRODUCERS; i++) {
+        p[i] = (producer_t){loop, i, count};
+        assert_int_equal(pthread_create(&t[i], NULL, producer_main, &p[i]), 0);
+    }
+    for (unsigned i = 0; i < PRODUCERS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    runner_stop(&r); /* posted after every producer's last post: runs after them */
+    assert_int_equal(total_ran, PRODUCERS * count);
+    assert_int_equal(order_errors, 0);
+    for (unsigned i = 0; i < PRODUCERS; i++)
+        assert_int_equal(expected_seq[i], count);
+    lc_loop_threadsafe_stats_t st;
+    assert_int_equal(lc_loop_get_threadsafe_stats(loop, &st), 0);
+    /* One wake-up per sleep at most: producers never write the eventfd of an awake loop twice. */
+    assert_true(st.wake_writes <= st.sleeps + 1);
+    print_message("  posts=%u sleeps=%llu wakeups=%llu wake_writes=%llu\n", PRODUCERS * count,
+                  (unsigned long long)st.sleeps, (unsigned long long)st.wakeups,
+                  (unsigned long long)st.wake_writes);
+}
+
+/* ---- coalescing ------------------------------------------------------------------------------ */
+
+static void count_cb(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+static void test_threadsafe_burst_costs_few_wakeups(void **state)
+{
+    lc_loop_t *loop = *state;
+    runner_t r;
+    runner_start(&r, loop);
+    usleep(20000);
+    atomic_int ran = 0;
+    enum { BURST = 10000 };
+    for (int i = 0; i < BURST; i++)
+        assert_int_equal(lc_loop_call_soon_threadsafe(loop, count_cb, &ran, NULL), 0);
+    double t0 = now();
+    while (atomic_load(&ran) < BURST && now() - t0 < 5)
+        usleep(100);
+    runner_stop(&r);
+    assert_int_equal(atomic_load(&ran), BURST);
+    lc_loop_threadsafe_stats_t st;
+    assert_int_equal(lc_loop_get_threadsafe_stats(loop, &st), 0);
+    /* The loop was asleep: the first post woke it; the rest found it awake or coalesced. */
+    assert_true(st.wake_writes >= 1);
+    assert_true(st.wake_writes <= st.sleeps + 1);
+    assert_true(st.wake_writes < BURST / 10);
+}
+
+/* ---- ordering with the loop's own callbacks -------------------------------------------------- */
+
+static void test_threadsafe_runs_after_ready_callbacks(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_log_t log = {0};
+    lc_test_event_t a = {&log, 1}, ts = {&log, 2}, b = {&log, 3};
+    assert_int_equal(lc_loop_call_soon(loop, lc_test_log_cb, &a, NULL), 0);
+    assert_int_equal(lc_loop_call_soon_threadsafe(loop, lc_test_log_cb, &ts, NULL), 0);
+    assert_int_equal(lc_loop_call_soon(loop, lc_test_log_cb, &b, NULL), 0);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    /* Drained at the start of the iteration and appended to the ready queue. */
+    lc_test_assert_log(&log, (int[]){1, 3, 2}, 3);
+}
+
+/* ---- cancellation from another thread -------------------------------------------------------- */
+
+typedef struct {
+    lc_loop_t *loop;
+    lc_handle_t *h;
+    atomic_int ran;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int phase;
+} cancel_t;
+
+static void cancel_victim_cb(void *arg) { atomic_fetch_add(&((cancel_t *)arg)->ran, 1); }
+
+static void set_phase(cancel_t *c, int phase)
+{
+    pthread_mutex_lock(&c->mu);
+    c->phase = phase;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void wait_phase(cancel_t *c, int phase)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->phase < phase)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void *canceller_main(void *arg)
+{
+    cancel_t *c = arg;
+    wait_phase(c, 1);
+    assert_int_equal(lc_loop_call_soon_threadsafe(c->loop, cancel_victim_cb, c, &c->h), 0);
+    assert_int_equal(lc_handle_cancel(c->h), 0);
+    assert_true(lc_handle_cancelled(c->h));
+    lc_handle_release(c->h); /* released on this thread, while the loop still queues it */
+    set_phase(c, 2);
+    return NULL;
+}
+
+static void hold_loop_cb(void *arg)
+{
+    cancel_t *c = arg;
+    set_phase(c, 1);
+    wait_phase(c, 2); /* the loop is busy here while the other thread posts and cancels */
+    lc_loop_stop(c->loop);
+}
+
+static void test_threadsafe_cancel_and_release_from_other_thread(void **state)
+{
+    lc_loop_t *loop = *state;
+    cancel_t c = {.loop = loop};
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, canceller_main, &c), 0);
+    assert_int_equal(lc_loop_call_soon(loop, hold_loop_cb, &c, NULL), 0);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0); /* drains the cancelled post */
+    assert_int_equal(atomic_load(&c.ran), 0);
+
+    /* Cancel after it ran: a no-op, from any thread. */
+    lc_handle_t *h = NULL;
+    assert_int_equal(lc_loop_call_soon_threadsafe(loop, cancel_victim_cb, &c, &h), 0);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    assert_int_equal(atomic_load(&c.ran), 1);
+    assert_int_equal(lc_handle_cancel(h), 0);
+    lc_handle_release(h);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+}
+
+/* ---- posted calls and close ------------------------------------------------------------------ */
+
+typedef struct {
+    lc_call_t call;
+    int status;
+    int runs;
+} msg_t;
+
+static void msg_cb(lc_call_t *call, int status)
+{
+    msg_t *m = lc_container_of(call, msg_t, call);
+    m->status = status;
+    m->runs++;
+}
+
+static void test_threadsafe_post_runs_and_close_hands_back(void **state)
+{
+    (void)state;
+    lc_loop_t *loop = NULL;
+    assert_int_equal(lc_new_event_loop(&loop), 0);
+    msg_t ran = {.status = 99}, pending = {.status = 99}, late = {.status = 99};
+    atomic_int dropped_runs = 0;
+    assert_int_equal(lc_loop_post_threadsafe(loop, &ran.call, msg_cb), 0);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    assert_int_equal(ran.runs, 1);
+    assert_int_equal(ran.status, 0);
+    /* The same struct may be posted again once its callback ran. */
+    assert_int_equal(lc_loop_post_threadsafe(loop, &ran.call, msg_cb), 0);
+
+    assert_int_equal(lc_loop_post_threadsafe(loop, &pending.call, msg_cb), 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(lc_loop_call_soon_threadsafe(loop, count_cb, &dropped_runs, NULL), 0);
+    assert_int_equal(lc_loop_close(loop), 0);
+    assert_int_equal(pending.runs, 1);
+    assert_int_equal(pending.status, LC_ECLOSED); /* handed back */
+    assert_int_equal(ran.runs, 2);
+    assert_int_equal(ran.status, LC_ECLOSED);
+    assert_int_equal(atomic_load(&dropped_runs), 0); /* discarded without running, freed */
+    lc_loop_threadsafe_stats_t st;
+    assert_int_equal(lc_loop_get_threadsafe_stats(loop, &st), 0);
+    assert_int_equal(st.discarded, 102);
+
+    /* After close: refused, not taken. */
+    assert_int_equal(lc_loop_post_threadsafe(loop, &late.call, msg_cb), LC_ECLOSED);
+    assert_int_equal(late.runs, 0);
+    lc_handle_t *h = (lc_handle_t *)1;
+    assert_int_equal(lc_loop_call_soon_threadsafe(loop, count_cb, &dropped_runs, &h), LC_ECLOSED);
+    assert_null(h);
+    assert_int_equal(lc_loop_free(loop), 0);
+}
+
+/* ---- producers racing stop and close --------------------------------------------------------- */
+
+typedef struct {
+    lc_loop_t *loop;
+    atomic_bool go;
+    atomic_long runs;
+    atomic_long handed_back;
+    long posts[2], errors[2];
+} race_t;
+
+typedef struct {
+    lc_call_t call;
+    race_t *race;
+} race_msg_t;
+
+static void race_run_cb(void *arg) { atomic_fetch_add(&((race_t *)arg)->runs, 1); }
+
+static void race_msg_cb(lc_call_t *call, int status)
+{
+    race_msg_t *m = lc_container_of(call, race_msg_t, call);
+    if (status == 0)
+        atomic_fetch_add(&m->race->runs, 1);
+    else
+        atomic_fetch_add(&m->race->handed_back, 1);
+    free(m);
+}
+
+typedef struct {
+    race_t *race;
+    int id;
+} racer_arg_t;
+
+static void *racer_main(void *arg)
+{
+    racer_arg_t *a = arg;
+    race_t *race = a->race;
+    while (!atomic_load(&race->go))
+        sched_yield();
+    for (;;) {
+        int r;
+        race->posts[a->id]++;
+        if (race->posts[a->id] & 1) {
+            r = lc_loop_call_soon_threadsafe(race->loop, race_run_cb, race, NULL);
+        } else {
+            race_msg_t *m = malloc(sizeof(*m));
+            m->race = race;
+            r = lc_loop_post_threadsafe(race->loop, &m->call, race_msg_cb);
+            if (r != 0)
+                free(m); /* not taken: still ours */
+        }
+        if (r == LC_ECLOSED) {
+            race->errors[a->id]++;
+            break;
+        }
+        assert_int_equal(r, 0);
+    }
+    return NULL;
+}
+
+static void test_threadsafe_producers_race_close(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 5; round++) {
+        lc_loop_t *loop = NULL;
+        assert_int_equal(lc_new_event_loop(&loop), 0);
+        race_t race = {.loop = loop};
+        runner_t r;
+        runner_start(&r, loop);
+        pthread_t t[2];
+        racer_arg_t args[2] = {{&race, 0}, {&race, 1}};
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, racer_main, &args[i]), 0);
+        atomic_store(&race.go, true);
+        usleep(20000 + round * 5000);
+        runner_stop(&r);
+        assert_int_equal(lc_loop_close(loop), 0); /* while the producers keep posting */
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+        lc_loop_threadsafe_stats_t st;
+        assert_int_equal(lc_loop_get_threadsafe_stats(loop, &st), 0);
+        long posts = race.posts[0] + race.posts[1];
+        long errors = race.errors[0] + race.errors[1];
+        /* Every post ran, was discarded by close, or was refused: none lost, none twice. */
+        assert_int_equal(errors, 2);
+        assert_int_equal(atomic_load(&race.runs) + (long)st.discarded + errors, posts);
+        assert_true(atomic_load(&race.handed_back) <= (long)st.discarded);
+        assert_int_equal(lc_loop_free(loop), 0);
+    }
+}
+
+/* ---- spin budget ----------------------------------------------------------------------------- */
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+static void test_threadsafe_spin_budget_idle_costs_nothing(void **state)
+{
+    lc_loop_t *loop = *state;
+    assert_true(lc_loop_get_spin_budget(loop) == 0);
+    assert_int_equal(lc_loop_set_spin_budget(loop, -1), LC_EINVAL);
+    assert_int_equal(lc_loop_set_spin_budget(loop, 0.002), 0);
+    assert_true(lc_loop_get_spin_budget(loop) == 0.002);
+    runner_t r;
+    runner_start(&r, loop);
+    atomic_int ran = 0;
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(lc_loop_call_soon_threadsafe(loop, count_cb, &ran, NULL), 0);
+        usleep(200);
+    }
+    /* Work stopped arriving: after the budget the loop sleeps and uses no CPU. */
+    usleep(50000);
+    double c0 = cpu_seconds();
+    usleep(300000);
+    double used = cpu_seconds() - c0;
+    runner_stop(&r);
+    assert_int_equal(atomic_load(&ran), 100);
+    assert_true(used < 0.1);
+}
+
+int main(void)
+{
+    lc_test_watchdog(240);
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, lc_test_loop_setup, lc_test_loop_teardown)
+        T(test_threadsafe_wakes_sleeping_loop),
+        T(test_threadsafe_four_producers_million_each),
+        T(test_threadsafe_burst_costs_few_wakeups),
+        T(test_threadsafe_runs_after_ready_callbacks),
+        T(test_threadsafe_cancel_and_release_from_other_thread),
+        cmocka_unit_test(test_threadsafe_post_runs_and_close_hands_back),
+        cmocka_unit_test(test_threadsafe_producers_race_close),
+        T(test_threadsafe_spin_budget_idle_costs_nothing),
+#undef T
+    };
+    return cmocka_run_group_tests_name("call_threadsafe", tests, NULL, NULL);
+}
