@@ -37,11 +37,20 @@ typedef enum {
 } lc__handle_kind;
 
 /* What the ready queue and the inbound queue link: the first member of a handle and of the
- * private part of an lc_call_t. */
+ * private part of an lc_call_t. The handle's small fields live here too, in what would
+ * otherwise be padding, so that a handle is 56 bytes (one 64-byte allocation class). */
 typedef struct lc__qnode_s {
     struct lc__qnode_s *next; /* ready queue / due list / handle cache; loop thread only */
     lc_mpsc_node_t mnode;     /* inbound MPSC queue link (threadsafe posts) */
     uint8_t kind;             /* lc__handle_kind */
+    uint8_t state;            /* handles: lc__handle_state; loop thread only */
+    /* Handles: set by lc_handle_cancel (any thread for K_THREADSAFE); relaxed everywhere: it
+     * publishes nothing, the loop either sees it before running the callback or runs it. */
+    _Atomic bool cancelled;
+    /* Handles: one reference for the loop while the handle is queued, one for the user if the
+     * scheduling call returned the handle. Atomic because threadsafe handles are released from
+     * any thread; the loop's own drop skips the atomic RMW when it holds the only one. */
+    _Atomic uint32_t refs;
 } lc__qnode;
 
 /* The private part of an lc_call_t. */
@@ -58,19 +67,18 @@ struct lc_handle_s {
         lc_future_done_cb done_cb;
     } cb;
     void *arg;
-    lc_future_t *fut; /* K_DONE_CB: the future (the handle holds a reference) */
-    double when;      /* K_TIMER */
-    uint64_t seq;     /* K_TIMER: tie-break, so equal whens run in the order scheduled */
-    uint32_t heap_idx;
-    /* References: one for the loop while the handle is queued, one for the user if the
-     * scheduling call returned the handle. Atomic because threadsafe handles are released
-     * from any thread; the loop's own drop skips the atomic RMW when it holds the only one. */
-    _Atomic uint32_t refs;
-    uint8_t state; /* lc__handle_state; loop thread only */
-    /* Set by lc_handle_cancel (any thread for K_THREADSAFE); relaxed everywhere: it publishes
-     * nothing, the loop either sees it before running the callback or runs it. */
-    _Atomic bool cancelled;
+    union {
+        lc_future_t *fut; /* K_DONE_CB: the future (the handle holds a reference) */
+        double when;      /* K_TIMER */
+    } u;
 };
+
+/* A timer heap entry: the key is kept inline so that sifting never touches the handles. */
+typedef struct lc__timer_ent_s {
+    double when;
+    uint64_t seq; /* tie-break: equal whens run in the order scheduled */
+    lc_handle_t *h;
+} lc__timer_ent;
 
 struct lc_loop_s {
     uv_loop_t uv;
@@ -97,10 +105,13 @@ struct lc_loop_s {
     double last_inbound; /* lc__now() when the last drain found messages */
     lc_loop_threadsafe_stats_t ts_stats;
 
-    /* Timer heap: a binary min-heap on (when, seq) of LC__H_TIMER handles. */
-    lc_handle_t **heap;
+    /* Timer heap: a 4-ary min-heap on (when, seq). Cancelled timers stay in it, flagged, until
+     * they reach the top or until they are more than half of it (then it is rebuilt without
+     * them), as asyncio does: cancelling is O(1) and nothing accumulates. */
+    lc__timer_ent *heap;
     uint32_t heap_len;
     uint32_t heap_cap;
+    uint32_t heap_cancelled;
     uint64_t timer_seq;
 
     lc_handle_t *handle_cache; /* freed handles kept for reuse */

@@ -21,6 +21,10 @@
 
 #include "engine/internal.h"
 
+/* A handle fits one 64-byte allocation class (jemalloc keeps those pages hot; the 80-byte class
+ * refaulted on every burst in loop_bench). */
+_Static_assert(sizeof(lc_handle_t) <= 64, "lc_handle_t grew past 64 bytes");
+
 static __thread lc_loop_t *tls_running;   /* the loop running in this thread */
 static __thread lc_loop_t *tls_current;   /* set_event_loop / get_event_loop */
 static __thread bool tls_current_was_set; /* set_event_loop was called in this thread */
@@ -65,16 +69,16 @@ static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 static void handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
 {
     if (h->q.kind == LC__K_DONE_CB) {
-        lc_future_t *fut = h->fut;
-        h->fut = NULL;
+        lc_future_t *fut = h->u.fut;
+        h->u.fut = NULL;
         lc_future_unref(fut);
     }
     /* acquire: if the count is 1 the loop holds the only reference and nobody can take a new
      * one, so no RMW is needed; the acquire pairs with the release half of a user's
      * lc_handle_release() on another thread, so the user's last use happens-before our free.
      * Otherwise acq_rel: the same pairing in both directions. */
-    if (atomic_load_explicit(&h->refs, memory_order_acquire) == 1 ||
-        atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_load_explicit(&h->q.refs, memory_order_acquire) == 1 ||
+        atomic_fetch_sub_explicit(&h->q.refs, 1, memory_order_acq_rel) == 1)
         handle_free(h, loop);
 }
 
@@ -84,10 +88,10 @@ static void handle_init(lc_handle_t *h, lc_loop_t *loop, lc__handle_kind kind, b
     h->q.kind = (uint8_t)kind;
     h->loop = loop;
     h->arg = NULL;
-    h->fut = NULL;
+    h->u.fut = NULL;
     /* relaxed: the handle is not shared yet; publication happens through the queues. */
-    atomic_init(&h->cancelled, false);
-    atomic_init(&h->refs, user_ref ? 2 : 1);
+    atomic_init(&h->q.cancelled, false);
+    atomic_init(&h->q.refs, user_ref ? 2 : 1);
 }
 
 static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_user,
@@ -112,7 +116,7 @@ lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg
     handle_init(h, loop, LC__K_THREADSAFE, user_ref);
     h->cb.fn = fn;
     h->arg = arg;
-    h->state = LC__H_READY;
+    h->q.state = LC__H_READY;
     return h;
 }
 
@@ -132,75 +136,73 @@ static inline void ready_append(lc_loop_t *loop, lc__qnode *q)
 
 static inline void ready_push(lc_loop_t *loop, lc_handle_t *h)
 {
-    h->state = LC__H_READY;
+    h->q.state = LC__H_READY;
     ready_append(loop, &h->q);
 }
 
-/* ---- Timer heap: binary min-heap on (when, seq); each handle knows its index ------------------
- */
+/* ---- Timer heap: 4-ary min-heap on (when, seq), keys inline -------------------------------- */
 
-static inline bool timer_less(const lc_handle_t *a, const lc_handle_t *b)
+static inline bool timer_less(const lc__timer_ent *a, const lc__timer_ent *b)
 {
     return a->when < b->when || (a->when == b->when && a->seq < b->seq);
 }
 
-static void heap_place(lc_loop_t *loop, uint32_t i, lc_handle_t *h)
+static void heap_sift_up(lc_loop_t *loop, uint32_t i, lc__timer_ent e)
 {
-    loop->heap[i] = h;
-    h->heap_idx = i;
-}
-
-static void heap_sift_up(lc_loop_t *loop, uint32_t i, lc_handle_t *h)
-{
+    lc__timer_ent *heap = loop->heap;
     while (i > 0) {
-        uint32_t parent = (i - 1) / 2;
-        lc_handle_t *p = loop->heap[parent];
-        if (!timer_less(h, p))
+        uint32_t parent = (i - 1) / 4;
+        if (!timer_less(&e, &heap[parent]))
             break;
-        heap_place(loop, i, p);
+        heap[i] = heap[parent];
         i = parent;
     }
-    heap_place(loop, i, h);
+    heap[i] = e;
 }
 
-static void heap_sift_down(lc_loop_t *loop, uint32_t i, lc_handle_t *h)
+static void heap_sift_down(lc_loop_t *loop, uint32_t i, lc__timer_ent e)
 {
+    lc__timer_ent *heap = loop->heap;
     uint32_t n = loop->heap_len;
     for (;;) {
-        uint32_t child = 2 * i + 1;
-        if (child >= n)
+        uint32_t first = 4 * i + 1;
+        if (first >= n)
             break;
-        if (child + 1 < n && timer_less(loop->heap[child + 1], loop->heap[child]))
-            child++;
-        if (!timer_less(loop->heap[child], h))
+        uint32_t last = first + 4 < n ? first + 4 : n;
+        uint32_t min = first;
+        for (uint32_t c = first + 1; c < last; c++)
+            if (timer_less(&heap[c], &heap[min]))
+                min = c;
+        if (!timer_less(&heap[min], &e))
             break;
-        heap_place(loop, i, loop->heap[child]);
-        i = child;
+        heap[i] = heap[min];
+        i = min;
     }
-    heap_place(loop, i, h);
+    heap[i] = e;
 }
 
-static int heap_push(lc_loop_t *loop, lc_handle_t *h)
+static int heap_push(lc_loop_t *loop, lc__timer_ent e)
 {
     if (loop->heap_len == loop->heap_cap) {
         uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
-        lc_handle_t **heap = realloc(loop->heap, (size_t)cap * sizeof(*heap));
+        lc__timer_ent *heap = realloc(loop->heap, (size_t)cap * sizeof(*heap));
         if (heap == NULL)
             return LC_ENOMEM;
         loop->heap = heap;
         loop->heap_cap = cap;
     }
-    heap_sift_up(loop, loop->heap_len++, h);
+    heap_sift_up(loop, loop->heap_len++, e);
     return 0;
 }
 
-/* Shrinks the array when it is mostly empty, so a million cancelled timers leave no memory behind.
- */
+/* Shrinks the array when it is mostly empty, so a million cancelled timers leave no memory behind. */
 static void heap_maybe_shrink(lc_loop_t *loop)
 {
     if (loop->heap_cap > 64 && loop->heap_len < loop->heap_cap / 4) {
         uint32_t cap = loop->heap_cap / 2;
-        lc_handle_t **heap = realloc(loop->heap, (size_t)cap * sizeof(*heap));
+        while (cap > 64 && loop->heap_len < cap / 4)
+            cap /= 2;
+        lc__timer_ent *heap = realloc(loop->heap, (size_t)cap * sizeof(*heap));
         if (heap != NULL) {
             loop->heap = heap;
             loop->heap_cap = cap;
@@ -208,27 +210,49 @@ static void heap_maybe_shrink(lc_loop_t *loop)
     }
 }
 
-static void heap_remove(lc_loop_t *loop, lc_handle_t *h)
+static lc__timer_ent heap_pop(lc_loop_t *loop)
 {
-    uint32_t i = h->heap_idx;
-    lc_handle_t *last = loop->heap[--loop->heap_len];
-    if (i != loop->heap_len) {
-        /* Put the last element in the hole and restore the order in whichever direction. */
-        if (i > 0 && timer_less(last, loop->heap[(i - 1) / 2]))
-            heap_sift_up(loop, i, last);
-        else
-            heap_sift_down(loop, i, last);
-    }
-    heap_maybe_shrink(loop);
-}
-
-static lc_handle_t *heap_pop(lc_loop_t *loop)
-{
-    lc_handle_t *top = loop->heap[0];
-    lc_handle_t *last = loop->heap[--loop->heap_len];
+    lc__timer_ent top = loop->heap[0];
+    lc__timer_ent last = loop->heap[--loop->heap_len];
     if (loop->heap_len > 0)
         heap_sift_down(loop, 0, last);
     return top;
+}
+
+static void handle_loop_unref(lc_loop_t *loop, lc_handle_t *h);
+
+/* Drops a cancelled timer that left the heap. */
+static void timer_drop_cancelled(lc_loop_t *loop, lc_handle_t *h)
+{
+    loop->heap_cancelled--;
+    h->q.state = LC__H_DROPPED;
+    handle_loop_unref(loop, h);
+}
+
+/* Rebuilds the heap without its cancelled entries (Floyd's O(n) heapify). */
+static void heap_compact(lc_loop_t *loop)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < loop->heap_len; i++) {
+        lc_handle_t *h = loop->heap[i].h;
+        if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed))
+            timer_drop_cancelled(loop, h);
+        else
+            loop->heap[kept++] = loop->heap[i];
+    }
+    loop->heap_len = kept;
+    for (uint32_t i = kept / 4 + 1; i-- > 0;)
+        if (i < kept)
+            heap_sift_down(loop, i, loop->heap[i]);
+    heap_maybe_shrink(loop);
+}
+
+/* Pops cancelled entries off the top, so the top is a live timer (or the heap is empty). */
+static void heap_skip_cancelled(lc_loop_t *loop)
+{
+    while (loop->heap_cancelled > 0 && loop->heap_len > 0 &&
+           atomic_load_explicit(&loop->heap[0].h->q.cancelled, memory_order_relaxed))
+        timer_drop_cancelled(loop, heap_pop(loop).h);
 }
 
 /* ---- Loop lifecycle -------------------------------------------------------------------------- */
@@ -319,7 +343,7 @@ static void discard_node(lc_loop_t *loop, lc__qnode *q)
         return;
     }
     lc_handle_t *h = lc_container_of(q, lc_handle_t, q);
-    h->state = LC__H_DROPPED;
+    h->q.state = LC__H_DROPPED;
     h->cb.fn = NULL;
     h->arg = NULL;
     handle_loop_unref(loop, h);
@@ -369,7 +393,8 @@ int lc_loop_close(lc_loop_t *loop)
         discard_node(loop, q);
     }
     while (loop->heap_len > 0)
-        discard_node(loop, &loop->heap[--loop->heap_len]->q);
+        discard_node(loop, &loop->heap[--loop->heap_len].h->q);
+    loop->heap_cancelled = 0;
     free(loop->heap);
     loop->heap = NULL;
     loop->heap_cap = 0;
@@ -530,7 +555,7 @@ int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_
         return r;
     h->cb.done_cb = cb;
     h->arg = arg;
-    h->fut = lc_future_ref(fut);
+    h->u.fut = lc_future_ref(fut);
     ready_push(loop, h);
     return 0;
 }
@@ -552,15 +577,14 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
         return r;
     h->cb.fn = fn;
     h->arg = arg;
-    h->when = when;
-    h->seq = loop->timer_seq++;
-    h->state = LC__H_TIMER;
-    r = heap_push(loop, h);
+    h->u.when = when;
+    h->q.state = LC__H_TIMER;
+    r = heap_push(loop, (lc__timer_ent){when, loop->timer_seq++, h});
     if (LC_UNLIKELY(r != 0)) {
         if (handle != NULL)
             *handle = NULL;
-        atomic_store_explicit(&h->refs, 1, memory_order_relaxed); /* not shared yet */
-        h->state = LC__H_DROPPED;
+        atomic_store_explicit(&h->q.refs, 1, memory_order_relaxed); /* not shared yet */
+        h->q.state = LC__H_DROPPED;
         handle_loop_unref(loop, h);
         return r;
     }
@@ -585,36 +609,37 @@ int lc_handle_cancel(lc_handle_t *h)
     if (h->q.kind == LC__K_THREADSAFE) {
         /* Any thread: only the flag; the loop skips the callback when its turn comes. relaxed:
          * publishes nothing. */
-        atomic_store_explicit(&h->cancelled, true, memory_order_relaxed);
+        atomic_store_explicit(&h->q.cancelled, true, memory_order_relaxed);
         return 0;
     }
     /* Loop-thread handles: relaxed, the flag is only read on this thread. */
-    if (atomic_exchange_explicit(&h->cancelled, true, memory_order_relaxed))
+    if (atomic_exchange_explicit(&h->q.cancelled, true, memory_order_relaxed))
         return 0;
-    if (h->state == LC__H_TIMER) {
-        /* Out of the heap at once, so cancelled timers cost no memory and no heap work later. */
+    if (h->q.state == LC__H_TIMER) {
+        /* Left in the heap, flagged: O(1). When cancelled entries are more than half of a heap
+         * of more than 100, rebuild it without them (asyncio's rule), so they never pile up. */
         lc_loop_t *loop = h->loop;
-        heap_remove(loop, h);
-        h->state = LC__H_DROPPED;
         h->cb.fn = NULL;
         h->arg = NULL;
-        handle_loop_unref(loop, h);
+        loop->heap_cancelled++;
+        if (loop->heap_len > 100 && loop->heap_cancelled * 2 > loop->heap_len)
+            heap_compact(loop);
     }
-    /* READY or DUE: skipped (and released) when its turn comes, the queues being singly linked.
-     * RAN or DROPPED: nothing to do. */
+    /* READY, DUE or TIMER: skipped (and released) when its turn comes. RAN or DROPPED: nothing
+     * to do. */
     return 0;
 }
 
 bool lc_handle_cancelled(const lc_handle_t *h)
 {
-    return h != NULL && atomic_load_explicit(&h->cancelled, memory_order_relaxed);
+    return h != NULL && atomic_load_explicit(&h->q.cancelled, memory_order_relaxed);
 }
 
 int lc_handle_when(const lc_handle_t *h, double *when)
 {
     if (h == NULL || when == NULL || h->q.kind != LC__K_TIMER)
         return LC_EINVAL;
-    *when = h->when;
+    *when = h->u.when;
     return 0;
 }
 
@@ -626,7 +651,7 @@ void lc_handle_release(lc_handle_t *h)
      * handle_loop_unref); acquire orders the loop's last uses before ours. If we drop the last
      * reference the loop already let go of h, which is out of every queue, and the loop itself
      * may be closed or freed: do not touch it. */
-    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&h->q.refs, 1, memory_order_acq_rel) == 1)
         free(h);
 }
 
@@ -730,17 +755,17 @@ int lc_loop_get_threadsafe_stats(const lc_loop_t *loop, lc_loop_threadsafe_stats
 static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
 {
     /* relaxed: see the comment on the field. */
-    if (atomic_load_explicit(&h->cancelled, memory_order_relaxed)) {
-        h->state = LC__H_DROPPED;
+    if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed)) {
+        h->q.state = LC__H_DROPPED;
         handle_loop_unref(loop, h);
         return;
     }
-    h->state = LC__H_RAN;
+    h->q.state = LC__H_RAN;
     double t0 = 0;
     if (LC_UNLIKELY(loop->debug))
         t0 = lc__now();
     if (h->q.kind == LC__K_DONE_CB)
-        h->cb.done_cb(h->fut, h->arg);
+        h->cb.done_cb(h->u.fut, h->arg);
     else
         h->cb.fn(h->arg);
     if (LC_UNLIKELY(loop->debug)) {
@@ -781,9 +806,13 @@ static void run_due_timers(lc_loop_t *loop)
     /* Take every due timer off the heap first, in order; timers scheduled by these callbacks
      * (even with when <= now) wait for the next iteration. */
     lc__qnode *head = NULL, *tail = NULL;
-    while (loop->heap_len > 0 && loop->heap[0]->when <= now) {
-        lc_handle_t *h = heap_pop(loop);
-        h->state = LC__H_DUE;
+    while (loop->heap_len > 0 && loop->heap[0].when <= now) {
+        lc_handle_t *h = heap_pop(loop).h;
+        if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed)) {
+            timer_drop_cancelled(loop, h);
+            continue;
+        }
+        h->q.state = LC__H_DUE;
         h->q.next = NULL;
         if (tail != NULL)
             tail->next = &h->q;
@@ -805,11 +834,12 @@ static void poll_timer_cb(uv_timer_t *t) { (void)t; }
  * timer (rounded up, so a timer is never woken early), capped at one day. */
 static uint64_t poll_timeout_ms(lc_loop_t *loop)
 {
+    heap_skip_cancelled(loop);
     if (loop->ready_head != NULL || loop->stopping)
         return 0;
     if (loop->heap_len == 0)
         return LC__MAX_POLL_MS;
-    double d = loop->heap[0]->when - lc__now();
+    double d = loop->heap[0].when - lc__now();
     if (d <= 0)
         return 0;
     if (d >= LC__MAX_POLL_MS / 1000.0)
