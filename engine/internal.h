@@ -73,12 +73,20 @@ struct lc_handle_s {
     } u;
 };
 
-/* A timer heap entry: the key is kept inline so that sifting never touches the handles. */
+/* A timer heap entry. The key is inline, so that sifting never touches a handle. A timer whose
+ * caller asked for no handle has none at all: fn and arg live in the entry, and firing it touches
+ * no other memory. Otherwise fn is NULL and arg is the lc_handle_t. */
 typedef struct lc__timer_ent_s {
     double when;
     uint64_t seq; /* tie-break: equal whens run in the order scheduled */
-    lc_handle_t *h;
+    lc_call_fn fn;
+    void *arg;
 } lc__timer_ent;
+
+static inline lc_handle_t *lc__timer_handle(const lc__timer_ent *e)
+{
+    return e->fn == NULL ? (lc_handle_t *)e->arg : NULL;
+}
 
 struct lc_loop_s {
     uv_loop_t uv;
@@ -113,6 +121,8 @@ struct lc_loop_s {
     uint32_t heap_cap;
     uint32_t heap_cancelled;
     uint64_t timer_seq;
+    lc__timer_ent *due; /* the timers being run by run_due_timers(), reused */
+    uint32_t due_cap;
 
     lc_handle_t *handle_cache; /* freed handles kept for reuse */
     uint32_t handle_cache_len;

@@ -234,8 +234,8 @@ static void heap_compact(lc_loop_t *loop)
 {
     uint32_t kept = 0;
     for (uint32_t i = 0; i < loop->heap_len; i++) {
-        lc_handle_t *h = loop->heap[i].h;
-        if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed))
+        lc_handle_t *h = lc__timer_handle(&loop->heap[i]);
+        if (h != NULL && atomic_load_explicit(&h->q.cancelled, memory_order_relaxed))
             timer_drop_cancelled(loop, h);
         else
             loop->heap[kept++] = loop->heap[i];
@@ -250,9 +250,13 @@ static void heap_compact(lc_loop_t *loop)
 /* Pops cancelled entries off the top, so the top is a live timer (or the heap is empty). */
 static void heap_skip_cancelled(lc_loop_t *loop)
 {
-    while (loop->heap_cancelled > 0 && loop->heap_len > 0 &&
-           atomic_load_explicit(&loop->heap[0].h->q.cancelled, memory_order_relaxed))
-        timer_drop_cancelled(loop, heap_pop(loop).h);
+    while (loop->heap_cancelled > 0 && loop->heap_len > 0) {
+        lc_handle_t *h = lc__timer_handle(&loop->heap[0]);
+        if (h == NULL || !atomic_load_explicit(&h->q.cancelled, memory_order_relaxed))
+            break;
+        heap_pop(loop);
+        timer_drop_cancelled(loop, h);
+    }
 }
 
 /* ---- Loop lifecycle -------------------------------------------------------------------------- */
@@ -392,9 +396,15 @@ int lc_loop_close(lc_loop_t *loop)
             loop->ready_tail = NULL;
         discard_node(loop, q);
     }
-    while (loop->heap_len > 0)
-        discard_node(loop, &loop->heap[--loop->heap_len].h->q);
+    while (loop->heap_len > 0) {
+        lc_handle_t *h = lc__timer_handle(&loop->heap[--loop->heap_len]);
+        if (h != NULL)
+            discard_node(loop, &h->q);
+    }
     loop->heap_cancelled = 0;
+    free(loop->due);
+    loop->due = NULL;
+    loop->due_cap = 0;
     free(loop->heap);
     loop->heap = NULL;
     loop->heap_cap = 0;
@@ -505,15 +515,18 @@ int lc_loop_set_slow_callback_duration(lc_loop_t *loop, double seconds)
     return 0;
 }
 
-static void log_slow_callback(lc_loop_t *loop, const lc_handle_t *h, double dt)
+static void log_slow_callback(const char *kind, void *fn, void *arg, double dt)
 {
-    (void)loop;
+    fprintf(stderr, "loopcore: Executing <%s fn=%p arg=%p> took %.3f seconds\n", kind, fn, arg, dt);
+}
+
+static void log_slow_handle(const lc_handle_t *h, double dt)
+{
     const char *kind = h->q.kind == LC__K_TIMER     ? "TimerHandle"
                        : h->q.kind == LC__K_DONE_CB ? "Handle done_cb"
                                                     : "Handle";
     void *fn = h->q.kind == LC__K_DONE_CB ? (void *)h->cb.done_cb : (void *)h->cb.fn;
-    fprintf(stderr, "loopcore: Executing <%s fn=%p arg=%p> took %.3f seconds\n", kind, fn, h->arg,
-            dt);
+    log_slow_callback(kind, fn, h->arg, dt);
 }
 
 /* ---- Scheduling ------------------------------------------------------------------------------ */
@@ -571,6 +584,8 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
     int r = lc__loop_check_thread(loop, "call_at");
     if (r != 0)
         return r;
+    if (handle == NULL) /* nobody can refer to this timer: no handle at all */
+        return heap_push(loop, (lc__timer_ent){when, loop->timer_seq++, fn, arg});
     lc_handle_t *h;
     r = handle_new(loop, LC__K_TIMER, handle, &h);
     if (LC_UNLIKELY(r != 0))
@@ -579,7 +594,7 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
     h->arg = arg;
     h->u.when = when;
     h->q.state = LC__H_TIMER;
-    r = heap_push(loop, (lc__timer_ent){when, loop->timer_seq++, h});
+    r = heap_push(loop, (lc__timer_ent){when, loop->timer_seq++, NULL, h});
     if (LC_UNLIKELY(r != 0)) {
         if (handle != NULL)
             *handle = NULL;
@@ -771,7 +786,7 @@ static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
     if (LC_UNLIKELY(loop->debug)) {
         double dt = lc__now() - t0;
         if (dt >= loop->slow_callback_duration)
-            log_slow_callback(loop, h, dt);
+            log_slow_handle(h, dt);
     }
     handle_loop_unref(loop, h);
 }
@@ -805,26 +820,47 @@ static void run_due_timers(lc_loop_t *loop)
     double now = lc__now();
     /* Take every due timer off the heap first, in order; timers scheduled by these callbacks
      * (even with when <= now) wait for the next iteration. */
-    lc__qnode *head = NULL, *tail = NULL;
+    uint32_t n = 0;
     while (loop->heap_len > 0 && loop->heap[0].when <= now) {
-        lc_handle_t *h = heap_pop(loop).h;
-        if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed)) {
-            timer_drop_cancelled(loop, h);
-            continue;
+        if (n == loop->due_cap) {
+            uint32_t cap = loop->due_cap ? loop->due_cap * 2 : 64;
+            lc__timer_ent *due = realloc(loop->due, (size_t)cap * sizeof(*due));
+            if (due == NULL)
+                break; /* run what we have; the rest stays due for the next iteration */
+            loop->due = due;
+            loop->due_cap = cap;
         }
-        h->q.state = LC__H_DUE;
-        h->q.next = NULL;
-        if (tail != NULL)
-            tail->next = &h->q;
-        else
-            head = &h->q;
-        tail = &h->q;
+        lc__timer_ent e = heap_pop(loop);
+        lc_handle_t *h = lc__timer_handle(&e);
+        if (h != NULL) {
+            if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed)) {
+                timer_drop_cancelled(loop, h);
+                continue;
+            }
+            h->q.state = LC__H_DUE; /* a cancel from here on only flags it */
+        }
+        loop->due[n++] = e;
     }
     heap_maybe_shrink(loop);
-    while (head != NULL) {
-        lc__qnode *next = head->next;
-        run_handle(loop, lc_container_of(head, lc_handle_t, q));
-        head = next;
+    lc__timer_ent *due = loop->due;
+    for (uint32_t i = 0; i < n; i++) {
+        if (due[i].fn == NULL) {
+            run_handle(loop, (lc_handle_t *)due[i].arg);
+        } else if (LC_UNLIKELY(loop->debug)) {
+            double t0 = lc__now();
+            due[i].fn(due[i].arg);
+            double dt = lc__now() - t0;
+            if (dt >= loop->slow_callback_duration)
+                log_slow_callback("TimerHandle", (void *)due[i].fn, due[i].arg, dt);
+        } else {
+            due[i].fn(due[i].arg);
+        }
+    }
+    /* A burst of due timers leaves no big buffer behind. */
+    if (loop->due_cap > 4096 && n < loop->due_cap / 4) {
+        free(loop->due);
+        loop->due = NULL;
+        loop->due_cap = 0;
     }
 }
 
