@@ -6,5 +6,6 @@
 #include "loopcore/loop.h"
 #include "loopcore/future.h"
 #include "loopcore/threadsafe.h"
+#include "loopcore/group.h"
 
 #endif

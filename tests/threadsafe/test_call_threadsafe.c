@@ -123,9 +123,8 @@ static void *producer_main(void *arg)
     producer_t *p = arg;
     for (unsigned i = 0; i < p->count; i++) {
         int r;
-        while ((r = lc_loop_call_soon_threadsafe(p->loop, seq_cb,
-                                                 (void *)(((uintptr_t)i << 3) | p->id), NULL)) ==
-               LC_ENOMEM)
+        while ((r = lc_loop_call_soon_threadsafe(
+                    p->loop, seq_cb, (void *)(((uintptr_t)i << 3) | p->id), NULL)) == LC_ENOMEM)
             sched_yield();
         assert_int_equal(r, 0);
         if ((i & 4095) == 0)
@@ -431,7 +430,8 @@ static double cpu_seconds(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
 }
 
 static void test_threadsafe_spin_budget_idle_costs_nothing(void **state)

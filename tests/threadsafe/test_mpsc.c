@@ -57,10 +57,7 @@ typedef struct msg_s {
     uint32_t seq;
 } msg_t;
 
-static msg_t *msg_of(lc_mpsc_node_t *n)
-{
-    return (msg_t *)((char *)n - offsetof(msg_t, link));
-}
+static msg_t *msg_of(lc_mpsc_node_t *n) { return (msg_t *)((char *)n - offsetof(msg_t, link)); }
 
 static double now_s(void)
 {
@@ -72,7 +69,7 @@ static double now_s(void)
 
 static void sleep_us(long us)
 {
-    struct timespec ts = { .tv_sec = 0, .tv_nsec = us * 1000 };
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000};
 
     nanosleep(&ts, NULL);
 }
@@ -353,11 +350,11 @@ static void *stress_producer_main(void *arg)
 
 static void test_mpsc_four_producers_none_lost_order_kept(void **state)
 {
-    static const size_t maxes[] = { 1, 3, 64, 1024, SIZE_MAX };
+    static const size_t maxes[] = {1, 3, 64, 1024, SIZE_MAX};
     lc_mpsc_t *q = *state;
     stress_producer_t prod[STRESS_PRODUCERS];
     pthread_t tid[STRESS_PRODUCERS];
-    uint32_t expected[STRESS_PRODUCERS] = { 0 };
+    uint32_t expected[STRESS_PRODUCERS] = {0};
     pthread_barrier_t start;
     const size_t total = (size_t)STRESS_PRODUCERS * STRESS_PER_PRODUCER;
     size_t received = 0, busy = 0, empty = 0, calls = 0, trues = 0;
@@ -369,7 +366,7 @@ static void test_mpsc_four_producers_none_lost_order_kept(void **state)
     assert_int_equal(pthread_barrier_init(&start, NULL, STRESS_PRODUCERS + 1), 0);
     for (uint32_t i = 0; i < STRESS_PRODUCERS; i++) {
         prod[i] =
-            (stress_producer_t){ .q = q, .start = &start, .id = i, .count = STRESS_PER_PRODUCER };
+            (stress_producer_t){.q = q, .start = &start, .id = i, .count = STRESS_PER_PRODUCER};
         prod[i].msgs = calloc(STRESS_PER_PRODUCER, sizeof(msg_t));
         assert_non_null(prod[i].msgs);
         assert_int_equal(pthread_create(&tid[i], NULL, stress_producer_main, &prod[i]), 0);
@@ -519,10 +516,10 @@ static void *wake_producer_main(void *arg)
 static void test_mpsc_wakeup_protocol_strands_nothing(void **state)
 {
     lc_mpsc_t *q = *state;
-    wake_t w = { .q = q };
+    wake_t w = {.q = q};
     wake_producer_t prod[WAKE_PRODUCERS];
     pthread_t tid[WAKE_PRODUCERS];
-    uint32_t expected[WAKE_PRODUCERS] = { 0 };
+    uint32_t expected[WAKE_PRODUCERS] = {0};
     pthread_barrier_t start;
     size_t total = 0, received = 0;
     size_t sleeps = 0, wakeups = 0, empty_wakeups = 0, busy_resched = 0, timeouts = 0;
@@ -535,7 +532,7 @@ static void test_mpsc_wakeup_protocol_strands_nothing(void **state)
     assert_true(w.efd >= 0);
     assert_int_equal(pthread_barrier_init(&start, NULL, WAKE_PRODUCERS + 1), 0);
     for (uint32_t i = 0; i < WAKE_PRODUCERS; i++) {
-        prod[i] = (wake_producer_t){ .w = &w, .start = &start, .id = i, .seed = 17 + i };
+        prod[i] = (wake_producer_t){.w = &w, .start = &start, .id = i, .seed = 17 + i};
         prod[i].bursts = malloc(WAKE_BURSTS);
         assert_non_null(prod[i].bursts);
         for (uint32_t b = 0; b < WAKE_BURSTS; b++) {
@@ -597,7 +594,7 @@ static void test_mpsc_wakeup_protocol_strands_nothing(void **state)
             sleep_us(20);
         }
         sleeps++;
-        struct pollfd pfd = { .fd = w.efd, .events = POLLIN };
+        struct pollfd pfd = {.fd = w.efd, .events = POLLIN};
         int pr = poll(&pfd, 1, 2000);
         if (pr == 0) {
             timeouts++;

@@ -1,0 +1,165 @@
+/* loopcore loop groups (one loop per core) and cross-loop calls with results.
+ *
+ * A group owns N loops, each run by its own thread, each thread pinned to one CPU. The loops keep
+ * running between batches of work: a loop of a started group leaves lc_loop_run_forever() only
+ * when lc_group_stop() posts it a stop. Life cycle:
+ *
+ *   lc_group_create()  makes the loops (no threads yet). The loops exist and accept posts.
+ *   lc_group_start()   starts one thread per loop; returns once every loop runs and ran its hook.
+ *   lc_group_stop()    posts a stop to every loop (any thread, a loop of the group included).
+ *   lc_group_join()    waits until every thread has left its loop.
+ *   lc_group_free()    stops and joins if needed, closes every loop, frees everything.
+ *
+ * A group is started at most once. Between stop and free the loops are stopped but open: posts
+ * and submits to them are still accepted and wait in their queues. lc_group_free() closes the
+ * loops one after the other, on its own thread, after every loop thread has been joined; closing
+ * a loop discards its pending call_soon / call_soon_threadsafe callbacks without running them and
+ * hands its queued lc_call_t messages back to their owners (their callback runs with LC_ECLOSED,
+ * see threadsafe.h). Nothing queued is run by the shutdown. Any thread that posts to a loop of the
+ * group (lc_loop_post_threadsafe, lc_loop_call_soon_threadsafe, lc_loop_submit*) must be done
+ * before lc_group_free() is called: a post during or after it is a use after free.
+ *
+ * Cross-loop calls (Seastar's submit_to). lc_loop_submit() sends one message, which embeds an
+ * lc_call_t, from the calling loop (the origin) to the target; the target runs fn, then posts the
+ * same message back, and the origin resolves its future. No allocation besides that message and
+ * the future. Lifetime rules of a submitted message:
+ *   - target open: fn runs on the target's thread, exactly once; the message goes back.
+ *   - target closed before fn ran (the message is handed back with LC_ECLOSED on the thread that
+ *     closes the target): fn does not run; the message goes back to the origin with LC_ECLOSED.
+ *   - back at an open origin: the future is resolved on the origin's thread with fn's result or
+ *     error, or LC_ECLOSED, unless it is already done (cancelled), in which case the outcome is
+ *     dropped (loopcore never frees a result); then the message is freed.
+ *   - origin closed as well (its close hands the message back, or the post back is refused):
+ *     the message is released on the thread at hand: the future, if still pending, is marked done
+ *     with fn's outcome if fn ran, else LC_ECLOSED (an error counts as retrieved, so there is no
+ *     "never retrieved" report), and the message's reference to it is dropped. Its done
+ *     callbacks do not run (the loop is closed). This is only safe when nothing else uses the
+ *     origin's futures at the same time, which holds in lc_group_free() (all threads joined, one
+ *     thread closes). Hence the rule for loops outside a group: close an origin only once its
+ *     submitted futures are done, or once their targets are closed (happens-before the origin's
+ *     close); never close an origin and a target on two threads at once.
+ *
+ * Thread rules are in each comment. Every function returns LC_EINVAL for a NULL argument where an
+ * object is required or an index out of range. */
+#ifndef LOOPCORE_GROUP_H
+#define LOOPCORE_GROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "loopcore/future.h"
+#include "loopcore/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The default spin budget of a group's loops, in seconds (lc_loop_set_spin_budget). */
+#define LC_GROUP_DEFAULT_SPIN 200e-6
+
+typedef struct lc_group_s lc_group_t;
+
+/* The per-loop start hook: runs on the loop's own thread, inside the running loop
+ * (lc_get_running_loop() gives loop), as the loop's first callback, before anything else. */
+typedef void (*lc_group_start_fn)(lc_loop_t *loop, unsigned index, void *arg);
+
+/* A cross-loop call: runs on target's thread inside target's loop. Returns 0 and stores its result
+ * in *result (initially NULL), or returns a negative code. */
+typedef int (*lc_submit_fn)(lc_loop_t *target, void *arg, void **result);
+
+/* Options of lc_group_create(): write them with designated initializers; zero means default. */
+typedef struct lc_group_opts_s {
+    unsigned nloops; /* 0: one loop per CPU of the list in use (cpus, else the affinity mask) */
+    const int *cpus; /* CPUs to pin to, in loop order, wrapping around; NULL: the CPUs this
+                        process may run on (sched_getaffinity), ascending. Each must be in the
+                        process's affinity mask. Read during create only. */
+    size_t ncpus;    /* entries in cpus (0 if and only if cpus is NULL) */
+    bool no_pin;     /* true: do not pin the threads (lc_group_cpu() gives -1) */
+    lc_group_start_fn on_start; /* per-loop start hook, or NULL */
+    void *on_start_arg;
+    double spin_budget; /* seconds; 0: LC_GROUP_DEFAULT_SPIN; negative: no spin */
+} lc_group_opts;
+
+/* ---- Life cycle ------------------------------------------------------------------------------ */
+
+/** Creates a group of loops in *out (NULL on failure), with no threads yet; opts NULL for the
+ *  defaults. Any thread. The caller owns the group: lc_group_free(). Returns 0, LC_EINVAL (bad
+ *  option, a CPU outside the affinity mask), LC_ENOMEM, or an error of lc_new_event_loop(). */
+int lc_group_create(lc_group_t **out, const lc_group_opts *opts);
+
+/** Starts one thread per loop, named "lc-loop-<i>" and pinned to its CPU; each runs
+ *  lc_loop_run_forever() and first the start hook. Returns once every hook has run. Any thread
+ *  but a loop of this group; at most once per group. Returns 0, LC_EINVAL, LC_EINVALIDSTATE
+ *  (already started, or stopped before start), or a thread-creation error (the threads already
+ *  started are then stopped and joined; the group can only be freed). */
+int lc_group_start(lc_group_t *g);
+
+/** Asks every loop to stop: posts lc_loop_stop() to each with lc_loop_post_threadsafe() (the
+ *  messages live in the group). Loops finish their current batch, then leave run_forever. Any
+ *  thread, a loop of this group included; idempotent; on a group never started it only forbids a
+ *  later start. Returns 0 or LC_EINVAL. */
+int lc_group_stop(lc_group_t *g);
+
+/** Waits until every loop thread has returned (after lc_group_stop(), from any thread). Any thread
+ *  but a loop of this group (LC_EBUSY: it would wait for itself); several threads may join at
+ *  once. Returns 0, LC_EINVAL, LC_EBUSY, or LC_EINVALIDSTATE if the group was never started. */
+int lc_group_join(lc_group_t *g);
+
+/** Stops and joins the group if needed, closes every loop (queued messages are discarded or handed
+ *  back, see the top of this file), frees the loops and the group. Any thread but a loop of this
+ *  group, once nothing else uses the group or posts to its loops. Futures created on the loops
+ *  stay valid until their last reference goes. Returns 0, LC_EINVAL or LC_EBUSY (nothing done). */
+int lc_group_free(lc_group_t *g);
+
+/* ---- Members --------------------------------------------------------------------------------- */
+
+/** The number of loops (0 for NULL). Any thread. */
+unsigned lc_group_size(const lc_group_t *g);
+
+/** Loop i (NULL if g is NULL or i is out of range). Any thread; valid until lc_group_free(). */
+lc_loop_t *lc_group_loop(const lc_group_t *g, unsigned i);
+
+/** The CPU loop i's thread is pinned to, -1 if not pinned, LC_EINVAL. Any thread. */
+int lc_group_cpu(const lc_group_t *g, unsigned i);
+
+/** The index of loop in g, or -1 if it is not a member (or an argument is NULL). Any thread. */
+int lc_group_index(const lc_group_t *g, const lc_loop_t *loop);
+
+/* ---- Cross-loop calls ------------------------------------------------------------------------ */
+
+/** Runs fn(target, arg, &result) on target's thread and resolves *fut, a new future of the calling
+ *  loop (the origin; one reference for the caller), on the origin's thread with fn's result or
+ *  error, or LC_ECLOSED if target was closed before fn ran. Also when target is the origin, the
+ *  call goes through the inbound queue: fn runs in a later callback, never inside this call. Must
+ *  be called on a running loop's thread. Returns 0, LC_EINVAL, LC_ENORUNNINGLOOP, LC_ENOMEM or
+ *  LC_ECLOSED (target closed: fn never runs; *fut is NULL on every failure). */
+int lc_loop_submit(lc_loop_t *target, lc_submit_fn fn, void *arg, lc_future_t **fut);
+
+/** Runs fn(target, arg, result) on target's thread and waits for it; result may be NULL. For
+ *  threads that run no loop; on target's own thread fn runs directly. target must run or be about
+ *  to run, else this waits until it is closed. Returns fn's return value, LC_ECLOSED (target
+ *  closed first: fn did not run), LC_EINVAL, LC_ENOMEM, or LC_EBUSY when called from a thread
+ *  running another loop (waiting there could deadlock; use lc_loop_submit). */
+int lc_loop_submit_wait(lc_loop_t *target, lc_submit_fn fn, void *arg, void **result);
+
+/** lc_loop_submit() to loop index of g. Same thread rule and returns. */
+int lc_group_submit(lc_group_t *g, unsigned index, lc_submit_fn fn, void *arg, lc_future_t **fut);
+
+/** Runs fn(loop_i, arg, &ignored) on every loop of g (the calling loop too, through its queue,
+ *  if it is a member). *fut (a new future of the calling loop, one reference for the caller)
+ *  resolves on the caller's thread once every loop ran fn or was found closed: result NULL, or
+ *  the error of the lowest-index loop that failed (LC_ECLOSED for a closed loop). Results are
+ *  ignored. Must be called on a running loop's thread. Returns 0, LC_EINVAL, LC_ENORUNNINGLOOP or
+ *  LC_ENOMEM. */
+int lc_group_broadcast(lc_group_t *g, lc_submit_fn fn, void *arg, lc_future_t **fut);
+
+/** Runs fn on every loop of g and waits; for threads that run no loop. Returns 0, the error of the
+ *  lowest-index loop that failed (LC_ECLOSED for a closed loop), LC_EINVAL, LC_ENOMEM, or LC_EBUSY
+ *  on a thread that runs a loop. */
+int lc_group_broadcast_wait(lc_group_t *g, lc_submit_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
