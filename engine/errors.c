@@ -25,6 +25,7 @@ static const lc__errdesc lc_errors[] = {
     {LC_EWRONGTHREAD, "LC_EWRONGTHREAD",
      "Non-thread-safe operation invoked on an event loop other than the current one"},
     {LC_ESENDFILENOTAVAILABLE, "LC_ESENDFILENOTAVAILABLE", "sendfile is not available"},
+    {LC_ENOTTASK, "LC_ENOTTASK", "await outside a task"},
 };
 
 static const lc__errdesc *find_error(int err)

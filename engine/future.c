@@ -37,13 +37,16 @@ static void future_destroy(lc_future_t *fut)
     lc_loop_t *loop = fut->loop;
     if (fut->state == LC__F_ERROR && !fut->error_retrieved) {
         lc_exception_context_t ctx =
-            LC_EXCEPTION_CONTEXT_INIT("Future exception was never retrieved");
+            LC_EXCEPTION_CONTEXT_INIT(fut->is_task ? "Task exception was never retrieved"
+                                                   : "Future exception was never retrieved");
         ctx.error = fut->error;
         ctx.future = fut;
         /* The handler sees a future that is still whole; it must not keep a reference. */
         fut->refs = 1;
         lc_loop_call_exception_handler(loop, &ctx);
     }
+    if (fut->result_dtor != NULL && fut->state == LC__F_RESULT)
+        fut->result_dtor(fut->result);
     free(fut->more);
     free(fut);
     lc__loop_unref(loop);
@@ -73,7 +76,7 @@ static void schedule_callbacks(lc_future_t *fut)
     }
 }
 
-static int future_finish(lc_future_t *fut, uint8_t state, void *result, int err)
+int lc__future_finish(lc_future_t *fut, uint8_t state, void *result, int err)
 {
     if (fut->state != LC__F_PENDING)
         return LC_EINVALIDSTATE;
@@ -89,25 +92,36 @@ static int future_finish(lc_future_t *fut, uint8_t state, void *result, int err)
 
 int lc_future_set_result(lc_future_t *fut, void *result)
 {
-    if (fut == NULL)
+    /* A task's outcome is its coroutine's (asyncio: "Task does not support set_result"). */
+    if (fut == NULL || fut->is_task)
         return LC_EINVAL;
-    return future_finish(fut, LC__F_RESULT, result, 0);
+    return lc__future_finish(fut, LC__F_RESULT, result, 0);
+}
+
+int lc__future_set_result_owned(lc_future_t *fut, void *result, void (*dtor)(void *result))
+{
+    int r = lc__future_finish(fut, LC__F_RESULT, result, 0);
+    if (r == 0)
+        fut->result_dtor = dtor;
+    return r;
 }
 
 int lc_future_set_error(lc_future_t *fut, int err)
 {
-    if (fut == NULL || err >= 0 || err == LC_ECANCELLED)
+    if (fut == NULL || err >= 0 || err == LC_ECANCELLED || fut->is_task)
         return LC_EINVAL;
-    return future_finish(fut, LC__F_ERROR, NULL, err);
+    return lc__future_finish(fut, LC__F_ERROR, NULL, err);
 }
 
 int lc_future_cancel(lc_future_t *fut)
 {
     if (fut == NULL)
         return LC_EINVAL;
+    if (fut->is_task) /* Task.cancel(): delivered to the coroutine's await (engine/task.c) */
+        return lc__task_cancel(fut);
     if (fut->state != LC__F_PENDING)
         return 0;
-    int r = future_finish(fut, LC__F_CANCELLED, NULL, LC_ECANCELLED);
+    int r = lc__future_finish(fut, LC__F_CANCELLED, NULL, LC_ECANCELLED);
     return r == 0 ? 1 : r;
 }
 

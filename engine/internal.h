@@ -88,9 +88,22 @@ static inline lc_handle_t *lc__timer_handle(const lc__timer_ent *e)
     return e->fn == NULL ? (lc_handle_t *)e->arg : NULL;
 }
 
+/* Something the loop must tear down if it is closed while the thing is still open (transports,
+ * servers, pending connects): lc_loop_close() calls force_close on each, which must release the
+ * thing's libuv handles and memory and unlink it. */
+typedef struct lc__resource_s {
+    struct lc__resource_s *prev, *next;
+    void (*force_close)(struct lc__resource_s *r);
+} lc__resource;
+
 struct lc_loop_s {
     uv_loop_t uv;
-    uv_timer_t poll_timer; /* bounds one blocking poll: armed for the time to the next timer */
+    /* Bounds a blocking poll: a timerfd armed (absolute, CLOCK_MONOTONIC, ns) for the earliest
+     * timer, watched with uv_poll. libuv's own timers count whole milliseconds from a cached
+     * clock, which can fire them before the poll and leave it blocking with no timeout. */
+    int timer_fd;
+    uv_poll_t timer_poll;
+    double timer_armed; /* the when the timerfd is armed for; INFINITY when disarmed */
 
     /* Ready queue: FIFO, singly linked handles and posted calls. */
     lc__qnode *ready_head;
@@ -139,10 +152,24 @@ struct lc_loop_s {
     void *exc_handler_arg;
     lc_task_factory_fn task_factory;
     void *task_factory_arg;
+    /* Tasks (engine/task.c): the live tasks, the stack pool and its settings; NULL until the
+     * first task or task setting. lc_loop_close() unwinds the live tasks and frees it. */
+    struct lc__tasks_s *tasks;
+
+    /* The default executor of run_in_executor (executor/ reads and writes these; the engine only
+     * releases it at close). release is the owned executor's shutdown-without-wait, NULL when the
+     * loop does not own default_executor; lc_loop_close() calls it and clears both. */
+    void *default_executor;
+    void (*default_executor_release)(void *executor);
 
     /* One for the user (dropped by lc_loop_free) plus one per live future. */
     uint32_t refs;
+
+    lc__resource *resources; /* open transports, servers, connects */
 };
+
+void lc__loop_add_resource(lc_loop_t *loop, lc__resource *r);
+void lc__loop_remove_resource(lc_loop_t *loop, lc__resource *r);
 
 /* Futures (engine/future.c). */
 typedef struct lc__done_entry_s {
@@ -155,8 +182,10 @@ struct lc_future_s {
     uint32_t refs;
     uint8_t state; /* LC__F_* */
     bool error_retrieved;
+    bool is_task; /* the head of a task (engine/task.c): cancel and set_result go there */
     int error;
     void *result;
+    void (*result_dtor)(void *result); /* owned result: freed with the future */
     /* Done callbacks: the first inline, the rest in a growable array. */
     uint32_t ncallbacks;
     uint32_t cap_callbacks;
@@ -165,6 +194,18 @@ struct lc_future_s {
 };
 
 enum { LC__F_PENDING = 0, LC__F_RESULT, LC__F_ERROR, LC__F_CANCELLED };
+
+/* Sets a result the future owns: dtor(result) runs when the future is freed. */
+int lc__future_set_result_owned(lc_future_t *fut, void *result, void (*dtor)(void *result));
+
+/* Marks fut done (state LC__F_*) and schedules its done callbacks; what set_result, set_error
+ * and cancel do, without their refusal of tasks. Returns 0 or LC_EINVALIDSTATE. */
+int lc__future_finish(lc_future_t *fut, uint8_t state, void *result, int err);
+
+/* Tasks (engine/task.c): lc_future_cancel() on a task; lc_loop_close()'s unwinding of the live
+ * tasks (after the queues were discarded, before transports are torn down). */
+int lc__task_cancel(lc_future_t *task);
+void lc__tasks_close(lc_loop_t *loop);
 
 /* Schedules a future's done callback through the ready queue (engine/loop.c). */
 int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_cb cb, void *arg);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -195,7 +196,8 @@ static int heap_push(lc_loop_t *loop, lc__timer_ent e)
     return 0;
 }
 
-/* Shrinks the array when it is mostly empty, so a million cancelled timers leave no memory behind. */
+/* Shrinks the array when it is mostly empty, so a million cancelled timers leave no memory behind.
+ */
 static void heap_maybe_shrink(lc_loop_t *loop)
 {
     if (loop->heap_cap > 64 && loop->heap_len < loop->heap_cap / 4) {
@@ -268,6 +270,7 @@ static bool env_debug(void)
 }
 
 static void wake_cb(uv_poll_t *p, int status, int events);
+static void timer_fd_cb(uv_poll_t *p, int status, int events);
 
 int lc_new_event_loop(lc_loop_t **out)
 {
@@ -289,7 +292,18 @@ int lc_new_event_loop(lc_loop_t **out)
         free(loop);
         return r;
     }
-    uv_timer_init(&loop->uv, &loop->poll_timer);
+    loop->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (loop->timer_fd < 0) {
+        r = -errno;
+        close(loop->wake_fd);
+        uv_loop_close(&loop->uv);
+        free(loop);
+        return r;
+    }
+    loop->timer_armed = INFINITY;
+    uv_poll_init(&loop->uv, &loop->timer_poll, loop->timer_fd);
+    loop->timer_poll.data = loop;
+    uv_poll_start(&loop->timer_poll, UV_READABLE, timer_fd_cb);
     uv_poll_init(&loop->uv, &loop->wake_poll, loop->wake_fd);
     loop->wake_poll.data = loop;
     uv_poll_start(&loop->wake_poll, UV_READABLE, wake_cb);
@@ -309,9 +323,30 @@ int lc_new_event_loop(lc_loop_t **out)
 
 void lc__loop_ref(lc_loop_t *loop) { loop->refs++; }
 
+void lc__loop_add_resource(lc_loop_t *loop, lc__resource *r)
+{
+    r->prev = NULL;
+    r->next = loop->resources;
+    if (r->next != NULL)
+        r->next->prev = r;
+    loop->resources = r;
+}
+
+void lc__loop_remove_resource(lc_loop_t *loop, lc__resource *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else if (loop->resources == r)
+        loop->resources = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+}
+
 static void loop_destroy(lc_loop_t *loop)
 {
     close(loop->wake_fd);
+    close(loop->timer_fd);
     lc_handle_t *h = loop->handle_cache;
     while (h != NULL) {
         lc_handle_t *next = (lc_handle_t *)h->q.next;
@@ -409,11 +444,30 @@ int lc_loop_close(lc_loop_t *loop)
     loop->heap = NULL;
     loop->heap_cap = 0;
 
-    /* Close every libuv handle (ours, and any a later layer or the user left open), let libuv
-     * finish, then release the eventfd. */
+    /* The spec: closing a loop shuts down the executor it owns, without waiting for running
+     * jobs. After the discards above, so that job outcomes still queued were handed back. */
+    if (loop->default_executor_release != NULL)
+        loop->default_executor_release(loop->default_executor);
+    loop->default_executor = NULL;
+    loop->default_executor_release = NULL;
+
+    /* Unwind the tasks still alive (engine/task.c): each suspended one is resumed with its await
+     * returning LC_ECLOSED and returns, releasing what it holds (its transports too, hence
+     * before the teardown below); then the stacks are unmapped. */
+    if (loop->tasks != NULL)
+        lc__tasks_close(loop);
+
+    /* Tear down what is still open (transports, servers, connects): each releases its handles
+     * and memory and unlinks itself. */
+    while (loop->resources != NULL)
+        loop->resources->force_close(loop->resources);
+
+    /* Close every libuv handle (ours, and any the user left open), then let libuv finish: closing
+     * handles, and requests still on its thread pool (a getaddrinfo), whose callbacks find the
+     * loop closed. UV_RUN_ONCE blocks for those instead of spinning. */
     uv_walk(&loop->uv, close_walk_cb, NULL);
     while (uv_loop_close(&loop->uv) == UV_EBUSY)
-        uv_run(&loop->uv, UV_RUN_NOWAIT);
+        uv_run(&loop->uv, UV_RUN_ONCE);
     /* The eventfd stays open until the memory goes (see lc__loop_post()). */
     return 0;
 }
@@ -864,7 +918,48 @@ static void run_due_timers(lc_loop_t *loop)
     }
 }
 
-static void poll_timer_cb(uv_timer_t *t) { (void)t; }
+static void timer_fd_cb(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    lc_loop_t *loop = p->data;
+    uint64_t expirations;
+    while (read(loop->timer_fd, &expirations, sizeof(expirations)) < 0 && errno == EINTR) {
+    }
+    loop->timer_armed = INFINITY; /* one-shot: it fired */
+}
+
+/* Arms the timerfd for the earliest timer (at most one day ahead, as asyncio caps one poll), or
+ * disarms it. The deadline is rounded up to the nanosecond, so the poll never ends before it. */
+static void arm_timer_fd(lc_loop_t *loop)
+{
+    double when = INFINITY;
+    if (loop->heap_len > 0) {
+        when = loop->heap[0].when;
+        double cap = lc__now() + LC__MAX_POLL_MS / 1000.0;
+        if (when > cap)
+            when = cap;
+    }
+    if (when == loop->timer_armed)
+        return;
+    struct itimerspec its = {0}; /* all zero: disarmed */
+    if (isinf(when)) {
+        if (timerfd_settime(loop->timer_fd, 0, &its, NULL) == 0)
+            loop->timer_armed = INFINITY;
+        return;
+    }
+    double sec = floor(when);
+    its.it_value.tv_sec = (time_t)sec;
+    its.it_value.tv_nsec = (long)ceil((when - sec) * 1e9);
+    if (its.it_value.tv_nsec >= 1000000000L) {
+        its.it_value.tv_sec++;
+        its.it_value.tv_nsec -= 1000000000L;
+    }
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+        its.it_value.tv_nsec = 1; /* zero would disarm it */
+    if (timerfd_settime(loop->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+        loop->timer_armed = when;
+}
 
 /* The poll timeout in ms: 0 if anything is ready or a stop is pending, else until the earliest
  * timer (rounded up, so a timer is never woken early), capped at one day. */
@@ -932,9 +1027,8 @@ static void poll_io(lc_loop_t *loop)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
-    uv_timer_start(&loop->poll_timer, poll_timer_cb, timeout_ms, 0);
+    arm_timer_fd(loop);
     uv_run(&loop->uv, UV_RUN_ONCE);
-    uv_timer_stop(&loop->poll_timer);
     /* relaxed: a producer that still reads the bit only causes a spurious eventfd write. */
     atomic_fetch_and_explicit(&loop->post_state, ~(uint64_t)LC__POST_SLEEPING,
                               memory_order_relaxed);

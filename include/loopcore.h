@@ -5,7 +5,10 @@
 #include "loopcore/errno.h"
 #include "loopcore/loop.h"
 #include "loopcore/future.h"
+#include "loopcore/task.h"
+#include "loopcore/stream.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
+#include "loopcore/executor.h"
 
 #endif

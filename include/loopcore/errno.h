@@ -41,6 +41,8 @@
 #define LC_EWRONGTHREAD (-5010)
 /* sendfile cannot be used for this transport or file (asyncio.SendfileNotAvailableError). */
 #define LC_ESENDFILENOTAVAILABLE (-5011)
+/* lc_await / lc_sleep called outside a task (asyncio: "await" outside a coroutine). */
+#define LC_ENOTTASK (-5012)
 
 /** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
 const char *lc_strerror(int err);

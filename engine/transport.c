@@ -1,0 +1,653 @@
+/* Stream transports on a uv_poll_t: one read() per readiness, writes tried at once and queued
+ * only for what the socket does not take, asyncio's flow control and close semantics.
+ *
+ * Why uv_poll and our own read/write rather than uv_tcp_t: libuv's stream writes report progress
+ * only when a whole write request completes, so resume_writing could not come at the low-water
+ * mark (uvloop's behaviour, asyncio rule 15c); accepted sockets must also be handed between loops
+ * as plain fds. The system calls are the same ones libuv would make. */
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine/stream_internal.h"
+
+#define LC__READ_BUF_SIZE 65536
+#define LC__DEFAULT_HIGH (64 * 1024)
+/* A drained write buffer bigger than this is given back. */
+#define LC__WBUF_KEEP (256 * 1024)
+
+struct lc_transport_s {
+    lc__resource res;
+    uv_poll_t poll;
+    lc_loop_t *loop;
+    lc_server_t *server; /* the server that accepted it, or NULL */
+    int fd;
+    int lost_err;
+    unsigned events; /* the uv_poll events currently watched */
+    uint32_t refs;   /* one for the connection (dropped when its handle closes) + users' */
+    bool reading;    /* the protocol wants data (pause_reading clears it) */
+    bool closing;    /* close/abort called or connection lost */
+    bool eof_seen;   /* the peer's EOF was read */
+    bool want_eof;   /* write_eof called: shutdown(SHUT_WR) once the buffer drains */
+    bool eof_sent;
+    bool write_paused; /* pause_writing was called and resume_writing not yet */
+    bool lost_scheduled;
+    bool poll_open; /* poll is initialised and not closed */
+    const lc_protocol_t *proto;
+    void *user;
+    /* Write buffer: pending bytes are wbuf[whead, whead + wlen). */
+    char *wbuf;
+    size_t whead, wlen, wcap;
+    size_t high, low;
+};
+
+static __thread char tls_read_buf[LC__READ_BUF_SIZE];
+
+static void transport_poll_cb(uv_poll_t *p, int status, int events);
+static void schedule_lost(lc_transport_t *t, int err);
+
+int lc__set_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0)
+        return -errno;
+    return 0;
+}
+
+/* ---- Lifetime -------------------------------------------------------------------------------- */
+
+static void transport_free(lc_transport_t *t)
+{
+    if (t->server != NULL)
+        lc__server_connection_gone(t->server);
+    free(t->wbuf);
+    free(t);
+}
+
+lc_transport_t *lc_transport_ref(lc_transport_t *t)
+{
+    if (t != NULL)
+        t->refs++;
+    return t;
+}
+
+void lc_transport_unref(lc_transport_t *t)
+{
+    if (t != NULL && --t->refs == 0)
+        transport_free(t);
+}
+
+static void transport_closed_cb(uv_handle_t *h)
+{
+    lc_transport_t *t = h->data;
+    lc_transport_unref(t); /* the connection's reference */
+}
+
+/* Releases the socket and the poll handle; the memory goes with the last reference. */
+static void transport_release(lc_transport_t *t)
+{
+    lc__loop_remove_resource(t->loop, &t->res);
+    if (t->poll_open) {
+        t->poll_open = false;
+        uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
+    } else {
+        lc_transport_unref(t);
+    }
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+    }
+}
+
+/* The loop is being closed with this transport open: no connection_lost (its callbacks were
+ * discarded with the loop's queues), just release everything. */
+static void transport_force_close(lc__resource *r)
+{
+    lc_transport_t *t = lc_container_of(r, lc_transport_t, res);
+    t->closing = true;
+    t->lost_scheduled = true;
+    transport_release(t);
+}
+
+/* ---- Poll events ----------------------------------------------------------------------------- */
+
+static void update_poll(lc_transport_t *t)
+{
+    if (!t->poll_open || t->lost_scheduled)
+        return;
+    unsigned ev = 0;
+    if (t->reading && !t->eof_seen && !t->closing)
+        ev |= UV_READABLE;
+    if (t->wlen > 0)
+        ev |= UV_WRITABLE;
+    if (ev == t->events)
+        return;
+    t->events = ev;
+    int r = ev == 0 ? uv_poll_stop(&t->poll) : uv_poll_start(&t->poll, (int)ev, transport_poll_cb);
+    if (r != 0)
+        schedule_lost(t, r);
+}
+
+/* ---- connection_lost ------------------------------------------------------------------------- */
+
+static void call_connection_lost(void *arg)
+{
+    lc_transport_t *t = arg;
+    if (t->proto != NULL && t->proto->connection_lost != NULL)
+        t->proto->connection_lost(t, t->lost_err, t->user);
+    transport_release(t);
+}
+
+static void schedule_lost(lc_transport_t *t, int err)
+{
+    t->closing = true;
+    if (t->lost_scheduled)
+        return;
+    t->lost_scheduled = true;
+    t->lost_err = err;
+    t->wlen = 0;
+    if (t->poll_open && t->events != 0) {
+        uv_poll_stop(&t->poll);
+        t->events = 0;
+    }
+    if (lc_loop_call_soon(t->loop, call_connection_lost, t, NULL) != 0) {
+        /* Only on a closed loop or out of memory: release without the callback. */
+        transport_release(t);
+    }
+}
+
+static bool is_connection_error(int err)
+{
+    return err == -ECONNRESET || err == -EPIPE || err == -ECONNABORTED || err == -ETIMEDOUT ||
+           err == -EHOSTUNREACH || err == -ENETUNREACH;
+}
+
+/* A read or write failed: report what is not an ordinary disconnect, then lose the connection. */
+static void fatal_error(lc_transport_t *t, int err, const char *what)
+{
+    if (!is_connection_error(err)) {
+        lc_exception_context_t ctx = LC_EXCEPTION_CONTEXT_INIT(what);
+        ctx.error = err;
+        ctx.transport = t;
+        ctx.protocol = t->user;
+        ctx.socket = t->fd;
+        lc_loop_call_exception_handler(t->loop, &ctx);
+    }
+    schedule_lost(t, err);
+}
+
+/* ---- Reading --------------------------------------------------------------------------------- */
+
+static void do_read(lc_transport_t *t)
+{
+    const lc_protocol_t *p = t->proto;
+    char *buf = tls_read_buf;
+    size_t cap = sizeof(tls_read_buf);
+    bool buffered = p != NULL && p->get_buffer != NULL;
+    if (buffered) {
+        cap = 0;
+        buf = p->get_buffer(t, LC__READ_BUF_SIZE, &cap, t->user);
+        if (buf == NULL || cap == 0) {
+            fatal_error(t, LC_ENOMEM, "get_buffer() returned an empty buffer");
+            return;
+        }
+    }
+    ssize_t n;
+    do
+        n = read(t->fd, buf, cap);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        if (buffered) {
+            if (p->buffer_updated != NULL)
+                p->buffer_updated(t, (size_t)n, t->user);
+        } else if (p != NULL && p->data_received != NULL) {
+            p->data_received(t, buf, (size_t)n, t->user);
+        }
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            fatal_error(t, -errno, "Fatal read error on socket transport");
+        return;
+    }
+    /* EOF. */
+    t->eof_seen = true;
+    update_poll(t);
+    bool keep_open = false;
+    if (p != NULL && p->eof_received != NULL)
+        keep_open = p->eof_received(t, t->user);
+    if (!keep_open)
+        lc_transport_close(t);
+}
+
+/* ---- Writing --------------------------------------------------------------------------------- */
+
+static void maybe_pause_writing(lc_transport_t *t)
+{
+    if (t->wlen > t->high && !t->write_paused) {
+        t->write_paused = true;
+        if (t->proto != NULL && t->proto->pause_writing != NULL)
+            t->proto->pause_writing(t, t->user);
+    }
+}
+
+static void maybe_resume_writing(lc_transport_t *t)
+{
+    if (t->write_paused && t->wlen <= t->low) {
+        t->write_paused = false;
+        if (t->proto != NULL && t->proto->resume_writing != NULL)
+            t->proto->resume_writing(t, t->user);
+    }
+}
+
+static int wbuf_append(lc_transport_t *t, const char *data, size_t len)
+{
+    if (t->whead + t->wlen + len > t->wcap) {
+        if (t->wlen + len <= t->wcap && t->whead > 0) {
+            memmove(t->wbuf, t->wbuf + t->whead, t->wlen);
+        } else {
+            size_t cap = t->wcap ? t->wcap : 4096;
+            while (cap < t->wlen + len)
+                cap *= 2;
+            char *nb = malloc(cap);
+            if (nb == NULL)
+                return LC_ENOMEM;
+            if (t->wlen > 0)
+                memcpy(nb, t->wbuf + t->whead, t->wlen);
+            free(t->wbuf);
+            t->wbuf = nb;
+            t->wcap = cap;
+        }
+        t->whead = 0;
+    }
+    memcpy(t->wbuf + t->whead + t->wlen, data, len);
+    t->wlen += len;
+    return 0;
+}
+
+static void finish_drained(lc_transport_t *t)
+{
+    t->whead = 0;
+    if (t->wcap > LC__WBUF_KEEP) {
+        free(t->wbuf);
+        t->wbuf = NULL;
+        t->wcap = 0;
+    }
+    if (t->want_eof && !t->eof_sent) {
+        t->eof_sent = true;
+        if (shutdown(t->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+            fatal_error(t, -errno, "shutdown(SHUT_WR) failed");
+            return;
+        }
+    }
+    if (t->closing)
+        schedule_lost(t, 0);
+}
+
+static void do_flush(lc_transport_t *t)
+{
+    while (t->wlen > 0) {
+        ssize_t n = send(t->fd, t->wbuf + t->whead, t->wlen, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            fatal_error(t, -errno, "Fatal write error on socket transport");
+            return;
+        }
+        t->whead += (size_t)n;
+        t->wlen -= (size_t)n;
+    }
+    if (t->wlen == 0)
+        finish_drained(t);
+    if (!t->lost_scheduled) {
+        update_poll(t);
+        maybe_resume_writing(t);
+    }
+}
+
+static int check_writable(const lc_transport_t *t)
+{
+    if (t->closing)
+        return LC_ECLOSED;
+    if (t->want_eof)
+        return -EPIPE;
+    return 0;
+}
+
+int lc_transport_write(lc_transport_t *t, const void *data, size_t len)
+{
+    if (t == NULL || (data == NULL && len > 0))
+        return LC_EINVAL;
+    int r = check_writable(t);
+    if (r != 0 || len == 0)
+        return r;
+    size_t done = 0;
+    if (t->wlen == 0) {
+        /* Try the socket first; queue only the rest. */
+        ssize_t n;
+        do
+            n = send(t->fd, data, len, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* Reported through connection_lost, as asyncio does. */
+                fatal_error(t, -errno, "Fatal write error on socket transport");
+                return 0;
+            }
+            n = 0;
+        }
+        done = (size_t)n;
+        if (done == len)
+            return 0;
+    }
+    r = wbuf_append(t, (const char *)data + done, len - done);
+    if (r != 0)
+        return r;
+    update_poll(t);
+    maybe_pause_writing(t);
+    return 0;
+}
+
+int lc_transport_writelines(lc_transport_t *t, const struct iovec *bufs, size_t nbufs)
+{
+    if (t == NULL || (bufs == NULL && nbufs > 0))
+        return LC_EINVAL;
+    int r = check_writable(t);
+    if (r != 0)
+        return r;
+    size_t total = 0;
+    for (size_t i = 0; i < nbufs; i++) {
+        if (bufs[i].iov_base == NULL && bufs[i].iov_len > 0)
+            return LC_EINVAL;
+        total += bufs[i].iov_len;
+    }
+    if (total == 0)
+        return 0;
+    size_t done = 0;
+    if (t->wlen == 0) {
+        struct msghdr msg = {0};
+        msg.msg_iov = (struct iovec *)bufs;
+        msg.msg_iovlen = nbufs < IOV_MAX ? nbufs : IOV_MAX;
+        ssize_t n;
+        do
+            n = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                fatal_error(t, -errno, "Fatal write error on socket transport");
+                return 0;
+            }
+            n = 0;
+        }
+        done = (size_t)n;
+        if (done == total)
+            return 0;
+    }
+    for (size_t i = 0; i < nbufs; i++) {
+        size_t l = bufs[i].iov_len;
+        if (done >= l) {
+            done -= l;
+            continue;
+        }
+        r = wbuf_append(t, (const char *)bufs[i].iov_base + done, l - done);
+        if (r != 0)
+            return r;
+        done = 0;
+    }
+    update_poll(t);
+    maybe_pause_writing(t);
+    return 0;
+}
+
+int lc_transport_write_eof(lc_transport_t *t)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    if (t->closing)
+        return LC_ECLOSED;
+    if (t->want_eof)
+        return 0;
+    t->want_eof = true;
+    if (t->wlen == 0)
+        finish_drained(t);
+    return 0;
+}
+
+bool lc_transport_can_write_eof(const lc_transport_t *t) { return t != NULL; }
+
+/* ---- Closing --------------------------------------------------------------------------------- */
+
+int lc_transport_close(lc_transport_t *t)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    if (t->closing)
+        return 0;
+    t->closing = true;
+    if (t->wlen == 0)
+        schedule_lost(t, 0);
+    else
+        update_poll(t); /* stop reading; keep flushing */
+    return 0;
+}
+
+int lc_transport_abort(lc_transport_t *t)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    schedule_lost(t, 0);
+    return 0;
+}
+
+bool lc_transport_is_closing(const lc_transport_t *t) { return t == NULL || t->closing; }
+
+/* ---- The poll callback ----------------------------------------------------------------------- */
+
+static void transport_poll_cb(uv_poll_t *p, int status, int events)
+{
+    lc_transport_t *t = p->data;
+    if (status < 0) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+            status = -err;
+        fatal_error(t, status, "Fatal error on socket transport");
+        return;
+    }
+    if ((events & UV_READABLE) && !t->closing)
+        do_read(t);
+    if ((events & UV_WRITABLE) && !t->lost_scheduled && t->wlen > 0)
+        do_flush(t);
+}
+
+/* ---- Accessors ------------------------------------------------------------------------------- */
+
+int lc_transport_get_peername(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len)
+{
+    if (t == NULL || addr == NULL || len == NULL)
+        return LC_EINVAL;
+    if (t->fd < 0)
+        return LC_ECLOSED;
+    return getpeername(t->fd, addr, len) == 0 ? 0 : -errno;
+}
+
+int lc_transport_get_sockname(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len)
+{
+    if (t == NULL || addr == NULL || len == NULL)
+        return LC_EINVAL;
+    if (t->fd < 0)
+        return LC_ECLOSED;
+    return getsockname(t->fd, addr, len) == 0 ? 0 : -errno;
+}
+
+int lc_transport_get_fd(const lc_transport_t *t)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    return t->fd >= 0 ? t->fd : LC_ECLOSED;
+}
+
+int lc_transport_pause_reading(lc_transport_t *t)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    if (t->closing)
+        return LC_ECLOSED;
+    t->reading = false;
+    update_poll(t);
+    return 0;
+}
+
+int lc_transport_resume_reading(lc_transport_t *t)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    if (t->closing)
+        return LC_ECLOSED;
+    t->reading = true;
+    update_poll(t);
+    return 0;
+}
+
+bool lc_transport_is_reading(const lc_transport_t *t)
+{
+    return t != NULL && t->reading && !t->closing && !t->eof_seen;
+}
+
+int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    if (high < 0 && low < 0) {
+        high = LC__DEFAULT_HIGH;
+        low = high / 4;
+    } else if (high < 0) {
+        high = 4 * low;
+    } else if (low < 0) {
+        low = high / 4;
+    }
+    if (high < low)
+        return LC_EINVAL;
+    t->high = (size_t)high;
+    t->low = (size_t)low;
+    maybe_pause_writing(t);
+    maybe_resume_writing(t);
+    return 0;
+}
+
+int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, size_t *high)
+{
+    if (t == NULL || low == NULL || high == NULL)
+        return LC_EINVAL;
+    *low = t->low;
+    *high = t->high;
+    return 0;
+}
+
+size_t lc_transport_get_write_buffer_size(const lc_transport_t *t)
+{
+    return t != NULL ? t->wlen : 0;
+}
+
+int lc_transport_set_protocol(lc_transport_t *t, const lc_protocol_t *proto, void *user)
+{
+    if (t == NULL || proto == NULL)
+        return LC_EINVAL;
+    t->proto = proto;
+    t->user = user;
+    return 0;
+}
+
+const lc_protocol_t *lc_transport_get_protocol(const lc_transport_t *t, void **user)
+{
+    if (user != NULL)
+        *user = t != NULL ? t->user : NULL;
+    return t != NULL ? t->proto : NULL;
+}
+
+lc_loop_t *lc_transport_get_loop(const lc_transport_t *t) { return t != NULL ? t->loop : NULL; }
+
+/* ---- Creation -------------------------------------------------------------------------------- */
+
+lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
+                                  void *factory_arg, lc_server_t *server, int *err)
+{
+    const lc_protocol_t *proto = NULL;
+    void *user = NULL;
+    lc_transport_t *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        *err = LC_ENOMEM;
+        close(fd);
+        return NULL;
+    }
+    int r = factory != NULL ? factory(factory_arg, &proto, &user) : LC_EINVAL;
+    if (r == 0 && proto == NULL)
+        r = LC_EINVAL;
+    if (r == 0)
+        r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd);
+    if (r != 0) {
+        free(t);
+        close(fd);
+        *err = r;
+        return NULL;
+    }
+    t->poll.data = t;
+    t->poll_open = true;
+    t->loop = loop;
+    t->server = server;
+    t->fd = fd;
+    t->refs = 1;
+    t->reading = true;
+    t->proto = proto;
+    t->user = user;
+    t->high = LC__DEFAULT_HIGH;
+    t->low = LC__DEFAULT_HIGH / 4;
+    t->res.force_close = transport_force_close;
+    lc__loop_add_resource(loop, &t->res);
+    if (proto->connection_made != NULL)
+        proto->connection_made(t, user);
+    /* connection_made may pause reading (honoured: asyncio 3.12's behaviour) or close. */
+    update_poll(t);
+    *err = 0;
+    return t;
+}
+
+/* ---- connect_accepted_socket ----------------------------------------------------------------- */
+
+int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn factory,
+                                    void *factory_arg, int fd, lc_future_t **fut)
+{
+    if (fut != NULL)
+        *fut = NULL;
+    if (loop == NULL || factory == NULL || fut == NULL || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return LC_EINVAL;
+    }
+    int r = lc_loop_create_future(loop, fut);
+    if (r == 0)
+        r = lc__set_nonblocking(fd);
+    if (r != 0) {
+        lc_future_unref(*fut);
+        *fut = NULL;
+        close(fd);
+        return r;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on AF_UNIX */
+    lc_transport_t *t = lc__transport_new(loop, fd, factory, factory_arg, NULL, &r);
+    if (t == NULL)
+        lc_future_set_error(*fut, r);
+    else
+        lc_future_set_result(*fut, t);
+    return 0;
+}

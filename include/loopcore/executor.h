@@ -1,0 +1,175 @@
+/* loopcore executors: thread pools for blocking work, and run_in_executor.
+ *
+ * A loop must never block: file I/O, CPU-heavy work and blocking libraries go to an executor, a
+ * pool of worker threads. lc_loop_run_in_executor() returns a future of the calling loop; a worker
+ * runs the job, and the outcome travels back through the loop's inbound MPSC queue (one
+ * lc_loop_post_threadsafe() of an lc_call_t embedded in the job: no allocation besides the job
+ * and the future), so the future always resolves on the loop's own thread.
+ *
+ * Why not libuv's thread pool (uv_queue_work): it is process-wide, its size is fixed at its first
+ * use (UV_THREADPOOL_SIZE, read once) and it is shared with libuv's own getaddrinfo and file
+ * system requests, so a burst of blocking user jobs would starve name resolution and file I/O of
+ * every loop in the process. An executor has its own threads, its own size and its own queue.
+ *
+ * Workers. An executor starts with no threads and creates them lazily, up to max_workers (default
+ * min(32, CPUs + 4), as Python's ThreadPoolExecutor), only when a job is queued and no worker is
+ * idle. Threads are named "<prefix>_<i>" (Linux keeps 15 characters). A worker takes the next job
+ * as soon as it finished one, so a busy worker drains many jobs per wake-up; an idle worker polls
+ * the queue for a short spin budget before it sleeps, and a submission wakes a sleeping worker
+ * (one futex call) only when no worker is awake to take the job. Jobs run in submission order
+ * (FIFO), each on one worker, and may block as long as they like. Worker threads block the
+ * asynchronous signals, so that signals reach the loops' threads.
+ *
+ * Jobs. A job is a plain C function that returns 0 and stores its result pointer, or returns a
+ * negative code. loopcore never reads a result; whoever reads a successful future owns it. When
+ * nobody can (the future was cancelled or its loop closed first), the result is passed to the
+ * destructor given with lc_loop_run_in_executor_dtor(), if any, on whatever thread finds it
+ * orphaned: nothing leaks.
+ *
+ * Cancellation (asyncio's rules). lc_future_cancel() on the future of a job that has not started
+ * yet takes the job out of the queue: it never runs. The check happens when the future's done
+ * callbacks run (in the loop's next batch, as asyncio chains its futures), so a job that a worker
+ * takes in between still runs, and then counts as started. Cancelling a job that has started does
+ * not interrupt it: it finishes, and its result goes to the destructor.
+ *
+ * The default executor. lc_loop_run_in_executor(loop, NULL, ...) uses the loop's default:
+ *   1. the one set with lc_loop_set_default_executor() or lc_group_set_default_executor() (the
+ *      loop does not own it);
+ *   2. else, on a loop run by a loop group's thread (a thread named "lc-loop-<i>", see group.h):
+ *      the process-wide shared default executor, created on first use with the default options.
+ *      Every loop of every group that has no default of its own shares it: one pool for all the
+ *      cores. lc_executor_default_shutdown() shuts it down and frees it (a later use creates a new
+ *      one); at process exit it is freed if it is idle;
+ *   3. else (a standalone loop): an executor the loop creates on first use and owns. Closing the
+ *      loop shuts it down without waiting for running jobs (asyncio's close): jobs that have not
+ *      started never run (their futures are cancelled), jobs that run finish on their workers and
+ *      their results go to the destructor (their futures fail with LC_ECLOSED), and the executor
+ *      frees itself when its last worker is gone.
+ * lc_loop_set_default_executor(loop, NULL) returns a loop to that rule.
+ *
+ * Lifetime rules.
+ *   - An executor must outlive every loop that may still submit to it; it is freed once it was
+ *     destroyed and its last job and worker are gone.
+ *   - A loop closed while it still has jobs on an executor it owns: see 3 above, all handled.
+ *   - A loop closed while it still has jobs on an executor it does not own: finish them first.
+ *     Wait for their futures, or shut the executor down with wait = true (its outcomes then wait
+ *     in the loop's queue, and closing the loop hands them back, on the closing thread, with
+ *     LC_ECLOSED: futures of jobs that ran fail with LC_ECLOSED, the others are cancelled, results
+ *     go to the destructor). For a loop group: lc_group_stop() and lc_group_join(), then
+ *     lc_executor_shutdown(ex, true, ...) or lc_executor_default_shutdown(), then
+ *     lc_group_free(). A job that finishes after its loop was closed anyway is released on its
+ *     worker thread (future marked done, result destroyed, references dropped), which is only
+ *     safe if no other thread uses that loop or the future at that moment (as for cross-loop
+ *     calls, group.h).
+ *
+ * Thread rules are in each comment. */
+#ifndef LOOPCORE_EXECUTOR_H
+#define LOOPCORE_EXECUTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "loopcore/future.h"
+#include "loopcore/group.h"
+#include "loopcore/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The default spin budget of an idle worker, in seconds (see lc_executor_opts.spin_budget). */
+#define LC_EXECUTOR_DEFAULT_SPIN 50e-6
+
+typedef struct lc_executor_s lc_executor_t;
+
+/* A job: runs on a worker thread with arg. Returns 0 (or any value >= 0) and stores its result in
+ * *result (initially NULL), or returns a negative code (LC_ECANCELLED cancels the future). */
+typedef int (*lc_job_fn)(void *arg, void **result);
+
+/* Destroys a successful job's result that no future will deliver. Any thread. */
+typedef void (*lc_result_dtor)(void *result);
+
+/* Options of lc_executor_create(): write them with designated initializers; zero means default. */
+typedef struct lc_executor_opts_s {
+    unsigned max_workers;           /* 0: min(32, CPUs this process may run on + 4) */
+    const char *thread_name_prefix; /* NULL or "": "lc-exec-<n>", n counting executors */
+    size_t max_queued;  /* jobs waiting for a worker at most; 0: unbounded. A submission to a full
+                           queue fails at once with LC_EAGAIN (never blocks the loop). */
+    double spin_budget; /* seconds an idle worker polls the queue before it sleeps (one worker at a
+                           time); 0: LC_EXECUTOR_DEFAULT_SPIN; negative: never spin */
+} lc_executor_opts;
+
+/* A snapshot of an executor's counters, for tests and monitoring. */
+typedef struct lc_executor_stats_s {
+    unsigned max_workers;
+    unsigned workers;  /* threads alive (created lazily) */
+    unsigned idle;     /* threads waiting for a job (spinning or asleep) */
+    unsigned running;  /* jobs running now */
+    size_t queued;     /* jobs waiting for a worker */
+    unsigned long long completed; /* jobs that ran to the end */
+    unsigned long long cancelled; /* jobs that never ran (cancelled futures, shutdown, close) */
+} lc_executor_stats_t;
+
+/* ---- Executors ------------------------------------------------------------------------------- */
+
+/** Creates an executor in *out (no threads yet); opts NULL for the defaults. Any thread. The caller
+ *  owns it: lc_executor_destroy(). Returns 0, LC_EINVAL (NaN spin budget) or LC_ENOMEM. */
+int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts);
+
+/** Shuts ex down: later submissions fail with LC_ECLOSED. With cancel_pending, jobs that have not
+ *  started never run and their futures are cancelled; without, the workers still run every queued
+ *  job. With wait, returns once every job that will run has finished and its outcome is posted to
+ *  its loop, and every worker is gone. Idempotent (a later call may still wait or cancel). Any
+ *  thread but a worker of ex when wait is true. Returns 0, LC_EINVAL or LC_EBUSY (wait from a
+ *  worker of ex: it would wait for itself; nothing else is done then). */
+int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending);
+
+/** lc_executor_shutdown(ex, true, false) (queued jobs still run), then releases the caller's
+ *  handle: ex must not be used by the caller afterwards. Any thread but a worker of ex. Returns 0,
+ *  LC_EINVAL or LC_EBUSY. */
+int lc_executor_destroy(lc_executor_t *ex);
+
+/** Copies ex's counters into *stats. Any thread (a snapshot). Returns 0 or LC_EINVAL. */
+int lc_executor_get_stats(lc_executor_t *ex, lc_executor_stats_t *stats);
+
+/** The executor whose worker thread calls this, or NULL on any other thread. Any thread. */
+lc_executor_t *lc_executor_current(void);
+
+/** Shuts the process-wide shared default executor (rule 2 above) down with wait, cancelling its
+ *  queued jobs if cancel_pending, and frees it; the next use creates a new one. Call it once no
+ *  loop submits to it any more. Any thread but one of its workers. Returns 0 (also when there is
+ *  none) or LC_EBUSY. */
+int lc_executor_default_shutdown(bool cancel_pending);
+
+/* ---- run_in_executor ------------------------------------------------------------------------- */
+
+/** Runs fn(arg, &result) on a worker of ex (NULL: the loop's default executor, see above) and
+ *  stores in *fut a new future of loop (one reference for the caller), resolved on loop's thread
+ *  with fn's result or error. Loop thread (or any one thread while loop does not run). Returns 0,
+ *  LC_EINVAL, LC_ECLOSED (loop closed, or ex shut down), LC_EAGAIN (ex's queue is full), LC_ENOMEM,
+ *  LC_EWRONGTHREAD (debug) or a thread-creation error when ex has no worker and cannot start one.
+ *  On failure *fut is NULL and fn never runs. */
+int lc_loop_run_in_executor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
+                            lc_future_t **fut);
+
+/** lc_loop_run_in_executor(), and if the job succeeds but its result cannot be delivered (the
+ *  future was cancelled or its loop closed first), dtor(result) is called on the thread that
+ *  finds it (dtor NULL: the result is dropped, as with lc_loop_run_in_executor). */
+int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
+                                 lc_result_dtor dtor, lc_future_t **fut);
+
+/** Sets ex (not owned) as loop's default executor; NULL returns the loop to the default rule. An
+ *  executor the loop owned is shut down without waiting (its queued jobs still run and deliver).
+ *  Loop thread (or any one thread while loop does not run). Returns 0, LC_EINVAL or LC_ECLOSED. */
+int lc_loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex);
+
+/** Sets ex (not owned) as the default executor of every loop of g: the group's loops then share
+ *  it. Call it before lc_group_start() or after lc_group_join(), from a thread that runs none of
+ *  the group's loops. Returns 0, LC_EINVAL, or LC_EBUSY if a loop of g runs (nothing is set). */
+int lc_group_set_default_executor(lc_group_t *g, lc_executor_t *ex);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,239 @@
+/* Streams: protocols and transports, create_connection, create_server, Unix sockets, DNS.
+ *
+ * A protocol is a table of callbacks (lc_protocol_t) plus a user pointer; a transport
+ * (lc_transport_t) is a non-blocking socket driven by the loop: one read() per readiness into a
+ * per-thread buffer (or into the protocol's own memory, for the buffered form), and writes that
+ * are tried at once and queued only for what the socket did not take.
+ *
+ * Lifetime. A transport is created by the loop and handed to the protocol in connection_made; it
+ * stays valid until connection_lost returns (call lc_transport_ref() to keep the memory longer,
+ * lc_transport_unref() to let go). After close or abort, calls on it are safe and do nothing
+ * (writes return LC_ECLOSED). connection_lost is called exactly once per connection_made, on the
+ * loop thread, through call_soon (as asyncio does); the protocol frees its own state there.
+ *
+ * Every function here is loop-thread only. */
+#ifndef LOOPCORE_STREAM_H
+#define LOOPCORE_STREAM_H
+
+#include <netdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "loopcore/future.h"
+#include "loopcore/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lc_transport_s lc_transport_t;
+typedef struct lc_server_s lc_server_t;
+
+/* ---- Protocols ------------------------------------------------------------------------------- */
+
+/* The callbacks of a stream protocol (asyncio.Protocol / BufferedProtocol). Any may be NULL. Each
+ * gets the transport and the protocol's user pointer. */
+typedef struct lc_protocol_s {
+    void (*connection_made)(lc_transport_t *t, void *user);
+    /* Plain form: len bytes at data, valid during the call only. */
+    void (*data_received)(lc_transport_t *t, const char *data, size_t len, void *user);
+    /* The peer closed its side. Return true to keep the transport open for writing (half-close);
+     * false closes it (after queued data is flushed). */
+    bool (*eof_received)(lc_transport_t *t, void *user);
+    /* err: 0 for a clean close (close, abort, EOF), else the socket error (-ECONNRESET, ...). */
+    void (*connection_lost)(lc_transport_t *t, int err, void *user);
+    /* Flow control: the write buffer went above the high-water mark / back to the low one. */
+    void (*pause_writing)(lc_transport_t *t, void *user);
+    void (*resume_writing)(lc_transport_t *t, void *user);
+    /* Buffered form (asyncio.BufferedProtocol), used instead of data_received when get_buffer is
+     * set: return memory for at least 1 byte (sizehint is a suggestion) and its size in *len;
+     * buffer_updated then says how many bytes were written there. */
+    void *(*get_buffer)(lc_transport_t *t, size_t sizehint, size_t *len, void *user);
+    void (*buffer_updated)(lc_transport_t *t, size_t nbytes, void *user);
+} lc_protocol_t;
+
+/* Makes the protocol of a new connection: sets *proto (a table that must outlive the connection)
+ * and *user. Returns 0, or a negative code to refuse the connection (it is then closed). */
+typedef int (*lc_protocol_factory_fn)(void *factory_arg, const lc_protocol_t **proto, void **user);
+
+/* ---- Transports ------------------------------------------------------------------------------ */
+
+/** Sends data: what the socket takes now is written at once, the rest is copied and queued.
+ *  Returns 0, LC_EINVAL, LC_ECLOSED (closing or closed), LC_EPIPE after write_eof, LC_ENOMEM. */
+int lc_transport_write(lc_transport_t *t, const void *data, size_t len);
+
+/** Sends several buffers with one writev (the rest queued as for write). Same returns. */
+int lc_transport_writelines(lc_transport_t *t, const struct iovec *bufs, size_t nbufs);
+
+/** Closes the write side after the queued data is flushed (shutdown(SHUT_WR)). 0 or error. */
+int lc_transport_write_eof(lc_transport_t *t);
+
+/** True: stream sockets can write EOF. */
+bool lc_transport_can_write_eof(const lc_transport_t *t);
+
+/** Closes the transport: stops reading, flushes queued data, then closes the socket and calls
+ *  connection_lost(0). Idempotent. Returns 0 or LC_EINVAL. */
+int lc_transport_close(lc_transport_t *t);
+
+/** Closes at once, dropping queued data; connection_lost(0) follows. Idempotent. */
+int lc_transport_abort(lc_transport_t *t);
+
+/** True once close or abort was called, or the connection was lost. */
+bool lc_transport_is_closing(const lc_transport_t *t);
+
+/** get_extra_info: the peer's / our address (copied into *addr, *len in/out), the socket fd.
+ *  Return 0, LC_EINVAL, LC_ECLOSED, or the getpeername/getsockname error. */
+int lc_transport_get_peername(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len);
+int lc_transport_get_sockname(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len);
+/** The socket's file descriptor (get_extra_info('socket')), or LC_ECLOSED. Do not close it. */
+int lc_transport_get_fd(const lc_transport_t *t);
+
+/** Stops / resumes calling data_received. Idempotent. Return 0, LC_EINVAL or LC_ECLOSED. */
+int lc_transport_pause_reading(lc_transport_t *t);
+int lc_transport_resume_reading(lc_transport_t *t);
+bool lc_transport_is_reading(const lc_transport_t *t);
+
+/** Sets the write-buffer watermarks in bytes; -1 for "derive": high only gives low = high / 4,
+ *  low only gives high = 4 * low, neither gives the defaults (64 KiB, 16 KiB). Returns LC_EINVAL
+ *  when high < low. May call pause_writing / resume_writing at once. */
+int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low);
+int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, size_t *high);
+/** Bytes queued and not yet written to the socket. */
+size_t lc_transport_get_write_buffer_size(const lc_transport_t *t);
+
+/** Replaces the protocol (set_protocol); the old one gets no more callbacks. */
+int lc_transport_set_protocol(lc_transport_t *t, const lc_protocol_t *proto, void *user);
+/** The protocol table and, in *user if not NULL, its user pointer. */
+const lc_protocol_t *lc_transport_get_protocol(const lc_transport_t *t, void **user);
+
+lc_loop_t *lc_transport_get_loop(const lc_transport_t *t);
+
+/** Keeps the transport's memory alive past connection_lost; unref releases it. */
+lc_transport_t *lc_transport_ref(lc_transport_t *t);
+void lc_transport_unref(lc_transport_t *t);
+
+/* ---- Connections ----------------------------------------------------------------------------- */
+
+/* create_connection's keyword arguments; zero values are the defaults. */
+typedef struct lc_connection_opts_s {
+    const char *host; /* resolved with getaddrinfo off the loop thread */
+    const char *port; /* service name or number ("8080"); or use port_num */
+    int port_num;     /* used when port is NULL */
+    int family;       /* AF_UNSPEC (0), AF_INET, AF_INET6 */
+    int proto;        /* passed to getaddrinfo */
+    int flags;        /* getaddrinfo flags */
+    bool use_sock;    /* connect nothing: wrap sock, already connected */
+    int sock;
+    const char *local_host; /* local_addr: bind before connecting (port 0 if local_port 0) */
+    int local_port;
+    bool no_delay_off; /* TCP_NODELAY is on by default (asyncio since 3.6) */
+    bool ssl;          /* TLS: not supported yet, returns LC_ENOTSUP */
+    const char *server_hostname;
+    double ssl_handshake_timeout;
+} lc_connection_opts;
+
+/** Opens a TCP connection: resolves host:port (off the loop thread), tries each address in turn
+ *  until one connects, makes the protocol with factory(factory_arg), calls connection_made, and
+ *  resolves *fut with the lc_transport_t * (get the protocol with lc_transport_get_protocol).
+ *  The future fails with the last connect error (or the resolver's). Returns 0 (then *fut holds
+ *  one reference for the caller), LC_EINVAL, LC_ENOTSUP (ssl), LC_ECLOSED, LC_ENOMEM. */
+int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
+                              const lc_connection_opts *opts, lc_future_t **fut);
+
+/* create_unix_connection / create_unix_server's path: a filesystem path, or an abstract name
+ * starting with '\0' (then path_len says its length; 0 means strlen(path)). */
+typedef struct lc_unix_opts_s {
+    const char *path;
+    size_t path_len;
+    bool use_sock; /* wrap sock instead (connected, or bound for a server) */
+    int sock;
+    int backlog;           /* servers: 0 means 100 */
+    bool no_start_serving; /* servers: do not listen yet */
+} lc_unix_opts;
+
+/** As create_connection, on a Unix stream socket. */
+int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn factory,
+                                   void *factory_arg, const lc_unix_opts *opts, lc_future_t **fut);
+
+/** Wraps an accepted (connected) socket fd in a transport with a new protocol, as
+ *  create_connection does; the transport owns fd from then on (even on failure it is closed).
+ *  Resolves *fut with the lc_transport_t *. Returns 0 or an error (fd is then closed too). */
+int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn factory,
+                                    void *factory_arg, int fd, lc_future_t **fut);
+
+/* ---- Servers --------------------------------------------------------------------------------- */
+
+/* create_server's keyword arguments; zero values are the defaults. */
+typedef struct lc_server_opts_s {
+    const char *host;         /* NULL or "": every interface (one socket per family) */
+    const char *const *hosts; /* or a list of nhosts hosts */
+    size_t nhosts;
+    int port;   /* 0: the kernel picks one (read it with lc_server_sockets + getsockname) */
+    int family; /* AF_UNSPEC (0), AF_INET, AF_INET6 */
+    int flags;  /* getaddrinfo flags (AI_PASSIVE is always added) */
+    bool use_sock;
+    int sock;                  /* an already bound socket to serve */
+    int backlog;               /* 0 means 100 */
+    bool no_reuse_address;     /* SO_REUSEADDR is on by default */
+    bool reuse_port;           /* SO_REUSEPORT */
+    bool no_start_serving;     /* bound but not listening until lc_server_start_serving() */
+    bool ssl;                  /* TLS: not supported yet, returns LC_ENOTSUP */
+    double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
+} lc_server_opts;
+
+/** Creates a TCP server and resolves *fut with its lc_server_t * (owned by the caller: release it
+ *  with lc_server_free). Hosts are resolved off the loop thread; each address gets a socket with
+ *  SO_REUSEADDR (and SO_REUSEPORT if asked; IPV6_V6ONLY on IPv6). Returns 0 (then *fut holds one
+ *  reference), LC_EINVAL, LC_ENOTSUP (ssl), LC_ECLOSED, LC_ENOMEM; bind errors fail the future. */
+int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
+                          const lc_server_opts *opts, lc_future_t **fut);
+
+/** A Unix stream server on opts->path (a stale socket file at the path is replaced). */
+int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
+                               const lc_unix_opts *opts, lc_future_t **fut);
+
+/** Stops listening: the listening sockets are closed at once; accepted connections stay open. */
+int lc_server_close(lc_server_t *s);
+lc_loop_t *lc_server_get_loop(const lc_server_t *s);
+/** Starts listening (if created with no_start_serving). Idempotent. */
+int lc_server_start_serving(lc_server_t *s);
+bool lc_server_is_serving(const lc_server_t *s);
+/** A future that resolves when the server is closed (lc_server_close) — serve_forever's C form:
+ *  cancelling it closes the server. */
+int lc_server_serve_forever(lc_server_t *s, lc_future_t **fut);
+/** A future that resolves once the server is closed and its last connection is gone. */
+int lc_server_wait_closed(lc_server_t *s, lc_future_t **fut);
+/** Copies up to *n listening fds into fds and sets *n to their number (0 once closed). */
+int lc_server_sockets(const lc_server_t *s, int *fds, size_t *n);
+/** The number of connections accepted so far, and those still open. */
+size_t lc_server_accepted(const lc_server_t *s);
+size_t lc_server_active(const lc_server_t *s);
+/** Closes the server if needed and releases the caller's reference. Connections stay open. */
+void lc_server_free(lc_server_t *s);
+
+/* ---- DNS ------------------------------------------------------------------------------------- */
+
+/** Resolves host/port on libuv's thread pool (getaddrinfo), never blocking the loop; *fut
+ *  resolves with a struct addrinfo * list owned by the future (valid while the caller holds its
+ *  reference; freed with the future). Errors are libuv's EAI codes (UV_EAI_NONAME, ...; see
+ *  lc_strerror). hints may be NULL. Returns 0, LC_EINVAL, LC_ECLOSED, LC_ENOMEM. */
+int lc_loop_getaddrinfo(lc_loop_t *loop, const char *host, const char *port,
+                        const struct addrinfo *hints, lc_future_t **fut);
+
+/* getnameinfo's result. */
+typedef struct lc_nameinfo_s {
+    char host[NI_MAXHOST];
+    char service[NI_MAXSERV];
+} lc_nameinfo_t;
+
+/** Reverse-resolves addr off the loop thread; *fut resolves with an lc_nameinfo_t * owned by the
+ *  future (valid while the caller holds the future). */
+int lc_loop_getnameinfo(lc_loop_t *loop, const struct sockaddr *addr, int flags, lc_future_t **fut);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
