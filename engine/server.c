@@ -36,6 +36,10 @@ struct lc_server_s {
     bool timer_open;
     uv_timer_t retry_timer;
     size_t accepted, active;
+    /* If set, accepted fds go to hook(fd, hook_arg) instead of becoming transports here (a group
+     * server's hand-off mode). */
+    void (*accept_hook)(int fd, void *arg);
+    void *accept_hook_arg;
     /* References: the creator's (lc_server_free), one per open connection, one per libuv handle
      * still closing; the memory goes with the last. */
     uint32_t refs;
@@ -213,6 +217,10 @@ static void listener_cb(uv_poll_t *p, int status, int events)
             return;
         }
         s->accepted++;
+        if (s->accept_hook != NULL) {
+            s->accept_hook(fd, s->accept_hook_arg);
+            continue;
+        }
         s->active++;
         s->refs++; /* dropped by lc__server_connection_gone */
         int err;
@@ -225,6 +233,12 @@ static void listener_cb(uv_poll_t *p, int status, int events)
             server_unref(s);
         }
     }
+}
+
+void lc__server_set_accept_hook(lc_server_t *s, void (*hook)(int fd, void *arg), void *arg)
+{
+    s->accept_hook = hook;
+    s->accept_hook_arg = arg;
 }
 
 /* ---- Listening ------------------------------------------------------------------------------- */

@@ -19,6 +19,9 @@ typedef void (*lc__resolve_cb)(int status, struct addrinfo *res, void *arg);
 int lc__resolve(lc_loop_t *loop, const char *host, const char *port, const struct addrinfo *hints,
                 lc__resolve_cb cb, void *arg);
 
+/* Accepted fds go to hook(fd, arg) (which owns them) instead of becoming transports. */
+void lc__server_set_accept_hook(lc_server_t *s, void (*hook)(int fd, void *arg), void *arg);
+
 /* Sets O_NONBLOCK and FD_CLOEXEC on fd. */
 int lc__set_nonblocking(int fd);
 

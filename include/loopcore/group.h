@@ -49,6 +49,7 @@
 
 #include "loopcore/future.h"
 #include "loopcore/loop.h"
+#include "loopcore/stream.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -157,6 +158,51 @@ int lc_group_broadcast(lc_group_t *g, lc_submit_fn fn, void *arg, lc_future_t **
  *  lowest-index loop that failed (LC_ECLOSED for a closed loop), LC_EINVAL, LC_ENOMEM, or LC_EBUSY
  *  on a thread that runs a loop. */
 int lc_group_broadcast_wait(lc_group_t *g, lc_submit_fn fn, void *arg);
+
+/* ---- Group servers: one host:port served by every loop --------------------------------------- */
+
+typedef struct lc_group_server_s lc_group_server_t;
+
+typedef enum {
+    /* One listening socket per loop on the same address with SO_REUSEPORT: the kernel spreads
+     * the connections (by a hash of the 4-tuple). */
+    LC_GROUP_SERVER_REUSEPORT = 0,
+    /* Loop 0 accepts; each connection goes to the loops in turn, through their inbound queues
+     * (lc_loop_connect_accepted_socket on the target). For kernels or traffic where reuse-port
+     * hashing balances badly (few clients, long connections). */
+    LC_GROUP_SERVER_HANDOFF,
+} lc_group_server_mode;
+
+typedef struct lc_group_server_opts_s {
+    const char *host; /* a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
+    int port;         /* 0: the first bind picks one and every other socket reuses it */
+    int family;       /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
+    int backlog;      /* 0 means 100 (per socket) */
+    lc_group_server_mode mode;
+} lc_group_server_opts;
+
+/** Serves host:port on every loop of the started group g: the factory runs on the thread of the
+ *  loop that gets the connection (lc_get_running_loop tells which), so factory_arg must be safe
+ *  to use from every loop. Blocks until every loop serves; call it from a thread that runs no
+ *  loop. Returns 0, LC_EINVAL, LC_EBUSY (called on a loop thread), LC_EINVALIDSTATE (group not
+ *  running), or the socket/bind error. */
+int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *factory_arg,
+                           const lc_group_server_opts *opts, lc_group_server_t **out);
+
+/** The port being served. */
+int lc_group_server_port(const lc_group_server_t *gs);
+
+/** Copies up to *n listening fds into fds, sets *n to their number (one per loop in reuse-port
+ *  mode, one in hand-off mode; 0 once closed). Any thread. */
+int lc_group_server_sockets(const lc_group_server_t *gs, int *fds, size_t *n);
+
+/** Connections loop index has taken so far (accepted there, or handed to it). Blocks like
+ *  lc_loop_submit_wait (not from a loop thread). Returns the count, or a negative error. */
+long lc_group_server_connections(lc_group_server_t *gs, unsigned index);
+
+/** Stops listening on every loop and waits for it (accepted connections stay open), then frees
+ *  gs. Not from a loop thread of the group. Returns 0 or an error (gs is freed anyway). */
+int lc_group_server_close(lc_group_server_t *gs);
 
 #ifdef __cplusplus
 }
