@@ -36,7 +36,8 @@ struct lc_transport_s {
     bool eof_sent;
     bool write_paused; /* pause_writing was called and resume_writing not yet */
     bool lost_scheduled;
-    bool poll_open; /* poll is initialised and not closed */
+    bool lost_delivered; /* connection_lost was called */
+    bool poll_open;      /* poll is initialised and not closed */
     const lc_protocol_t *proto;
     void *user;
     /* Write buffer: pending bytes are wbuf[whead, whead + wlen). */
@@ -106,13 +107,21 @@ static void transport_release(lc_transport_t *t)
     }
 }
 
-/* The loop is being closed with this transport open: no connection_lost (its callbacks were
- * discarded with the loop's queues), just release everything. */
+/* The loop is being closed with this transport open. Every connection_made still gets its one
+ * connection_lost, so the protocol can free its state: called here, synchronously, with the
+ * error already recorded, or LC_ECLOSED. */
 static void transport_force_close(lc__resource *r)
 {
     lc_transport_t *t = lc_container_of(r, lc_transport_t, res);
+    int err = t->lost_scheduled ? t->lost_err : LC_ECLOSED;
     t->closing = true;
     t->lost_scheduled = true;
+    t->wlen = 0;
+    if (!t->lost_delivered) {
+        t->lost_delivered = true;
+        if (t->proto != NULL && t->proto->connection_lost != NULL)
+            t->proto->connection_lost(t, err, t->user);
+    }
     transport_release(t);
 }
 
@@ -140,6 +149,7 @@ static void update_poll(lc_transport_t *t)
 static void call_connection_lost(void *arg)
 {
     lc_transport_t *t = arg;
+    t->lost_delivered = true;
     if (t->proto != NULL && t->proto->connection_lost != NULL)
         t->proto->connection_lost(t, t->lost_err, t->user);
     transport_release(t);

@@ -9,7 +9,9 @@
  * stays valid until connection_lost returns (call lc_transport_ref() to keep the memory longer,
  * lc_transport_unref() to let go). After close or abort, calls on it are safe and do nothing
  * (writes return LC_ECLOSED). connection_lost is called exactly once per connection_made, on the
- * loop thread, through call_soon (as asyncio does); the protocol frees its own state there.
+ * loop thread, through call_soon (as asyncio does); the protocol frees its own state there. If the
+ * loop is closed while the connection is open, lc_loop_close() calls it (err LC_ECLOSED, or the
+ * error already recorded), so no protocol state is left behind.
  *
  * Every function here is loop-thread only. */
 #ifndef LOOPCORE_STREAM_H

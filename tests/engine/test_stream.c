@@ -786,8 +786,13 @@ static void test_stream_loop_close_with_open_streams(void **state)
                          &(lc_connection_opts){.host = "localhost", .port_num = server_port(s)},
                          &f2),
                      0);
-    /* Everything is released by close (ASan's leak check). */
+    /* Everything is released by close (ASan's leak check), and each open connection gets its
+     * connection_lost, with LC_ECLOSED. */
     assert_int_equal(lc_loop_close(loop), 0);
+    assert_int_equal(c.lost, 1);
+    assert_int_equal(c.lost_err, LC_ECLOSED);
+    assert_int_equal(es.lost, 1);
+    assert_int_equal(es.lost_err, LC_ECLOSED);
     lc_server_free(s);
     /* Both futures were failed by the close (or are still pending); read them so that no
      * "exception never retrieved" report is printed. */
