@@ -73,6 +73,11 @@ struct lc_handle_s {
     } u;
 };
 
+typedef struct lc__ready_ent_s {
+    lc_call_fn fn;
+    void *arg;
+} lc__ready_ent;
+
 /* A timer heap entry. The key is inline, so that sifting never touches a handle. A timer whose
  * caller asked for no handle has none at all: fn and arg live in the entry, and firing it touches
  * no other memory. Otherwise fn is NULL and arg is the lc_handle_t. */
@@ -106,8 +111,13 @@ struct lc_loop_s {
     double timer_armed; /* the when the timerfd is armed for; INFINITY when disarmed */
 
     /* Ready queue: FIFO, singly linked handles and posted calls. */
-    lc__qnode *ready_head;
-    lc__qnode *ready_tail;
+    /* The ready queue: a ring of {fn, arg} entries, indexed by free-running counters (masked by
+     * cap - 1; cap is a power of two). A callback scheduled without a handle is just an entry:
+     * no allocation, sequential memory. An entry with fn == NULL carries a queue node in arg (a
+     * handle, a done callback, a posted lc_call_t). */
+    lc__ready_ent *ready;
+    uint64_t ready_head, ready_tail;
+    uint32_t ready_cap;
 
     /* Inbound queue of threadsafe posts, drained at the start of each iteration. */
     lc_mpsc_t inbound;

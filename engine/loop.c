@@ -125,20 +125,44 @@ void lc__handle_free_unposted(lc_handle_t *h) { free(h); }
 
 /* ---- Ready queue ----------------------------------------------------------------------------- */
 
-static inline void ready_append(lc_loop_t *loop, lc__qnode *q)
+/* Grows (or, with a smaller want, shrinks) the ring, keeping every entry at its counter. */
+static int ready_resize(lc_loop_t *loop, uint32_t cap)
 {
-    q->next = NULL;
-    if (loop->ready_tail != NULL)
-        loop->ready_tail->next = q;
-    else
-        loop->ready_head = q;
-    loop->ready_tail = q;
+    lc__ready_ent *ring = malloc((size_t)cap * sizeof(*ring));
+    if (ring == NULL)
+        return LC_ENOMEM;
+    for (uint64_t i = loop->ready_head; i != loop->ready_tail; i++)
+        ring[i & (cap - 1)] = loop->ready[i & (loop->ready_cap - 1)];
+    free(loop->ready);
+    loop->ready = ring;
+    loop->ready_cap = cap;
+    return 0;
 }
 
-static inline void ready_push(lc_loop_t *loop, lc_handle_t *h)
+static inline int ready_put(lc_loop_t *loop, lc_call_fn fn, void *arg)
+{
+    if (LC_UNLIKELY(loop->ready_tail - loop->ready_head == loop->ready_cap)) {
+        int r = ready_resize(loop, loop->ready_cap ? loop->ready_cap * 2 : 1024);
+        if (r != 0)
+            return r;
+    }
+    lc__ready_ent *e = &loop->ready[loop->ready_tail++ & (loop->ready_cap - 1)];
+    e->fn = fn;
+    e->arg = arg;
+    return 0;
+}
+
+static inline bool ready_empty(const lc_loop_t *loop)
+{
+    return loop->ready_head == loop->ready_tail;
+}
+
+static inline int ready_append(lc_loop_t *loop, lc__qnode *q) { return ready_put(loop, NULL, q); }
+
+static inline int ready_push(lc_loop_t *loop, lc_handle_t *h)
 {
     h->q.state = LC__H_READY;
-    ready_append(loop, &h->q);
+    return ready_append(loop, &h->q);
 }
 
 /* ---- Timer heap: 4-ary min-heap on (when, seq), keys inline -------------------------------- */
@@ -424,13 +448,14 @@ int lc_loop_close(lc_loop_t *loop)
             break; /* EMPTY: no push is in progress any more, so BUSY cannot happen */
         discard_node(loop, lc_container_of(m, lc__qnode, mnode));
     }
-    while (loop->ready_head != NULL) {
-        lc__qnode *q = loop->ready_head;
-        loop->ready_head = q->next;
-        if (loop->ready_head == NULL)
-            loop->ready_tail = NULL;
-        discard_node(loop, q);
+    while (!ready_empty(loop)) {
+        lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
+        if (e.fn == NULL)
+            discard_node(loop, e.arg);
     }
+    free(loop->ready);
+    loop->ready = NULL;
+    loop->ready_cap = 0;
     while (loop->heap_len > 0) {
         lc_handle_t *h = lc__timer_handle(&loop->heap[--loop->heap_len]);
         if (h != NULL)
@@ -602,14 +627,22 @@ int lc_loop_call_soon(lc_loop_t *loop, lc_call_fn fn, void *arg, lc_handle_t **h
     int r = lc__loop_check_thread(loop, "call_soon");
     if (r != 0)
         return r;
+    if (handle == NULL) /* nobody can refer to it: just an entry in the ring */
+        return ready_put(loop, fn, arg);
     lc_handle_t *h;
     r = handle_new(loop, LC__K_CALL, handle, &h);
     if (LC_UNLIKELY(r != 0))
         return r;
     h->cb.fn = fn;
     h->arg = arg;
-    ready_push(loop, h);
-    return 0;
+    r = ready_push(loop, h);
+    if (LC_UNLIKELY(r != 0)) {
+        *handle = NULL;
+        atomic_store_explicit(&h->q.refs, 1, memory_order_relaxed); /* not shared yet */
+        h->q.state = LC__H_DROPPED;
+        handle_loop_unref(loop, h);
+    }
+    return r;
 }
 
 int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_cb cb, void *arg)
@@ -623,8 +656,12 @@ int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_
     h->cb.done_cb = cb;
     h->arg = arg;
     h->u.fut = lc_future_ref(fut);
-    ready_push(loop, h);
-    return 0;
+    r = ready_push(loop, h);
+    if (r != 0) {
+        h->q.state = LC__H_DROPPED;
+        handle_loop_unref(loop, h);
+    }
+    return r;
 }
 
 int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_handle_t **handle)
@@ -780,13 +817,19 @@ static void wake_cb(uv_poll_t *p, int status, int events)
 /* Moves the messages of the inbound queue to the ready queue, in push order. Returns how many.
  * A BUSY queue (a producer between its two steps) is left for later: that producer reads the
  * sleeping bit when it counts itself out after its push, so if we go to sleep it wakes us. */
+static inline void run_node(lc_loop_t *loop, lc__qnode *q);
+
 static size_t drain_inbound(lc_loop_t *loop)
 {
     lc_mpsc_node_t *first, *last;
     size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, &last, SIZE_MAX, NULL);
     for (lc_mpsc_node_t *m = first; m != NULL;) {
         lc_mpsc_node_t *next = lc_mpsc_batch_next(m);
-        ready_append(loop, lc_container_of(m, lc__qnode, mnode));
+        /* Out of memory here would strand the message: grow can only fail for a ring over
+         * a billion entries, and then the message runs at once instead. */
+        lc__qnode *q = lc_container_of(m, lc__qnode, mnode);
+        if (LC_UNLIKELY(ready_append(loop, q) != 0))
+            run_node(loop, q);
         m = next;
     }
     if (n != 0) {
@@ -855,16 +898,34 @@ static inline void run_node(lc_loop_t *loop, lc__qnode *q)
     run_handle(loop, lc_container_of(q, lc_handle_t, q));
 }
 
+static void run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
+{
+    if (LC_LIKELY(!loop->debug)) {
+        fn(arg);
+        return;
+    }
+    double t0 = lc__now();
+    fn(arg);
+    double dt = lc__now() - t0;
+    if (dt >= loop->slow_callback_duration)
+        log_slow_callback("Handle", (void *)fn, arg, dt);
+}
+
 static void run_ready_batch(lc_loop_t *loop)
 {
-    /* Detach the whole queue: what runs now is fixed; new callbacks go to a fresh queue. */
-    lc__qnode *q = loop->ready_head;
-    loop->ready_head = loop->ready_tail = NULL;
-    while (q != NULL) {
-        lc__qnode *next = q->next;
-        run_node(loop, q);
-        q = next;
+    /* The batch is what is queued now; callbacks it schedules go behind it, for the next
+     * iteration. The ring may grow while the batch runs: read it through the loop each time. */
+    uint64_t end = loop->ready_tail;
+    while (loop->ready_head != end) {
+        lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
+        if (e.fn != NULL)
+            run_plain(loop, e.fn, e.arg);
+        else
+            run_node(loop, e.arg);
     }
+    /* A burst leaves no big ring behind. */
+    if (loop->ready_cap > 65536 && loop->ready_tail - loop->ready_head < loop->ready_cap / 8)
+        ready_resize(loop, loop->ready_cap / 4);
 }
 
 static void run_due_timers(lc_loop_t *loop)
@@ -966,7 +1027,7 @@ static void arm_timer_fd(lc_loop_t *loop)
 static uint64_t poll_timeout_ms(lc_loop_t *loop)
 {
     heap_skip_cancelled(loop);
-    if (loop->ready_head != NULL || loop->stopping)
+    if (!ready_empty(loop) || loop->stopping)
         return 0;
     if (loop->heap_len == 0)
         return LC__MAX_POLL_MS;
@@ -995,7 +1056,7 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms)
         if ((i & 63) == 0) {
             /* I/O and the clock, every 64 spins (a zero-timeout epoll_wait is a system call). */
             uv_run(&loop->uv, UV_RUN_NOWAIT);
-            if (loop->ready_head != NULL || loop->stopping)
+            if (!ready_empty(loop) || loop->stopping)
                 return true;
             if (lc__now() >= deadline)
                 return false;

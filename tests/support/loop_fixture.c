@@ -70,6 +70,10 @@ static void watchdog_fired(int sig)
 
 void lc_test_watchdog(unsigned seconds)
 {
+    /* LC_TEST_FILTER=pattern runs only the matching tests (cmocka's wildcard filter). */
+    const char *filter = getenv("LC_TEST_FILTER");
+    if (filter != NULL && filter[0] != '\0')
+        cmocka_set_test_filter(filter);
     signal(SIGALRM, watchdog_fired);
     alarm(seconds);
 }

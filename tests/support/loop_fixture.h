@@ -40,7 +40,8 @@ void lc_test_stop_cb(void *arg);
 /* Asserts that log holds exactly the n values in expected. */
 void lc_test_assert_log(const lc_test_log_t *log, const int *expected, int n);
 
-/* Arms a watchdog: the process aborts with a message if the test runs longer than seconds. */
+/* Arms a watchdog: the process aborts with a message if the test runs longer than seconds.
+ * Also applies LC_TEST_FILTER (a cmocka wildcard pattern) to choose the tests to run. */
 void lc_test_watchdog(unsigned seconds);
 
 #endif
