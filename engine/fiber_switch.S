@@ -1,17 +1,13 @@
-/* The fiber context switch (engine/fiber.h), for x86-64 (System V) and aarch64 (AAPCS64).
- *
- *   void lc__fiber_switch(void **save, void *to);
- *
- * Pushes the callee-saved registers on the current stack, stores the stack pointer in *save,
- * loads `to` (a stack pointer stored by an earlier switch, or the initial frame built by
- * lc__fiber_create), pops the registers saved there and returns into that context. The
- * caller-saved registers need no saving: the switch is an ordinary call for the compiler.
+/* The entry trampoline of new fibers (engine/fiber.h), for x86-64 (System V) and aarch64
+ * (AAPCS64). The switch itself is inline assembly in fiber.h (lc__fiber_jump), so that it costs
+ * no call and no return at each switch point.
  *
  *   lc__fiber_trampoline
  *
- * The return address of a new fiber's initial frame: calls fn(arg), both taken from callee-saved
- * registers of that frame, and never returns (the fiber ends with lc__fiber_exit). Its CFI marks
- * the return address undefined, so unwinders and debuggers stop there.
+ * The resume address of a new fiber's initial frame (built by lc__fiber_create): reached by the
+ * switch's indirect jump with the stack pointer 16-byte aligned on two words, fn's argument and
+ * fn. Calls fn(arg), which never returns (a fiber ends with lc__fiber_exit). Its CFI marks the
+ * return address undefined, so unwinders and debuggers stop there.
  *
  * Built only when the ucontext backend is not selected (LC_FIBER_UCONTEXT). */
 
@@ -19,48 +15,17 @@
 
     .text
     .p2align 4
-    .globl  lc__fiber_switch
-    .hidden lc__fiber_switch
-    .type   lc__fiber_switch, @function
-lc__fiber_switch:
-    .cfi_startproc
-#ifdef __CET__
-    endbr64
-#endif
-    pushq   %rbp
-    .cfi_adjust_cfa_offset 8
-    pushq   %rbx
-    .cfi_adjust_cfa_offset 8
-    pushq   %r12
-    .cfi_adjust_cfa_offset 8
-    pushq   %r13
-    .cfi_adjust_cfa_offset 8
-    pushq   %r14
-    .cfi_adjust_cfa_offset 8
-    pushq   %r15
-    .cfi_adjust_cfa_offset 8
-    movq    %rsp, (%rdi)
-    movq    %rsi, %rsp
-    popq    %r15
-    popq    %r14
-    popq    %r13
-    popq    %r12
-    popq    %rbx
-    popq    %rbp
-    .cfi_adjust_cfa_offset -48
-    ret
-    .cfi_endproc
-    .size   lc__fiber_switch, .-lc__fiber_switch
-
-    .p2align 4
     .globl  lc__fiber_trampoline
     .hidden lc__fiber_trampoline
     .type   lc__fiber_trampoline, @function
 lc__fiber_trampoline:
     .cfi_startproc
     .cfi_undefined rip
-    movq    %r12, %rdi
-    callq   *%r13
+#ifdef __CET__
+    endbr64                         /* reached by an indirect jump */
+#endif
+    movq    (%rsp), %rdi
+    callq   *8(%rsp)
     ud2
     .cfi_endproc
     .size   lc__fiber_trampoline, .-lc__fiber_trampoline
@@ -69,57 +34,45 @@ lc__fiber_trampoline:
 
     .text
     .p2align 4
-    .globl  lc__fiber_switch
-    .hidden lc__fiber_switch
-    .type   lc__fiber_switch, %function
-lc__fiber_switch:
-    .cfi_startproc
-#if defined(__ARM_FEATURE_BTI_DEFAULT)
-    hint    #34                     /* bti c */
-#endif
-    sub     sp, sp, #160
-    .cfi_adjust_cfa_offset 160
-    stp     x19, x20, [sp, #0]
-    stp     x21, x22, [sp, #16]
-    stp     x23, x24, [sp, #32]
-    stp     x25, x26, [sp, #48]
-    stp     x27, x28, [sp, #64]
-    stp     x29, x30, [sp, #80]
-    stp     d8, d9, [sp, #96]
-    stp     d10, d11, [sp, #112]
-    stp     d12, d13, [sp, #128]
-    stp     d14, d15, [sp, #144]
-    mov     x2, sp
-    str     x2, [x0]
-    mov     sp, x1
-    ldp     x19, x20, [sp, #0]
-    ldp     x21, x22, [sp, #16]
-    ldp     x23, x24, [sp, #32]
-    ldp     x25, x26, [sp, #48]
-    ldp     x27, x28, [sp, #64]
-    ldp     x29, x30, [sp, #80]
-    ldp     d8, d9, [sp, #96]
-    ldp     d10, d11, [sp, #112]
-    ldp     d12, d13, [sp, #128]
-    ldp     d14, d15, [sp, #144]
-    add     sp, sp, #160
-    .cfi_adjust_cfa_offset -160
-    ret
-    .cfi_endproc
-    .size   lc__fiber_switch, .-lc__fiber_switch
-
-    .p2align 4
     .globl  lc__fiber_trampoline
     .hidden lc__fiber_trampoline
     .type   lc__fiber_trampoline, %function
 lc__fiber_trampoline:
     .cfi_startproc
     .cfi_undefined x30
-    mov     x0, x19
-    blr     x20
+    hint    #36                     /* bti j: reached by `br`; a NOP without BTI */
+    ldp     x0, x1, [sp]
+    blr     x1
     brk     #1
     .cfi_endproc
     .size   lc__fiber_trampoline, .-lc__fiber_trampoline
+
+/* Mark the object BTI / PAC compatible when the C code is (-mbranch-protection), or the linker
+ * drops the marking of the whole binary. The resume points carry `bti j`; x30 is only ever
+ * saved and restored by compiled code on its own stack, so return addresses stay signed. */
+#if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT == 1
+#define LC_GNU_PROPERTY_BTI 1
+#else
+#define LC_GNU_PROPERTY_BTI 0
+#endif
+#if defined(__ARM_FEATURE_PAC_DEFAULT) && __ARM_FEATURE_PAC_DEFAULT != 0
+#define LC_GNU_PROPERTY_PAC 2
+#else
+#define LC_GNU_PROPERTY_PAC 0
+#endif
+#if LC_GNU_PROPERTY_BTI != 0 || LC_GNU_PROPERTY_PAC != 0
+    .pushsection .note.gnu.property, "a"
+    .balign 8
+    .long   4                       /* name size */
+    .long   16                      /* descriptor size */
+    .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz  "GNU"
+    .long   0xc0000000              /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
+    .long   4
+    .long   LC_GNU_PROPERTY_BTI | LC_GNU_PROPERTY_PAC
+    .long   0
+    .popsection
+#endif
 
 #endif
 

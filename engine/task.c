@@ -22,6 +22,13 @@
  * another stack size, the loop closing) exits, and whoever resumed it unmaps it. An idle pooled
  * fiber is retired by resuming it with f->data == NULL, so that it exits through its last switch
  * (which lets AddressSanitizer free its fake stack) instead of being unmapped mid-frame. */
+
+/* The ucontext backend inlines _longjmp onto other stacks here (fiber.h), which the fortified
+ * __longjmp_chk refuses. */
+#if defined(LC_FIBER_UCONTEXT) || (!defined(__x86_64__) && !defined(__aarch64__))
+#undef _FORTIFY_SOURCE
+#endif
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -45,13 +52,13 @@ typedef struct lc__task_s {
     lc_future_t fut; /* first: the task is this future */
     lc_coro_fn coro;
     void *arg;
-    lc__fiber *fiber;       /* from creation until the coroutine returned */
-    lc_future_t *awaiting;  /* SUSPENDED: the future of lc_await (a reference) */
+    lc__fiber *fiber;        /* from creation until the coroutine returned */
+    lc_future_t *awaiting;   /* SUSPENDED: the future of lc_await (a reference) */
     struct lc__task_s *prev; /* the loop's live tasks */
     struct lc__task_s *next;
-    uint8_t state;          /* T_* */
-    bool cancel_pending;    /* lc_task_cancel() not yet delivered to an await */
-    bool woken_by_close;    /* resumed by lc_loop_close(): the await returns LC_ECLOSED */
+    uint8_t state;       /* T_* */
+    bool cancel_pending; /* lc_task_cancel() not yet delivered to an await */
+    bool woken_by_close; /* resumed by lc_loop_close(): the await returns LC_ECLOSED */
 } lc__task;
 
 _Static_assert(offsetof(lc__task, fut) == 0, "a task's future must be its first member");
@@ -114,8 +121,9 @@ static void live_unlink(struct lc__tasks_s *ts, lc__task *t)
 
 static void fiber_main(lc__fiber *f);
 
-/* Switches to t's fiber; returns when the task suspends or its fiber is done with it. */
-static inline void task_resume(lc__task *t)
+/* Switches to t's fiber; returns when the task suspends or its fiber is done with it. Inlined,
+ * like the switch, into each caller (fiber.h explains why). */
+static inline __attribute__((always_inline)) void task_resume(lc__task *t)
 {
     lc__task *prev = tls_task;
     lc__fiber *f = t->fiber;
@@ -321,6 +329,36 @@ int lc_loop_create_task(lc_loop_t *loop, lc_coro_fn coro, void *arg, lc_future_t
 
 /* ---- Inside a task --------------------------------------------------------------------------- */
 
+/* Inline fast paths of the future calls lc_await makes at every suspension (future.c is another
+ * translation unit); each does what the public call does, and calls it off the fast path. */
+static inline int add_wakeup(lc_future_t *fut, lc__task *t)
+{
+    if (LC_LIKELY(fut->ncallbacks == 0)) {
+        fut->first = (lc__done_entry){task_wakeup, t};
+        fut->ncallbacks = 1;
+        return 0;
+    }
+    return lc_future_add_done_callback(fut, task_wakeup, t);
+}
+
+static inline void fut_unref(lc_future_t *fut)
+{
+    if (LC_LIKELY(fut->refs > 1))
+        fut->refs--;
+    else
+        lc_future_unref(fut);
+}
+
+static inline int fut_result(lc_future_t *fut, void **result)
+{
+    if (LC_LIKELY(fut->state == LC__F_RESULT)) {
+        if (result != NULL)
+            *result = fut->result;
+        return 0;
+    }
+    return lc_future_result(fut, result);
+}
+
 int lc_await(lc_future_t *fut, void **result)
 {
     if (result != NULL)
@@ -341,10 +379,11 @@ int lc_await(lc_future_t *fut, void **result)
     }
     if (fut->state != LC__F_PENDING)
         return lc_future_result(fut, result); /* asyncio: a done future does not suspend */
-    int r = lc_future_add_done_callback(fut, task_wakeup, t);
+    int r = add_wakeup(fut, t);
     if (LC_UNLIKELY(r != 0))
         return r;
-    t->awaiting = lc_future_ref(fut);
+    fut->refs++; /* lc_future_ref */
+    t->awaiting = fut;
     t->state = T_SUSPENDED;
     lc__fiber_suspend(t->fiber);
     /* Resumed by task_wakeup(), or by lc__tasks_close(). */
@@ -357,9 +396,9 @@ int lc_await(lc_future_t *fut, void **result)
         t->cancel_pending = false;
         r = LC_ECANCELLED;
     } else {
-        r = lc_future_result(fut, result);
+        r = fut_result(fut, result);
     }
-    lc_future_unref(fut);
+    fut_unref(fut);
     return r;
 }
 

@@ -20,7 +20,9 @@
  * Stacks: mmap'd with a PROT_NONE guard page below (an overflow faults), 64 KiB usable by default
  * (256 KiB in AddressSanitizer and ThreadSanitizer builds, whose frames are bigger); the size is
  * a per-loop setting. A finished task's stack goes back to a per-loop pool and the next task
- * reuses it, already mapped and warm.
+ * reuses it, already mapped and warm. Each live task's stack is two memory mappings (the guard
+ * page and the stack), so Linux's default vm.max_map_count (65530) allows some 30,000 tasks alive
+ * at once; raise it for more.
  *
  * Closing the loop with tasks alive: a task that never started is cancelled without running; a
  * suspended task is resumed once more, its await returning LC_ECLOSED, and every later
@@ -28,9 +30,12 @@
  * return (its done callbacks do not run: the loop is closed). A coroutine must return once its
  * awaits fail so; lc_loop_close() waits for that.
  *
- * Await forms: lc_await() takes any future, so every coroutine method of the loop that returns
- * or fills an lc_future_t (lc_loop_create_future, run_in_executor, ...) is awaited with it. Await
- * forms that read better for create_connection and getaddrinfo come with issue 5.
+ * Await forms: lc_await() takes any future, so every coroutine method of the loop, which fills an
+ * lc_future_t (getaddrinfo, create_connection, create_server, run_in_executor, ...), is awaited
+ * with it in straight-line code: lc_loop_getaddrinfo(loop, host, port, NULL, &f);
+ * r = lc_await(f, (void **)&ai); ...; lc_future_unref(f). Reading in straight lines is a protocol
+ * that completes a future the task awaits (tests/engine/test_task.c shows one); the sock_*
+ * methods, and typed await helpers for the stream calls, come with issue 5.
  *
  * Thread rules: loop thread only, like futures. lc_await / lc_sleep only inside a task. To cancel
  * from another thread, post lc_task_cancel with lc_loop_call_soon_threadsafe. */
