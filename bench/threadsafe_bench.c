@@ -386,6 +386,7 @@ static void stop_cb(void *arg) { target_stop_here(arg); }
 static void *consumer_main(void *arg)
 {
     target_t *t = arg;
+    pthread_setname_np(pthread_self(), "ts-consumer"); /* for perf report --sort comm */
     switch (t->kind) {
     case Q_OURS:
     case Q_POST:
@@ -499,6 +500,7 @@ static void *producer_main(void *arg)
     target_t *t = p->t;
     sink_t *sink = p->sink;
     long m = p->m;
+    pthread_setname_np(pthread_self(), "ts-producer");
     pthread_barrier_wait(p->barrier);
     switch (t->kind) {
     case Q_OURS:
