@@ -1,5 +1,6 @@
 /* Futures: result / error / cancelled, done callbacks scheduled through call_soon. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/internal.h"
 
@@ -14,9 +15,16 @@ int lc_loop_create_future(lc_loop_t *loop, lc_future_t **out)
     int r = lc__loop_check_thread(loop, "create_future");
     if (r != 0)
         return r;
-    lc_future_t *fut = calloc(1, sizeof(*fut));
-    if (fut == NULL)
-        return LC_ENOMEM;
+    lc_future_t *fut = loop->future_cache;
+    if (fut != NULL) {
+        loop->future_cache = *(lc_future_t **)fut;
+        loop->future_cache_len--;
+        memset(fut, 0, sizeof(*fut));
+    } else {
+        fut = calloc(1, sizeof(*fut));
+        if (fut == NULL)
+            return LC_ENOMEM;
+    }
     fut->loop = loop;
     fut->refs = 1;
     fut->state = LC__F_PENDING;
@@ -48,7 +56,15 @@ static void future_destroy(lc_future_t *fut)
     if (fut->result_dtor != NULL && fut->state == LC__F_RESULT)
         fut->result_dtor(fut->result);
     free(fut->more);
-    free(fut);
+    /* Plain futures go back to the loop's cache (tasks are bigger blocks: free()). The loop is
+     * alive here: this future holds a reference, dropped just below. */
+    if (!fut->is_task && loop->future_cache_len < LC__HANDLE_CACHE_MAX) {
+        *(lc_future_t **)fut = loop->future_cache;
+        loop->future_cache = fut;
+        loop->future_cache_len++;
+    } else {
+        free(fut);
+    }
     lc__loop_unref(loop);
 }
 

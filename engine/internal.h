@@ -149,6 +149,8 @@ struct lc_loop_s {
 
     lc_handle_t *handle_cache; /* freed handles kept for reuse */
     uint32_t handle_cache_len;
+    lc_future_t *future_cache; /* freed futures kept for reuse (linked through their first word) */
+    uint32_t future_cache_len;
 
     bool stopping;
     bool closed;

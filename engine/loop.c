@@ -369,6 +369,11 @@ void lc__loop_remove_resource(lc_loop_t *loop, lc__resource *r)
 
 static void loop_destroy(lc_loop_t *loop)
 {
+    while (loop->future_cache != NULL) {
+        lc_future_t *next = *(lc_future_t **)loop->future_cache;
+        free(loop->future_cache);
+        loop->future_cache = next;
+    }
     close(loop->wake_fd);
     close(loop->timer_fd);
     lc_handle_t *h = loop->handle_cache;
