@@ -1,30 +1,77 @@
-/* Executors: worker-thread pools, and run_in_executor (include/loopcore/executor.h).
+/* Executors: worker-thread pools, lc_loop_queue_work and run_in_executor
+ * (include/loopcore/executor.h).
  *
- * One mutex (ex->mu) guards an executor's shared state: the FIFO of queued jobs, the list of
- * running jobs, and the worker counts. Every decision (take a job, wake a worker, start one, go to
- * sleep, shut down) is made under it, so no wake-up can be lost. The only state read without the
- * mutex is a hint (the queue length, polled by a spinning worker, which then takes the job under
- * the mutex) and the reference count.
+ * A job is the private part of an lc_work_t, which the caller allocates. It embeds the node of
+ * the executor's inbound queue and the lc_call_t that carries its outcome back to its loop:
  *
- * A job is one allocation: the lc_call_t that carries its outcome back to the loop is embedded in
- * it. Its life:
+ *   loop thread                  worker                                  loop thread
+ *   lc_loop_queue_work ─MPSC push─▶ pop a batch, run each work ─post chain─▶ chain_delivered:
+ *                                (running list)           (loop's MPSC)  after(req, status) each
  *
- *   loop thread                 worker                                loop thread
- *   run_in_executor ──queue──▶  fn(arg, &result) ──post_threadsafe──▶ job_delivered: resolve the
- *   (future + watcher)          (running list)      (loop's MPSC)      future, free the job
+ * run_in_executor is a user of that API (see its section at the end): one allocation holds the
+ * lc_work_t, the job's function and its future's reference.
  *
- * The watcher is a done callback on the job's future, added at submission and removed when the
- * outcome arrives. It only runs if the future is done before that, that is, if its owner
- * cancelled it: it then takes the job out of the queue if no worker took it yet (the job never
- * runs), or leaves it to finish (its result then goes to the job's destructor when it arrives).
+ * Submission takes no lock: a job is pushed on the executor's lock-free MPSC queue
+ * (threadsafe/mpsc.h), whose consumer role the workers take in turn under ex->mu. A worker takes
+ * a batch of jobs at once (up to BATCH_MAX while jobs are short, one at a time once they block),
+ * runs them, and sends the outcomes of the batch to each loop as one chain: one post per loop and
+ * batch, so the loop's wake-ups and queue operations are shared by the whole batch.
  *
- * Wake-ups. A submission wakes a sleeping worker, or starts a new one, only when the workers that
- * are awake would take longer than a wake-up costs to reach the new job: never while a worker
- * spins on the queue, and for short jobs not while a busy worker can drain the queue soon (the
- * running average of job durations decides). A worker that takes a job and leaves more behind
- * applies the same rule, so wake-ups spread in a chain instead of all on the submitting loop. A
- * burst of short jobs is therefore drained by the workers already awake, without a futex call
- * per job; long jobs fan out to as many workers as there are jobs, up to max_workers. */
+ * Workers and wake-ups: the control word. Every worker is in one state, counted in ex->ctl beside
+ * the closed bit:
+ *
+ *   I  idle: awake and about to look at the queue (after an empty pop, spinning, just started or
+ *      woken)
+ *   B  busy: holds a batch; it pops again when the batch is done (without a transition)
+ *   S  asleep on work_cv, not yet claimed by a waker
+ *   T  asleep on sentinel_cv with a timeout (at most one: the sentinel), not yet claimed
+ *
+ * The protocol is Dekker's, on two words with sequentially consistent operations (no fences,
+ * which ThreadSanitizer does not model): a submission pushes its job, counts it in ex->submitted
+ * (a seq_cst RMW), then reads ctl (seq_cst); a worker changes its state in ctl (a seq_cst RMW),
+ * then reads ex->submitted (seq_cst) before it looks at the queue. In the single order of seq_cst
+ * operations, either the submission's read of ctl sees the worker's new state, or the worker's
+ * read of submitted sees the count, which synchronizes with the submission's RMW: the push then
+ * happens-before the worker's look, which finds the job. So the submission acts on what it read:
+ *   - I > 0: an idle worker will look at the queue after its next transition, and find the job
+ *     (an idle worker never sleeps without such a look). Nothing to do: no system call.
+ *   - else B > 0, a sentinel sleeps, and jobs are short (the running average of job durations is
+ *     under SHORT_NS): a busy worker pops again within microseconds, and if every busy worker is
+ *     stuck in a long job after all, the sentinel's timeout bounds the wait. Nothing to do. This
+ *     is what lets one awake worker drain a stream of short jobs without a futex call per job.
+ *   - else: wake_workers() under ex->mu claims a sleeper (S or T -> I, then a condvar signal) or
+ *     starts a new worker (counted I at once), up to max_workers.
+ * The submission's hot path is thus two atomic RMWs (the push's exchange, and the count on a line
+ * that only submitters write) and one load of a word that the workers write only when they change
+ * state: no lock, and no write to a line that the workers write per job. A worker that takes a
+ * batch and leaves jobs behind wakes helpers the same way (two for blocking jobs, so that wake-ups
+ * fan out as a tree; for short jobs one, when the backlog would take longer to drain than a
+ * wake-up costs).
+ *
+ * Sleepers are claimed under ex->mu: the waker moves one from S (or T) to I and increments the
+ * pending count of that condition variable; the sleeper that wakes (signalled, timed out or
+ * spurious) takes one pending claim if there is one, otherwise moves itself to I. Either way
+ * every sleeper that leaves its wait is counted once.
+ *
+ * One idle worker at a time spins (ex->spinning) on the queue's hint (set by a push that found
+ * the queue re-armed, the MPSC's guarantee (G)) before it sleeps. The spin adapts (ex->spin_ns):
+ * when jobs arrive while it spins, the next budget is a few times the wait they took (at most
+ * spin_budget); when it runs out, half. Spinning pays when jobs follow each other within
+ * microseconds; when they are sparse, or when the CPUs are oversubscribed (the spinner then takes
+ * the CPU that the thread it waits for needs), it only burns time, and the budget falls to
+ * nothing; every 32nd sleep then tries a short spin again.
+ *
+ * Closing. The closed bit is set with a seq_cst RMW, followed by a read of submitted, as a
+ * worker's transition; a submission checks the bit before its push and again after its count. One
+ * that finds it set only afterwards raced with a shutdown: if workers are still alive they will
+ * drain its job (they only exit on an empty queue, checked under ex->mu); if none is, it takes the
+ * queue back itself and fails with LC_ECLOSED.
+ *
+ * Cancellation. lc_work_cancel() sets the job's cancel flag: a worker that has not started the job
+ * skips it (the work never runs) and sends it back like any other, with LC_ECANCELLED.
+ *
+ * A job refers to no executor: once its outcome is posted, nothing keeps or needs the executor.
+ * The executor lives as long as its handle (the user's or the owning loop's) or a worker. */
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,81 +84,130 @@
 
 #include "engine/internal.h"
 #include "loopcore/executor.h"
+#include "threadsafe/mpsc.h"
 
-/* Waking a sleeping worker costs it tens of microseconds on virtual machines before it runs. A
- * new job is worth a wake-up when the awake workers need longer than this to reach it. */
+/* Jobs whose running average is below this are "short": submissions do not wake workers while a
+ * busy one will be back soon, and workers take them in batches. Waking a sleeping thread costs
+ * tens of microseconds on virtual machines; 20 us keeps the wait behind a batch in that range. */
+#define SHORT_NS 20000u
+/* What waking a sleeping worker costs before it runs, roughly, on virtual machines. */
 #define WAKE_COST_NS 50000.0
-/* The running average of job durations starts high ("jobs block"), so that the first jobs of a
- * new executor fan out at once; a few dozen short jobs bring it down (weight 1/8 per job). */
-#define AVG_INITIAL_NS 1e6
+/* The running average starts high ("jobs block"), so that the first jobs of a new executor fan
+ * out at once; a few dozen short jobs bring it down (weight 1/8 per batch). */
+#define AVG_INITIAL_NS 1000000u
+/* The most short jobs one worker takes at once. */
+#define BATCH_MAX 32
+/* The sentinel's timeout: how long a job may wait behind busy workers that are all stuck in long
+ * jobs. It starts at SENTINEL_MIN_NS and doubles, up to SENTINEL_MAX_NS, each time the sentinel
+ * wakes to an empty queue, so that a long job alone costs at most ~125 wake-ups a second; it goes
+ * back to the minimum when the sentinel finds jobs. */
+#define SENTINEL_MIN_NS 1000000L
+#define SENTINEL_MAX_NS 8000000L
+/* The adaptive spin's smallest budget, and how often (in sleeps) a worker tries it again once the
+ * budget fell to zero. */
+#define SPIN_MIN_NS 2000u
+#define SPIN_PROBE_SLEEPS 32u
+/* The most distinct loops whose outcomes one batch sends as chains; more go one by one. */
+#define CHAINS_MAX 8
+
+/* ---- The control word ------------------------------------------------------------------------ */
+
+#define CTL_CLOSED 1ull
+#define CTL_I1 (1ull << 8) /* the worker counts: 12 bits each */
+#define CTL_B1 (1ull << 20)
+#define CTL_S1 (1ull << 32)
+#define CTL_T1 (1ull << 44)
+#define CTL_FIELD(c, one) ((unsigned)(((c) / (one)) & 0xfffu))
+#define CTL_I(c) CTL_FIELD(c, CTL_I1)
+#define CTL_B(c) CTL_FIELD(c, CTL_B1)
+#define CTL_S(c) CTL_FIELD(c, CTL_S1)
+#define CTL_T(c) CTL_FIELD(c, CTL_T1)
+#define MAX_WORKERS 4095u
 
 /* ---- Jobs ------------------------------------------------------------------------------------ */
 
-typedef enum {
-    J_QUEUED = 1, /* in ex's queue */
-    J_RUNNING,    /* in ex's running list, fn runs on a worker */
-    J_POSTED,     /* its outcome travels to, or waits in, its loop's queue */
-    J_BOUNCED,    /* owned executors: the closed owner refused the outcome; in ex->bounced */
-    J_LOOSE,      /* in no list: being released */
-} job_where;
-
 typedef struct job_s {
-    lc_call_t call;            /* the outcome's message to the loop */
-    struct job_s *prev, *next; /* ex's queue, running or bounced list; under ex->mu */
-    lc_executor_t *ex;         /* a reference */
+    lc_call_t call;            /* the outcome's message to the loop (a chain's head carries all) */
+    lc_mpsc_node_t qnode;      /* the executor's inbound queue */
+    struct job_s *prev, *next; /* ex->running or ex->bounced; under ex->mu */
+    struct job_s *chain;       /* a batch, then the chain of outcomes sent to one loop */
     lc_loop_t *loop;
-    lc_job_fn fn;
-    void *arg;
-    lc_result_dtor dtor;
-    /* The job's reference to its future. Used on the loop's thread only, or by the thread that
-     * closes the loop (the owned executor's release, a hand-back by close). */
-    lc_future_t *fut;
-    /* Written by the worker before it posts the outcome; the post publishes them. */
-    void *result;
-    int status;
-    bool ran;
-    uint8_t where;  /* job_where; under ex->mu */
-    bool orphaned;  /* under ex->mu: the owner loop closed while fn ran; the future is gone */
-    bool watch_ran; /* loop thread: the watcher ran */
-    bool delivered; /* loop thread: the outcome arrived; the job waits only for its watcher */
+    lc_work_fn work;
+    lc_after_work_cb after;
+    /* Internal users only (run_in_executor): called under ex->mu on the thread that closes the
+     * loop that owns the executor, for a job whose work runs at that moment. */
+    void (*orphan)(lc_work_t *req);
+    int status; /* the work's return value, or LC_ECANCELLED: written by the worker, published by
+                   the post */
+    /* Set by lc_work_cancel() (loop thread), read by the worker before it runs the work. relaxed
+     * on both sides: it publishes nothing; either the worker sees it and skips the job, or the job
+     * counts as started. */
+    _Atomic bool cancel;
 } job_t;
+
+_Static_assert(sizeof(job_t) <= sizeof(((lc_work_t *)0)->_priv), "lc_work_t is too small");
+
+static job_t *job_of(lc_work_t *req) { return (job_t *)(void *)req->_priv; }
+
+static lc_work_t *req_of(job_t *j) { return lc_container_of((void *)j, lc_work_t, _priv); }
 
 /* ---- Executors ------------------------------------------------------------------------------- */
 
 struct lc_executor_s {
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv; /* sleeping workers wait here */
-    pthread_cond_t idle_cv; /* lc_executor_shutdown(wait) waits here for the last worker */
-
-    /* Under mu. */
-    job_t *q_head, *q_tail; /* queued jobs, FIFO */
-    job_t *running;         /* jobs whose fn runs */
-    job_t *bounced;         /* owned executors: outcomes the closed owner refused */
-    unsigned nthreads;      /* workers alive, starting ones included */
-    unsigned nstarting;     /* created, not yet at their first look at the queue */
-    unsigned nsleeping;     /* in pthread_cond_wait on work_cv */
-    unsigned nwaking;       /* signalled, not yet awake */
-    unsigned nspinning;     /* polling the queue (at most one) */
-    unsigned nrunning;
-    unsigned next_index; /* thread names */
-    bool shutdown;
-    bool owned; /* a loop owns it (rule 3): its jobs all come from that loop */
-    double avg_ns; /* running average of job durations */
-    unsigned long long completed, cancelled;
-
-    /* Written under mu; read without it by a spinning worker: a hint, the job itself is taken
-     * under mu (relaxed on both sides, it orders nothing). */
-    _Atomic size_t nqueued;
-    _Atomic bool stop_spin;
-
-    /* One for the handle (the user's, or the owning loop's), one per worker, one per job. */
-    _Atomic uint32_t refs;
-
-    /* Immutable after create. */
+    /* Immutable after create; read by submitters and workers. */
+    lc_loop_t *owner; /* rule 3: the loop that owns it; only that loop may submit */
     unsigned max_workers;
     size_t max_queued;
     double spin; /* seconds; 0: never */
     char prefix[16];
+    char pad0[LC_MPSC_PAD];
+
+    /* Written by submitters: jobs pushed. seq_cst RMW after the push, seq_cst reads by workers
+     * after their transitions: the Dekker pair of the top of the file. */
+    _Atomic uint64_t submitted;
+    /* One for the handle (the user's, or the owning loop's), one per worker. */
+    _Atomic uint32_t refs;
+    char pad1[LC_MPSC_PAD];
+
+    /* The control word (see the top): written by workers when they change state and by the
+     * closing thread; read by every submission. */
+    _Atomic uint64_t ctl;
+    /* Set (release) by a push that found the queue re-armed; a spinning worker exchanges it
+     * (acquire), which orders that push before its pop. A stale true only costs an empty pop. */
+    _Atomic bool hint;
+    /* max_queued only: jobs pushed and not yet taken (relaxed: the jobs travel through the
+     * queue; this only counts them). */
+    _Atomic int64_t bounded;
+    char pad2[LC_MPSC_PAD];
+
+    lc_mpsc_t inq; /* padded inside; the consumer role is taken under mu */
+
+    /* Jobs popped (by workers, shutdown, release): written under mu (relaxed, exact there). */
+    _Atomic uint64_t taken;
+    /* Written by workers; relaxed everywhere: heuristics and statistics. */
+    _Atomic uint32_t avg_ns;    /* running average of job durations */
+    _Atomic bool spinning;      /* an idle worker spins (CAS false -> true to become it) */
+    _Atomic uint32_t spin_ns;   /* the adaptive spin budget (see the top); 0: sleep at once */
+    _Atomic bool stop_spin;     /* shutdown: spinners stop at once */
+    _Atomic bool orphaned_hint; /* the owner loop closed: workers skip the jobs they hold */
+    _Atomic unsigned long long completed, cancelled;
+    _Atomic unsigned next_index; /* thread names */
+    char pad3[LC_MPSC_PAD];
+
+    pthread_mutex_t mu; /* the queue's consumer role, the lists and the fields below */
+    pthread_cond_t work_cv;
+    pthread_cond_t sentinel_cv;
+    pthread_cond_t idle_cv; /* lc_executor_shutdown(wait) waits here for the last worker */
+    job_t *running;         /* jobs taken by workers */
+    job_t *bounced;         /* owned executors: outcomes the closed owner refused */
+    unsigned nthreads;      /* workers alive, starting ones included */
+    unsigned pend_work;     /* claims of work_cv sleepers not yet taken by a woken thread */
+    unsigned pend_sentinel; /* the same for sentinel_cv */
+    long sentinel_ns;       /* the sentinel's next timeout */
+    unsigned sleeps;        /* counts sleeps, to try spinning again (SPIN_PROBE_SLEEPS) */
+    bool shutdown;
+    bool owned;    /* the owner loop's release will come (rule 3); cleared by release/let-go */
+    bool orphaned; /* the owner loop closed: jobs still held by workers are dropped */
 };
 
 static __thread lc_executor_t *tls_worker_ex; /* the executor this worker thread belongs to */
@@ -121,6 +217,23 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t ctl_add(lc_executor_t *ex, uint64_t delta)
+{
+    /* seq_cst: a transition, the worker's write in the Dekker pair at the top; it pairs with the
+     * seq_cst load of ctl in submit(). */
+    return atomic_fetch_add_explicit(&ex->ctl, delta, memory_order_seq_cst) + delta;
+}
+
+/* The worker's read in the Dekker pair, after a transition and before it looks at the queue:
+ * returns how many pushed jobs are not taken yet, as far as this thread can tell (>= 1: some
+ * job's push happens-before what follows). seq_cst: pairs with the seq_cst RMW in submit(). Under
+ * mu (taken is exact there). */
+static int64_t look_after_transition(lc_executor_t *ex)
+{
+    uint64_t sub = atomic_load_explicit(&ex->submitted, memory_order_seq_cst);
+    return (int64_t)(sub - atomic_load_explicit(&ex->taken, memory_order_relaxed));
 }
 
 static void ex_ref(lc_executor_t *ex)
@@ -137,68 +250,14 @@ static void ex_unref(lc_executor_t *ex)
     if (atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel) != 1)
         return;
     pthread_cond_destroy(&ex->idle_cv);
+    pthread_cond_destroy(&ex->sentinel_cv);
     pthread_cond_destroy(&ex->work_cv);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
 }
 
-static void job_free(job_t *j)
-{
-    lc_executor_t *ex = j->ex;
-    free(j);
-    ex_unref(ex);
-}
-
-/* Passes a successful result that nobody will receive to the job's destructor. */
-static void job_drop_result(job_t *j)
-{
-    if (j->ran && j->status >= 0 && j->result != NULL && j->dtor != NULL)
-        j->dtor(j->result);
-    j->result = NULL;
-}
-
-/* ---- Lists (under mu) ------------------------------------------------------------------------ */
-
-static void queue_push(lc_executor_t *ex, job_t *j)
-{
-    j->where = J_QUEUED;
-    j->next = NULL;
-    j->prev = ex->q_tail;
-    if (ex->q_tail != NULL)
-        ex->q_tail->next = j;
-    else
-        ex->q_head = j;
-    ex->q_tail = j;
-    atomic_store_explicit(&ex->nqueued, atomic_load_explicit(&ex->nqueued, memory_order_relaxed) + 1,
-                          memory_order_relaxed); /* relaxed: see the field */
-}
-
-static void queue_unlink(lc_executor_t *ex, job_t *j)
-{
-    if (j->prev != NULL)
-        j->prev->next = j->next;
-    else
-        ex->q_head = j->next;
-    if (j->next != NULL)
-        j->next->prev = j->prev;
-    else
-        ex->q_tail = j->prev;
-    j->prev = j->next = NULL;
-    j->where = J_LOOSE;
-    atomic_store_explicit(&ex->nqueued, atomic_load_explicit(&ex->nqueued, memory_order_relaxed) - 1,
-                          memory_order_relaxed); /* relaxed: see the field */
-}
-
-/* Takes the whole queue (its jobs become J_LOOSE); returns its head. */
-static job_t *queue_take_all(lc_executor_t *ex)
-{
-    job_t *head = ex->q_head;
-    for (job_t *j = head; j != NULL; j = j->next)
-        j->where = J_LOOSE;
-    ex->q_head = ex->q_tail = NULL;
-    atomic_store_explicit(&ex->nqueued, 0, memory_order_relaxed); /* relaxed: see the field */
-    return head;
-}
+/* Hands a job's outcome to its owner: after(req, status), on the thread at hand. */
+static void job_finish(job_t *j, int status) { j->after(req_of(j), status); }
 
 static void list_push(job_t **head, job_t *j)
 {
@@ -220,44 +279,80 @@ static void list_unlink(job_t **head, job_t *j)
     j->prev = j->next = NULL;
 }
 
-/* ---- Wake-ups and workers -------------------------------------------------------------------- */
+static job_t *job_of_node(lc_mpsc_node_t *n) { return lc_container_of(n, job_t, qnode); }
 
-/* Called under mu when jobs are queued: wakes a sleeping worker, or returns true if the caller
- * must start a new one (counted already), following the rule at the top of this file. */
-static bool kick_locked(lc_executor_t *ex)
+/* Pops up to max jobs (under mu) into a chain linked by ->chain; returns their number. */
+static size_t pop_jobs(lc_executor_t *ex, size_t max, job_t **out, lc_mpsc_status_t *st)
 {
-    size_t q = atomic_load_explicit(&ex->nqueued, memory_order_relaxed); /* we hold mu */
-    if (q == 0)
-        return false;
-    /* Workers that will look at the queue soon: awake ones (running, spinning, about to sleep),
-     * signalled ones and starting ones. */
-    unsigned soon = ex->nthreads - ex->nsleeping + ex->nwaking;
-    if (getenv("LC_EXEC_SIMPLE") != NULL) {
-        if (q <= ex->nspinning + ex->nwaking + ex->nstarting)
-            return false;
-    } else if (soon > 0) {
-        if (ex->nspinning > 0 && q <= ex->nspinning)
-            return false;
-        if ((double)q * ex->avg_ns / (double)soon <= WAKE_COST_NS)
-            return false;
+    lc_mpsc_node_t *first, *last;
+    size_t n = lc_mpsc_pop_batch(&ex->inq, &first, &last, max, st);
+    job_t *head = NULL, **tail = &head;
+    for (lc_mpsc_node_t *m = first; m != NULL;) {
+        lc_mpsc_node_t *next = lc_mpsc_batch_next(m);
+        job_t *j = job_of_node(m);
+        j->chain = NULL;
+        *tail = j;
+        tail = &j->chain;
+        m = next;
     }
-    if (ex->nsleeping > ex->nwaking) {
-        ex->nwaking++;
-        pthread_cond_signal(&ex->work_cv);
-        return false;
+    if (n > 0) {
+        /* relaxed: see the fields. */
+        atomic_fetch_add_explicit(&ex->taken, n, memory_order_relaxed);
+        if (ex->max_queued != 0)
+            atomic_fetch_sub_explicit(&ex->bounded, (int64_t)n, memory_order_relaxed);
     }
-    if (ex->nthreads < ex->max_workers && !ex->shutdown) {
-        ex->nthreads++;
-        ex->nstarting++;
-        return true;
-    }
-    return false;
+    *out = head;
+    return n;
 }
 
-static void *worker_main(void *arg);
+/* Pops every queued job (under mu). BUSY means a submission between its two steps: wait for it. */
+static job_t *pop_all(lc_executor_t *ex, size_t *count)
+{
+    job_t *head = NULL, **tail = &head;
+    size_t total = 0;
+    for (unsigned spins = 0;; spins++) {
+        job_t *part;
+        lc_mpsc_status_t st;
+        size_t n = pop_jobs(ex, SIZE_MAX, &part, &st);
+        total += n;
+        *tail = part;
+        while (*tail != NULL)
+            tail = &(*tail)->chain;
+        if (st == LC_MPSC_EMPTY)
+            break;
+        if (st == LC_MPSC_BUSY) {
+            if (spins < 64)
+                lc_mpsc_cpu_relax();
+            else
+                sched_yield(); /* the submitter was preempted */
+        }
+    }
+    if (count != NULL)
+        *count = total;
+    return head;
+}
 
-/* Starts a worker counted by kick_locked(). Any thread, without mu. Returns 0 or -errno (the
- * count is then taken back). */
+/* ---- Outcomes on the loop -------------------------------------------------------------------- */
+
+/* A chain of outcomes for one loop: on its thread (status 0), or handed back by its close
+ * (LC_ECLOSED, on the closing thread). */
+static void chain_delivered(lc_call_t *call, int status)
+{
+    job_t *j = lc_container_of((void *)call, job_t, call);
+    while (j != NULL) {
+        job_t *next = j->chain; /* after() may free j */
+        job_finish(j, status == 0 ? j->status : LC_ECLOSED);
+        j = next;
+    }
+}
+
+/* ---- Workers --------------------------------------------------------------------------------- */
+
+static void *worker_main(void *arg);
+static void fail_all_queued(lc_executor_t *ex, int err);
+
+/* Starts a worker that wake_workers() counted (nthreads, and I in ctl). Without mu. On failure
+ * takes the counts back; with no worker left, the queued jobs fail with the error. */
 static int spawn_worker(lc_executor_t *ex)
 {
     ex_ref(ex); /* the worker's */
@@ -280,135 +375,357 @@ static int spawn_worker(lc_executor_t *ex)
         return 0;
     pthread_mutex_lock(&ex->mu);
     ex->nthreads--;
-    ex->nstarting--;
-    if (ex->nthreads == 0)
+    ctl_add(ex, -CTL_I1);
+    bool none = ex->nthreads == 0;
+    if (none)
         pthread_cond_broadcast(&ex->idle_cv);
     pthread_mutex_unlock(&ex->mu);
+    if (none)
+        fail_all_queued(ex, -r);
     ex_unref(ex);
     return -r;
 }
 
-/* The spinning worker's poll: returns when a job is queued, on shutdown, or when the budget is
- * spent. */
-static void spin_wait(lc_executor_t *ex)
+/* Makes sure at least target workers are idle (bounded by the queued jobs, which the caller
+ * checked): claims sleepers, else starts workers up to max_workers. Any thread, without mu. */
+static void wake_workers(lc_executor_t *ex, unsigned target)
 {
-    double deadline = now_s() + ex->spin;
-    for (unsigned i = 1;; i++) {
-        /* relaxed: hints (see the fields); the caller re-checks under mu. */
-        if (atomic_load_explicit(&ex->nqueued, memory_order_relaxed) > 0 ||
-            atomic_load_explicit(&ex->stop_spin, memory_order_relaxed))
-            return;
-        lc_mpsc_cpu_relax();
-        if ((i & 63) == 0 && now_s() >= deadline)
-            return;
+    unsigned spawn = 0;
+    pthread_mutex_lock(&ex->mu);
+    for (;;) {
+        /* acquire: pairs with the transitions' releases; S and T only change under mu. */
+        uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_acquire);
+        if (CTL_I(c) >= target)
+            break;
+        if (CTL_S(c) > 0) {
+            ctl_add(ex, CTL_I1 - CTL_S1);
+            ex->pend_work++;
+            pthread_cond_signal(&ex->work_cv);
+        } else if (CTL_T(c) > 0) {
+            ctl_add(ex, CTL_I1 - CTL_T1);
+            ex->pend_sentinel++;
+            pthread_cond_signal(&ex->sentinel_cv);
+        } else if (ex->nthreads < ex->max_workers && !ex->shutdown) {
+            ex->nthreads++;
+            ctl_add(ex, CTL_I1);
+            spawn++;
+        } else {
+            break;
+        }
     }
+    pthread_mutex_unlock(&ex->mu);
+    while (spawn-- > 0)
+        spawn_worker(ex);
 }
 
-static void job_delivered(lc_call_t *call, int status);
-static void job_release_closed(job_t *j);
+static bool jobs_short(lc_executor_t *ex)
+{
+    /* relaxed: a heuristic, see the field. */
+    return atomic_load_explicit(&ex->avg_ns, memory_order_relaxed) < SHORT_NS;
+}
 
-/* Runs j (taken off the queue, in the running list) without mu, then delivers its outcome.
- * Returns with mu held. */
-static void run_job(lc_executor_t *ex, job_t *j)
+/* Takes a batch. An idle worker becomes busy first (I -> B, then its look: see the top); a busy
+ * one just pops again. Returns the number of jobs (the worker is then busy) or 0 (it is then
+ * idle). */
+static size_t take_batch(lc_executor_t *ex, bool *busy, job_t **batch, lc_mpsc_status_t *st)
+{
+    if (!*busy) {
+        ctl_add(ex, CTL_B1 - CTL_I1);
+        /* The read of the Dekker pair (see look_after_transition); the pop below follows it. */
+        (void)atomic_load_explicit(&ex->submitted, memory_order_seq_cst);
+        *busy = true;
+    }
+    pthread_mutex_lock(&ex->mu);
+    size_t n = pop_jobs(ex, jobs_short(ex) ? BATCH_MAX : 1, batch, st);
+    for (job_t *j = *batch; j != NULL; j = j->chain)
+        list_push(&ex->running, j);
+    pthread_mutex_unlock(&ex->mu);
+    if (n == 0) {
+        ctl_add(ex, CTL_I1 - CTL_B1);
+        *busy = false;
+    }
+    return n;
+}
+
+typedef struct {
+    lc_loop_t *loop;
+    job_t *head, *tail;
+} chain_t;
+
+/* Sends a chain of outcomes to its loop; on refusal (the loop closed first) hands them over here
+ * with LC_ECLOSED (see the lifetime rules in the header). Without mu. */
+static void post_chain_unowned(job_t *head)
+{
+    if (lc_loop_post_threadsafe(head->loop, &head->call, chain_delivered) != 0)
+        chain_delivered(&head->call, LC_ECLOSED);
+}
+
+/* Runs a batch and sends its outcomes; the worker stays busy (it pops again next). */
+static void run_batch(lc_executor_t *ex, job_t *batch)
 {
     double t0 = now_s();
-    void *result = NULL;
-    int status = j->fn(j->arg, &result);
-    double dt = (now_s() - t0) * 1e9;
-    j->result = result;
-    j->status = status;
-    j->ran = true;
+    unsigned long long ran = 0, skipped = 0;
+    for (job_t *j = batch; j != NULL; j = j->chain) {
+        /* relaxed: see the fields. */
+        if (atomic_load_explicit(&j->cancel, memory_order_relaxed) ||
+            atomic_load_explicit(&ex->orphaned_hint, memory_order_relaxed)) {
+            j->status = LC_ECANCELLED;
+            skipped++;
+            continue;
+        }
+        j->status = j->work(req_of(j));
+        ran++;
+    }
+    if (ran > 0) {
+        double per_job = (now_s() - t0) * 1e9 / (double)ran;
+        if (per_job > 4e9)
+            per_job = 4e9;
+        /* relaxed: a heuristic; a lost update between two workers does not matter. */
+        uint32_t avg = atomic_load_explicit(&ex->avg_ns, memory_order_relaxed);
+        atomic_store_explicit(&ex->avg_ns, (uint32_t)((double)avg + (per_job - (double)avg) / 8),
+                              memory_order_relaxed);
+        atomic_fetch_add_explicit(&ex->completed, ran, memory_order_relaxed);
+    }
+    if (skipped > 0) /* relaxed: statistics */
+        atomic_fetch_add_explicit(&ex->cancelled, skipped, memory_order_relaxed);
 
     pthread_mutex_lock(&ex->mu);
-    ex->avg_ns += (dt - ex->avg_ns) / 8;
-    list_unlink(&ex->running, j);
-    ex->nrunning--;
-    ex->completed++;
-    if (j->orphaned) {
-        /* The owner loop closed meanwhile and settled the future: only the result is left. */
-        j->where = J_LOOSE;
+    for (job_t *j = batch; j != NULL; j = j->chain)
+        list_unlink(&ex->running, j);
+    if (ex->orphaned) {
+        /* The owner loop closed while we held the batch (its release called the orphan hooks):
+         * the outcomes are handed over here, on this thread. */
         pthread_mutex_unlock(&ex->mu);
-        job_drop_result(j);
-        job_free(j);
-        pthread_mutex_lock(&ex->mu);
-        return;
-    }
-    j->where = J_POSTED;
-    if (ex->owned) {
-        /* Posted under mu, so that the owner's close (owned_release, which takes mu) finds each
-         * job either in the running list, or in the bounced list, or already handed back. */
-        if (lc_loop_post_threadsafe(j->loop, &j->call, job_delivered) != 0) {
-            j->where = J_BOUNCED;
-            list_push(&ex->bounced, j);
+        for (job_t *j = batch; j != NULL;) {
+            job_t *next = j->chain;
+            job_finish(j, LC_ECLOSED);
+            j = next;
         }
         return;
     }
-    pthread_mutex_unlock(&ex->mu);
-    /* After a successful post the job is the loop's: not touched again here. */
-    if (lc_loop_post_threadsafe(j->loop, &j->call, job_delivered) != 0)
-        job_release_closed(j); /* the loop was closed first: see the lifetime rules */
-    pthread_mutex_lock(&ex->mu);
+    bool owned = ex->owned;
+    if (!owned)
+        pthread_mutex_unlock(&ex->mu);
+
+    /* One chain per loop, in submission order; beyond CHAINS_MAX loops, one by one (linked
+     * through next, free now that the jobs left the running list). */
+    chain_t chains[CHAINS_MAX];
+    unsigned nchains = 0;
+    job_t *singles = NULL, **singles_tail = &singles;
+    for (job_t *j = batch; j != NULL;) {
+        job_t *next = j->chain;
+        j->chain = NULL;
+        unsigned k = 0;
+        while (k < nchains && chains[k].loop != j->loop)
+            k++;
+        if (k < nchains) {
+            chains[k].tail->chain = j;
+            chains[k].tail = j;
+        } else if (nchains < CHAINS_MAX) {
+            chains[nchains++] = (chain_t){j->loop, j, j};
+        } else {
+            *singles_tail = j;
+            singles_tail = &j->next;
+        }
+        j = next;
+    }
+
+    if (owned) {
+        /* Posted under mu, so that the owner's close (owned_release, which takes mu) finds each
+         * job either in the running list, or in the bounced list, or already handed back. An
+         * owned executor serves one loop: one chain. */
+        for (unsigned k = 0; k < nchains; k++) {
+            job_t *h = chains[k].head;
+            if (lc_loop_post_threadsafe(h->loop, &h->call, chain_delivered) != 0) {
+                for (job_t *j = h; j != NULL;) {
+                    job_t *next = j->chain;
+                    list_push(&ex->bounced, j);
+                    j = next;
+                }
+            }
+        }
+        pthread_mutex_unlock(&ex->mu);
+    } else {
+        /* After a successful post the jobs are the loop's: not touched again here. */
+        for (unsigned k = 0; k < nchains; k++)
+            post_chain_unowned(chains[k].head);
+        for (job_t *j = singles; j != NULL;) {
+            job_t *next = j->next;
+            j->next = NULL;
+            post_chain_unowned(j);
+            j = next;
+        }
+    }
 }
 
-static void set_thread_name(lc_executor_t *ex, unsigned index)
+/* The spinning worker's poll, for budget_ns. Returns how long it waited (ns) when the hint said
+ * that jobs arrived, or -1 when the budget ran out (or on shutdown). */
+static double spin_wait(lc_executor_t *ex, uint32_t budget_ns)
 {
-    char name[32];
-    snprintf(name, sizeof(name), "%s_%u", ex->prefix, index);
-    name[15] = '\0'; /* Linux's limit */
-    pthread_setname_np(pthread_self(), name);
+    double start = now_s();
+    double deadline = start + (double)budget_ns * 1e-9;
+    for (unsigned i = 1;; i++) {
+        /* relaxed load first (cheap while nothing comes); acquire exchange: see the field. */
+        if (atomic_load_explicit(&ex->hint, memory_order_relaxed) &&
+            atomic_exchange_explicit(&ex->hint, false, memory_order_acquire))
+            return (now_s() - start) * 1e9;
+        if (atomic_load_explicit(&ex->stop_spin, memory_order_relaxed)) /* a hint */
+            return -1;
+        /* A short pure spin, then yield between looks: if the thread we wait for shares our CPU
+         * (the kernel tends to wake a worker on its waker's CPU), it runs at once instead of
+         * after our budget; on a CPU of our own the yield returns at once. */
+        if (i < 128)
+            lc_mpsc_cpu_relax();
+        else
+            sched_yield();
+        if ((i & 15) == 0 && now_s() >= deadline)
+            return -1;
+    }
+}
+
+/* The next spin budget (see the top): after a hit, a few times the wait it took (jobs come at
+ * that pace); after a miss, half. */
+static uint32_t next_spin_budget(lc_executor_t *ex, uint32_t budget, double waited_ns)
+{
+    double max = ex->spin * 1e9;
+    if (waited_ns < 0)
+        return budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
+    double next = 4 * waited_ns + SPIN_MIN_NS;
+    return (uint32_t)(next < max ? next : max);
+}
+
+/* An idle worker with nothing queued sleeps (see the top). Returns true if the worker must exit
+ * (shut down and nothing queued; it is then uncounted). */
+static bool idle_sleep(lc_executor_t *ex)
+{
+    pthread_mutex_lock(&ex->mu);
+    if (ex->shutdown && lc_mpsc_empty(&ex->inq)) {
+        ex->nthreads--;
+        ctl_add(ex, -CTL_I1);
+        if (ex->nthreads == 0)
+            pthread_cond_broadcast(&ex->idle_cv);
+        pthread_mutex_unlock(&ex->mu);
+        return true;
+    }
+    /* I -> S, or I -> T if busy workers exist and no sentinel sleeps yet. seq_cst: as ctl_add. */
+    uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_relaxed);
+    uint64_t to;
+    do
+        to = CTL_B(c) > 0 && CTL_T(c) == 0 ? CTL_T1 : CTL_S1;
+    while (!atomic_compare_exchange_weak_explicit(&ex->ctl, &c, c - CTL_I1 + to,
+                                                  memory_order_seq_cst, memory_order_relaxed));
+    /* The last look, after the transition. */
+    if (look_after_transition(ex) > 0 || !lc_mpsc_empty(&ex->inq)) {
+        ctl_add(ex, CTL_I1 - to); /* nobody claimed us: claims need mu */
+        pthread_mutex_unlock(&ex->mu);
+        return false;
+    }
+    /* Spinning stopped paying (see the top): try a short spin again now and then. relaxed: the
+     * budget is a heuristic. */
+    if (++ex->sleeps % SPIN_PROBE_SLEEPS == 0 && ex->spin > 0 &&
+        atomic_load_explicit(&ex->spin_ns, memory_order_relaxed) == 0)
+        atomic_store_explicit(&ex->spin_ns, SPIN_MIN_NS, memory_order_relaxed);
+    unsigned *pend;
+    if (to == CTL_T1) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += ex->sentinel_ns;
+        while (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&ex->sentinel_cv, &ex->mu, &ts);
+        pend = &ex->pend_sentinel;
+        if (look_after_transition(ex) > 0 || !lc_mpsc_empty(&ex->inq))
+            ex->sentinel_ns = SENTINEL_MIN_NS;
+        else if (ex->sentinel_ns < SENTINEL_MAX_NS)
+            ex->sentinel_ns *= 2;
+    } else {
+        pthread_cond_wait(&ex->work_cv, &ex->mu);
+        pend = &ex->pend_work;
+    }
+    if (*pend > 0)
+        (*pend)--; /* a waker moved one of us to I already */
+    else
+        ctl_add(ex, CTL_I1 - to); /* timed out or woke spuriously: move ourselves */
+    pthread_mutex_unlock(&ex->mu);
+    return false;
 }
 
 static void *worker_main(void *arg)
 {
     lc_executor_t *ex = arg;
     tls_worker_ex = ex;
-    pthread_mutex_lock(&ex->mu);
-    unsigned index = ex->next_index++;
-    pthread_mutex_unlock(&ex->mu);
-    set_thread_name(ex, index);
+    char name[32];
+    /* relaxed: only the numbers' uniqueness matters. */
+    unsigned index = atomic_fetch_add_explicit(&ex->next_index, 1, memory_order_relaxed);
+    snprintf(name, sizeof(name), "%s_%u", ex->prefix, index);
+    name[15] = '\0'; /* Linux's limit */
+    pthread_setname_np(pthread_self(), name);
 
-    pthread_mutex_lock(&ex->mu);
-    ex->nstarting--;
-    bool may_spin = true;
+    bool may_spin = true, busy = false;
     for (;;) {
-        job_t *j = ex->q_head;
-        if (j != NULL) {
-            queue_unlink(ex, j);
-            j->where = J_RUNNING;
-            list_push(&ex->running, j);
-            ex->nrunning++;
-            bool spawn = kick_locked(ex); /* more jobs behind this one? */
-            pthread_mutex_unlock(&ex->mu);
-            if (spawn)
-                spawn_worker(ex); /* on failure the workers alive take the jobs */
-            run_job(ex, j);
+        job_t *batch;
+        lc_mpsc_status_t st;
+        size_t n = take_batch(ex, &busy, &batch, &st);
+        if (n > 0) {
+            if (st != LC_MPSC_EMPTY) {
+                /* Jobs are left behind: helpers. Blocking jobs fan out, two per worker that takes
+                 * one (a tree of wake-ups); short ones get a helper only when the backlog takes
+                 * this worker longer to drain than a wake-up costs. relaxed: heuristics, see the
+                 * fields. */
+                int64_t left =
+                    (int64_t)(atomic_load_explicit(&ex->submitted, memory_order_relaxed) -
+                              atomic_load_explicit(&ex->taken, memory_order_relaxed));
+                uint32_t avg = atomic_load_explicit(&ex->avg_ns, memory_order_relaxed);
+                if (avg >= SHORT_NS)
+                    wake_workers(ex, left >= 2 ? 2 : 1);
+                else if ((double)left * avg > WAKE_COST_NS)
+                    wake_workers(ex, 1);
+            }
+            run_batch(ex, batch);
             may_spin = true;
             continue;
         }
-        if (ex->shutdown)
-            break;
-        if (may_spin && ex->spin > 0 && ex->nspinning == 0) {
-            ex->nspinning++;
-            pthread_mutex_unlock(&ex->mu);
-            spin_wait(ex);
-            pthread_mutex_lock(&ex->mu);
-            ex->nspinning--;
-            may_spin = false; /* one spin per idle period, then sleep */
+        if (st == LC_MPSC_BUSY) {
+            sched_yield(); /* a submission is between its two steps */
             continue;
         }
-        ex->nsleeping++;
-        pthread_cond_wait(&ex->work_cv, &ex->mu);
-        ex->nsleeping--;
-        if (ex->nwaking > 0)
-            ex->nwaking--;
+        bool expected = false;
+        /* relaxed: the budget is a heuristic; the flag only limits spinners to one. */
+        uint32_t budget = atomic_load_explicit(&ex->spin_ns, memory_order_relaxed);
+        if (may_spin && budget > 0 &&
+            atomic_compare_exchange_strong_explicit(&ex->spinning, &expected, true,
+                                                    memory_order_relaxed, memory_order_relaxed)) {
+            double waited = spin_wait(ex, budget);
+            atomic_store_explicit(&ex->spin_ns, next_spin_budget(ex, budget, waited),
+                                  memory_order_relaxed);
+            atomic_store_explicit(&ex->spinning, false, memory_order_relaxed);
+            may_spin = waited >= 0;
+            continue;
+        }
+        if (idle_sleep(ex))
+            break;
+        may_spin = true;
     }
-    ex->nthreads--;
-    if (ex->nthreads == 0)
-        pthread_cond_broadcast(&ex->idle_cv);
-    pthread_mutex_unlock(&ex->mu);
     tls_worker_ex = NULL;
     ex_unref(ex); /* the worker's; nothing of ex is touched after it */
     return NULL;
+}
+
+/* With no worker able to start, fails every queued job with err (their loops get them back). */
+static void fail_all_queued(lc_executor_t *ex, int err)
+{
+    pthread_mutex_lock(&ex->mu);
+    job_t *jobs = ex->nthreads == 0 ? pop_all(ex, NULL) : NULL;
+    pthread_mutex_unlock(&ex->mu);
+    for (job_t *j = jobs; j != NULL;) {
+        job_t *next = j->chain;
+        j->chain = NULL;
+        j->status = err;
+        post_chain_unowned(j);
+        j = next;
+    }
 }
 
 /* ---- Creating and shutting down -------------------------------------------------------------- */
@@ -437,23 +754,41 @@ int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts)
     *out = NULL;
     if (opts == NULL)
         opts = &defaults;
-    if (opts->spin_budget != opts->spin_budget) /* NaN */
+    if (opts->spin_budget != opts->spin_budget || opts->max_workers > MAX_WORKERS) /* NaN */
         return LC_EINVAL;
     lc_executor_t *ex = calloc(1, sizeof(*ex));
     if (ex == NULL)
         return LC_ENOMEM;
     pthread_mutex_init(&ex->mu, NULL);
     pthread_cond_init(&ex->work_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ex->sentinel_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&ex->idle_cv, NULL);
-    ex->avg_ns = AVG_INITIAL_NS;
-    atomic_init(&ex->nqueued, 0);
-    atomic_init(&ex->stop_spin, false);
+    lc_mpsc_init(&ex->inq);
+    atomic_init(&ex->ctl, 0);
+    atomic_init(&ex->submitted, 0);
+    atomic_init(&ex->taken, 0);
+    atomic_init(&ex->bounded, 0);
+    atomic_init(&ex->hint, false);
     atomic_init(&ex->refs, 1);
+    atomic_init(&ex->avg_ns, AVG_INITIAL_NS);
+    atomic_init(&ex->spinning, false);
+    atomic_init(&ex->stop_spin, false);
+    atomic_init(&ex->orphaned_hint, false);
+    atomic_init(&ex->completed, 0);
+    atomic_init(&ex->cancelled, 0);
+    atomic_init(&ex->next_index, 0);
+    ex->sentinel_ns = SENTINEL_MIN_NS;
     ex->max_workers = opts->max_workers != 0 ? opts->max_workers : default_max_workers();
     ex->max_queued = opts->max_queued;
     ex->spin = opts->spin_budget == 0  ? LC_EXECUTOR_DEFAULT_SPIN
                : opts->spin_budget < 0 ? 0.0
+               : opts->spin_budget > 1 ? 1.0
                                        : opts->spin_budget;
+    atomic_init(&ex->spin_ns, (uint32_t)(ex->spin * 1e9));
     if (opts->thread_name_prefix != NULL && opts->thread_name_prefix[0] != '\0') {
         snprintf(ex->prefix, sizeof(ex->prefix), "%s", opts->thread_name_prefix);
     } else {
@@ -465,13 +800,14 @@ int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts)
     return 0;
 }
 
-/* Sends a job that never ran back to its loop, whose future is then cancelled (job_delivered). */
-static void deliver_unrun(job_t *j)
+/* Closes ex to submissions (see "Closing" at the top). */
+static void close_submissions(lc_executor_t *ex)
 {
-    j->ran = false;
-    j->status = LC_ECANCELLED;
-    if (lc_loop_post_threadsafe(j->loop, &j->call, job_delivered) != 0)
-        job_release_closed(j);
+    /* seq_cst RMW, then seq_cst read of submitted (Dekker, as at the top): a submission that
+     * checks the bit after its count either sees it, or its push happens-before the pops that
+     * follow here. */
+    atomic_fetch_or_explicit(&ex->ctl, CTL_CLOSED, memory_order_seq_cst);
+    (void)atomic_load_explicit(&ex->submitted, memory_order_seq_cst);
 }
 
 int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending)
@@ -480,21 +816,23 @@ int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending)
         return LC_EINVAL;
     if (wait && tls_worker_ex == ex)
         return LC_EBUSY;
+    close_submissions(ex);
     pthread_mutex_lock(&ex->mu);
     ex->shutdown = true;
-    atomic_store_explicit(&ex->stop_spin, true, memory_order_relaxed); /* a hint, see the field */
-    job_t *cancelled = NULL;
-    if (cancel_pending) {
-        for (job_t *j = ex->q_head; j != NULL; j = j->next)
-            ex->cancelled++;
-        cancelled = queue_take_all(ex);
-    }
+    atomic_store_explicit(&ex->stop_spin, true, memory_order_relaxed); /* a hint */
+    size_t n = 0;
+    job_t *unrun = cancel_pending ? pop_all(ex, &n) : NULL;
     pthread_cond_broadcast(&ex->work_cv);
+    pthread_cond_broadcast(&ex->sentinel_cv);
     pthread_mutex_unlock(&ex->mu);
-    while (cancelled != NULL) {
-        job_t *next = cancelled->next;
-        deliver_unrun(cancelled);
-        cancelled = next;
+    if (n > 0) /* relaxed: statistics */
+        atomic_fetch_add_explicit(&ex->cancelled, n, memory_order_relaxed);
+    for (job_t *j = unrun; j != NULL;) {
+        job_t *next = j->chain;
+        j->chain = NULL;
+        j->status = LC_ECANCELLED;
+        post_chain_unowned(j);
+        j = next;
     }
     if (wait) {
         pthread_mutex_lock(&ex->mu);
@@ -519,175 +857,66 @@ int lc_executor_get_stats(lc_executor_t *ex, lc_executor_stats_t *stats)
     if (ex == NULL || stats == NULL)
         return LC_EINVAL;
     pthread_mutex_lock(&ex->mu);
+    /* relaxed: a snapshot. */
+    uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_relaxed);
+    uint64_t q = atomic_load_explicit(&ex->submitted, memory_order_relaxed) -
+                 atomic_load_explicit(&ex->taken, memory_order_relaxed);
     stats->max_workers = ex->max_workers;
     stats->workers = ex->nthreads;
-    stats->idle = ex->nsleeping + ex->nspinning;
-    stats->running = ex->nrunning;
-    stats->queued = atomic_load_explicit(&ex->nqueued, memory_order_relaxed); /* under mu */
-    stats->completed = ex->completed;
-    stats->cancelled = ex->cancelled;
+    stats->idle = CTL_I(c) + CTL_S(c) + CTL_T(c);
+    stats->running = CTL_B(c);
+    stats->queued = q < (1ull << 63) ? (size_t)q : 0; /* the two reads may cross */
+    stats->completed = atomic_load_explicit(&ex->completed, memory_order_relaxed);
+    stats->cancelled = atomic_load_explicit(&ex->cancelled, memory_order_relaxed);
     pthread_mutex_unlock(&ex->mu);
     return 0;
 }
 
 lc_executor_t *lc_executor_current(void) { return tls_worker_ex; }
 
-/* ---- Outcomes on the loop -------------------------------------------------------------------- */
-
-static void watch_cb(lc_future_t *fut, void *arg);
-
-/* Resolves the job's pending future with its outcome. */
-static void settle(lc_future_t *fut, const job_t *j)
-{
-    if (!j->ran || j->status == LC_ECANCELLED)
-        lc_future_cancel(fut);
-    else if (j->status >= 0)
-        lc_future_set_result(fut, j->result);
-    else
-        lc_future_set_error(fut, j->status);
-}
-
-/* Releases a job whose loop is closed, on the thread at hand: the result goes to the destructor,
- * a pending future is cancelled (fn did not run) or fails with LC_ECLOSED (it ran), its error
- * counts as retrieved (nobody can wait for it any more), and the job's reference is dropped. */
-static void job_release_closed(job_t *j)
-{
-    job_drop_result(j);
-    lc_future_t *fut = j->fut;
-    if (fut != NULL) {
-        j->fut = NULL;
-        lc_future_remove_done_callback(fut, watch_cb, j);
-        if (!lc_future_done(fut)) {
-            if (j->ran)
-                lc_future_set_error(fut, LC_ECLOSED);
-            else
-                lc_future_cancel(fut);
-        }
-        int ignored;
-        (void)lc_future_error(fut, &ignored);
-        lc_future_unref(fut);
-    }
-    job_free(j);
-}
-
-/* The outcome's message, on the loop's thread (status 0), or handed back by the loop's close
- * (LC_ECLOSED, on the closing thread). */
-static void job_delivered(lc_call_t *call, int status)
-{
-    job_t *j = lc_container_of(call, job_t, call);
-    if (j->delivered) {
-        /* Second visit (see below): the watcher has run, or close dropped it; only free. */
-        job_free(j);
-        return;
-    }
-    if (status != 0) {
-        job_release_closed(j);
-        return;
-    }
-    lc_future_t *fut = j->fut;
-    j->fut = NULL;
-    if (lc_future_remove_done_callback(fut, watch_cb, j) > 0) {
-        settle(fut, j); /* the usual case: the future was pending */
-        lc_future_unref(fut);
-        job_free(j);
-        return;
-    }
-    /* The future was done first (its owner cancelled it): the outcome is dropped. */
-    job_drop_result(j);
-    lc_future_unref(fut);
-    if (j->watch_ran) {
-        job_free(j);
-        return;
-    }
-    /* The watcher is scheduled but has not run; it uses j. Send j once more through the
-     * inbound queue: the loop appends it behind the watcher, which then runs first. If the
-     * loop closes first, close drops the watcher without running it and hands j back. */
-    j->delivered = true;
-    if (lc_loop_post_threadsafe(j->loop, &j->call, job_delivered) != 0)
-        job_free(j); /* closed meanwhile: the watcher will not run */
-}
-
-/* The job's future is done before its outcome arrived (its owner cancelled it). Loop thread. */
-static void watch_cb(lc_future_t *fut, void *arg)
-{
-    (void)fut;
-    job_t *j = arg;
-    j->watch_ran = true;
-    if (j->delivered)
-        return; /* the outcome is back and waits behind us to free j */
-    lc_executor_t *ex = j->ex;
-    pthread_mutex_lock(&ex->mu);
-    if (j->where != J_QUEUED) {
-        /* Running (it finishes, the result is dropped when it arrives) or on its way back. */
-        pthread_mutex_unlock(&ex->mu);
-        return;
-    }
-    queue_unlink(ex, j);
-    ex->cancelled++;
-    pthread_mutex_unlock(&ex->mu);
-    /* No worker took it: it never runs. */
-    lc_future_unref(j->fut);
-    j->fut = NULL;
-    job_free(j);
-}
-
 /* ---- The loop's default executor ------------------------------------------------------------- */
 
 /* The owned executor's release: lc_loop_close() calls it on the closing thread, after it handed
- * back every queued outcome. Shuts the executor down without waiting: queued jobs never run and
- * their futures are cancelled; running jobs are orphaned (their futures fail with LC_ECLOSED now,
- * their workers drop the results); outcomes the closed loop refused are released here. */
+ * back every queued outcome. Shuts the executor down without waiting: queued jobs never run
+ * (after(req, LC_ECLOSED) here); jobs held by workers are orphaned (their orphan hooks run here,
+ * under mu; their workers hand the outcomes over when the work returns); outcomes the closed loop
+ * refused are handed over here. */
 static void owned_release(void *p)
 {
     lc_executor_t *ex = p;
+    close_submissions(ex);
     pthread_mutex_lock(&ex->mu);
     ex->shutdown = true;
     ex->owned = false;
-    atomic_store_explicit(&ex->stop_spin, true, memory_order_relaxed); /* a hint */
-    for (job_t *j = ex->q_head; j != NULL; j = j->next)
-        ex->cancelled++;
-    job_t *unrun = queue_take_all(ex);
+    ex->orphaned = true;
+    /* relaxed: hints, see the fields (the decisions are made under mu). */
+    atomic_store_explicit(&ex->stop_spin, true, memory_order_relaxed);
+    atomic_store_explicit(&ex->orphaned_hint, true, memory_order_relaxed);
+    size_t n = 0;
+    job_t *unrun = pop_all(ex, &n);
     job_t *bounced = ex->bounced;
     ex->bounced = NULL;
     for (job_t *j = ex->running; j != NULL; j = j->next) {
-        /* The loop is closed: settling schedules no callback and runs no user code. */
-        j->orphaned = true;
-        lc_future_t *fut = j->fut;
-        j->fut = NULL;
-        lc_future_remove_done_callback(fut, watch_cb, j);
-        if (!lc_future_done(fut))
-            lc_future_set_error(fut, LC_ECLOSED);
-        int ignored;
-        (void)lc_future_error(fut, &ignored);
-        lc_future_unref(fut);
+        if (j->orphan != NULL)
+            j->orphan(req_of(j));
     }
     pthread_cond_broadcast(&ex->work_cv);
+    pthread_cond_broadcast(&ex->sentinel_cv);
     pthread_mutex_unlock(&ex->mu);
+    if (n > 0) /* relaxed: statistics */
+        atomic_fetch_add_explicit(&ex->cancelled, n, memory_order_relaxed);
     for (job_t *j = unrun; j != NULL;) {
-        job_t *next = j->next;
-        j->ran = false;
-        job_release_closed(j);
+        job_t *next = j->chain;
+        j->status = LC_ECANCELLED;
+        job_finish(j, LC_ECLOSED);
         j = next;
     }
     for (job_t *j = bounced; j != NULL;) {
         job_t *next = j->next;
-        job_release_closed(j);
+        job_finish(j, LC_ECLOSED);
         j = next;
     }
-    ex_unref(ex); /* the loop's; the workers and jobs still alive keep ex */
-}
-
-/* Shuts down without waiting an executor the loop owned and now lets go of, while the loop stays
- * open: its queued jobs still run and deliver. */
-static void owned_let_go(lc_executor_t *ex)
-{
-    pthread_mutex_lock(&ex->mu);
-    ex->shutdown = true;
-    ex->owned = false;
-    atomic_store_explicit(&ex->stop_spin, true, memory_order_relaxed); /* a hint */
-    pthread_cond_broadcast(&ex->work_cv);
-    pthread_mutex_unlock(&ex->mu);
-    ex_unref(ex);
+    ex_unref(ex); /* the loop's; the workers still alive keep ex */
 }
 
 /* The process-wide shared default (rule 2). */
@@ -703,9 +932,10 @@ static void shared_at_exit(void)
     bool idle = false;
     if (ex != NULL) {
         pthread_mutex_lock(&ex->mu);
-        /* Idle: no job queued or alive anywhere (references: the handle and the workers). */
-        idle = atomic_load_explicit(&ex->refs, memory_order_relaxed) == 1 + ex->nthreads &&
-               ex->nrunning == 0;
+        /* Idle: nothing queued, no worker holds a job. relaxed: a snapshot. */
+        uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_relaxed);
+        idle = CTL_B(c) == 0 && atomic_load_explicit(&ex->submitted, memory_order_relaxed) ==
+                                    atomic_load_explicit(&ex->taken, memory_order_relaxed);
         pthread_mutex_unlock(&ex->mu);
         if (idle)
             atomic_store_explicit(&shared_default, NULL, memory_order_relaxed);
@@ -731,7 +961,7 @@ static int get_shared_default(lc_executor_t **out)
     if (ex == NULL) {
         r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
         if (r == 0) {
-            /* release: publishes the initialized executor to lock-free readers above. */
+            /* release: publishes the initialized executor to the lock-free readers above. */
             atomic_store_explicit(&shared_default, ex, memory_order_release);
             if (!shared_atexit_registered)
                 shared_atexit_registered = atexit(shared_at_exit) == 0;
@@ -744,12 +974,14 @@ static int get_shared_default(lc_executor_t **out)
 
 int lc_executor_default_shutdown(bool cancel_pending)
 {
-    if (tls_worker_ex != NULL &&
-        tls_worker_ex == atomic_load_explicit(&shared_default, memory_order_acquire))
-        return LC_EBUSY;
     pthread_mutex_lock(&shared_mu);
-    /* acquire not needed: under shared_mu, which the store holds. */
-    lc_executor_t *ex = atomic_exchange_explicit(&shared_default, NULL, memory_order_relaxed);
+    /* relaxed: under shared_mu, which every store holds. */
+    lc_executor_t *ex = atomic_load_explicit(&shared_default, memory_order_relaxed);
+    if (ex != NULL && tls_worker_ex == ex) {
+        pthread_mutex_unlock(&shared_mu);
+        return LC_EBUSY;
+    }
+    atomic_store_explicit(&shared_default, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&shared_mu);
     if (ex == NULL)
         return 0;
@@ -785,7 +1017,8 @@ static int default_executor(lc_loop_t *loop, lc_executor_t **out)
     int r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
     if (r != 0)
         return r;
-    ex->owned = true; /* nobody else can see ex yet */
+    ex->owner = loop; /* nobody else can see ex yet */
+    ex->owned = true;
     loop->default_executor = ex;
     loop->default_executor_release = owned_release;
     *out = ex;
@@ -801,8 +1034,16 @@ int lc_loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex)
     int r = lc__loop_check_thread(loop, "set_default_executor");
     if (r != 0)
         return r;
-    if (loop->default_executor_release != NULL)
-        owned_let_go(loop->default_executor);
+    if (loop->default_executor_release != NULL) {
+        /* Let go of the owned one: it shuts down without waiting and its queued jobs still run
+         * and deliver (the loop stays open); from now on the unowned rules apply to it. */
+        lc_executor_t *old = loop->default_executor;
+        pthread_mutex_lock(&old->mu);
+        old->owned = false;
+        pthread_mutex_unlock(&old->mu);
+        lc_executor_shutdown(old, false, false);
+        ex_unref(old);
+    }
     loop->default_executor = ex;
     loop->default_executor_release = NULL;
     return 0;
@@ -810,9 +1051,9 @@ int lc_loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex)
 
 int lc_group_set_default_executor(lc_group_t *g, lc_executor_t *ex)
 {
-    unsigned n = lc_group_size(g);
     if (g == NULL)
         return LC_EINVAL;
+    unsigned n = lc_group_size(g);
     for (unsigned i = 0; i < n; i++) {
         if (lc_loop_is_running(lc_group_loop(g, i)))
             return LC_EBUSY;
@@ -825,7 +1066,243 @@ int lc_group_set_default_executor(lc_group_t *g, lc_executor_t *ex)
     return 0;
 }
 
-/* ---- run_in_executor ------------------------------------------------------------------------- */
+/* ---- lc_loop_queue_work ---------------------------------------------------------------------- */
+
+/* A submission that found the executor closed after its push (see "Closing" at the top). */
+static int submit_late(lc_executor_t *ex, job_t *j)
+{
+    pthread_mutex_lock(&ex->mu);
+    job_t *back = ex->nthreads == 0 ? pop_all(ex, NULL) : NULL;
+    pthread_mutex_unlock(&ex->mu);
+    int r = 0;
+    for (job_t *b = back; b != NULL;) {
+        job_t *next = b->chain;
+        b->chain = NULL;
+        if (b == j) {
+            r = LC_ECLOSED; /* ours: the caller takes it back */
+        } else {
+            b->status = LC_ECANCELLED;
+            post_chain_unowned(b);
+        }
+        b = next;
+    }
+    return r;
+}
+
+/* Pushes j on ex's queue and wakes a worker if the rule at the top says so. Any thread. */
+static int submit(lc_executor_t *ex, job_t *j)
+{
+    /* relaxed: the early check of the closed bit; the one after the count decides. */
+    if (LC_UNLIKELY(atomic_load_explicit(&ex->ctl, memory_order_relaxed) & CTL_CLOSED))
+        return LC_ECLOSED;
+    if (ex->max_queued != 0) {
+        /* relaxed: see the field. */
+        int64_t q = atomic_fetch_add_explicit(&ex->bounded, 1, memory_order_relaxed);
+        if (q >= (int64_t)ex->max_queued) {
+            atomic_fetch_sub_explicit(&ex->bounded, 1, memory_order_relaxed);
+            return LC_EAGAIN;
+        }
+    }
+    if (lc_mpsc_push(&ex->inq, &j->qnode)) {
+        /* release: pairs with the spinner's acquire exchange (see the field). */
+        atomic_store_explicit(&ex->hint, true, memory_order_release);
+    }
+    /* The submission's half of the Dekker pair at the top: count the pushed job, then read the
+     * workers' states. seq_cst both: they pair with the workers' transitions (ctl_add) and reads
+     * (look_after_transition), and with close_submissions(). */
+    atomic_fetch_add_explicit(&ex->submitted, 1, memory_order_seq_cst);
+    uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_seq_cst);
+    if (LC_UNLIKELY(c & CTL_CLOSED))
+        return submit_late(ex, j);
+    if (CTL_I(c) > 0)
+        return 0;
+    if (CTL_B(c) > 0 && CTL_T(c) > 0 && jobs_short(ex))
+        return 0;
+    wake_workers(ex, 1);
+    return 0;
+}
+
+/* Resolves the executor to use (NULL: the loop's default) and checks the loop. */
+static int resolve_executor(lc_loop_t *loop, lc_executor_t **ex)
+{
+    if (lc_loop_is_closed(loop))
+        return LC_ECLOSED;
+    int r = lc__loop_check_thread(loop, "run_in_executor");
+    if (r != 0)
+        return r;
+    if (*ex == NULL)
+        return default_executor(loop, ex);
+    if ((*ex)->owner != NULL && (*ex)->owner != loop)
+        return LC_EINVAL; /* an owned executor serves its loop only (see lc_executor_current) */
+    return 0;
+}
+
+static int queue_job(lc_loop_t *loop, lc_executor_t *ex, lc_work_t *req, lc_work_fn work,
+                     lc_after_work_cb after, void (*orphan)(lc_work_t *req))
+{
+    job_t *j = job_of(req);
+    j->loop = loop;
+    j->work = work;
+    j->after = after;
+    j->orphan = orphan;
+    j->status = 0;
+    j->chain = j->prev = j->next = NULL;
+    atomic_init(&j->cancel, false);
+    return submit(ex, j);
+}
+
+int lc_loop_queue_work(lc_loop_t *loop, lc_executor_t *ex, lc_work_t *req, lc_work_fn work,
+                       lc_after_work_cb after)
+{
+    if (loop == NULL || req == NULL || work == NULL || after == NULL)
+        return LC_EINVAL;
+    int r = resolve_executor(loop, &ex);
+    if (r != 0)
+        return r;
+    return queue_job(loop, ex, req, work, after, NULL);
+}
+
+int lc_work_cancel(lc_work_t *req)
+{
+    if (req == NULL)
+        return LC_EINVAL;
+    /* relaxed: see the field. */
+    atomic_store_explicit(&job_of(req)->cancel, true, memory_order_relaxed);
+    return 0;
+}
+
+/* ---- run_in_executor ------------------------------------------------------------------------- *
+ *
+ * One allocation per call: the lc_work_t, the job's function, and the future's reference (the
+ * future itself is the engine's). The watcher is a done callback on the future, added at
+ * submission and removed when the outcome arrives; it runs only if the future's owner cancelled
+ * it first, and then cancels the work (lc_work_cancel). */
+
+typedef struct {
+    lc_work_t work;
+    lc_job_fn fn;
+    void *arg;
+    lc_result_dtor dtor;
+    /* The reference to the future. Loop thread, or the thread that closes the loop (a hand-back,
+     * or the owned executor's release, which calls orphaned() under the executor's mutex; the
+     * worker reads it only after taking that mutex). */
+    lc_future_t *fut;
+    /* Written by the worker in rie_work, published to the loop by the post (or to the releasing
+     * thread by the executor's mutex). */
+    void *result;
+    int status;
+    bool ran;
+    bool watch_ran; /* loop thread: the watcher ran */
+    bool delivered; /* loop thread: the outcome arrived; waiting only for the watcher to run */
+} rie_t;
+
+static void rie_watch(lc_future_t *fut, void *arg);
+
+static int rie_work(lc_work_t *req)
+{
+    rie_t *r = lc_container_of(req, rie_t, work);
+    void *result = NULL;
+    r->status = r->fn(r->arg, &result);
+    r->result = result;
+    r->ran = true;
+    return 0;
+}
+
+/* Passes a successful result that nobody will receive to the destructor. */
+static void rie_drop_result(rie_t *r)
+{
+    if (r->ran && r->status >= 0 && r->result != NULL && r->dtor != NULL)
+        r->dtor(r->result);
+    r->result = NULL;
+}
+
+/* The loop is closed: marks a pending future done (cancelled if fn did not run, else failed with
+ * LC_ECLOSED), counts its error as retrieved (nobody can wait for it any more) and drops the
+ * reference. Runs no user code: the loop schedules no callback any more. */
+static void rie_settle_closed(rie_t *r, bool ran)
+{
+    lc_future_t *fut = r->fut;
+    if (fut == NULL)
+        return;
+    r->fut = NULL;
+    lc_future_remove_done_callback(fut, rie_watch, r);
+    if (!lc_future_done(fut)) {
+        if (ran)
+            lc_future_set_error(fut, LC_ECLOSED);
+        else
+            lc_future_cancel(fut);
+    }
+    int ignored;
+    (void)lc_future_error(fut, &ignored);
+    lc_future_unref(fut);
+}
+
+/* The owned executor's release, for a job whose fn runs now (see orphan in job_t). */
+static void rie_orphaned(lc_work_t *req)
+{
+    /* fn started (it runs on a worker now, which writes r->ran): the future fails with
+     * LC_ECLOSED. */
+    rie_settle_closed(lc_container_of(req, rie_t, work), true);
+}
+
+static void rie_after(lc_work_t *req, int status)
+{
+    rie_t *r = lc_container_of(req, rie_t, work);
+    if (r->delivered) {
+        /* Second visit (see below): the watcher has run, or close dropped it. */
+        free(r);
+        return;
+    }
+    if (status == LC_ECLOSED) {
+        /* The loop closed first; we run on the closing thread, or on the worker of an orphaned
+         * job (whose future the release settled already). */
+        rie_drop_result(r);
+        rie_settle_closed(r, r->ran);
+        free(r);
+        return;
+    }
+    lc_future_t *fut = r->fut;
+    r->fut = NULL;
+    if (lc_future_remove_done_callback(fut, rie_watch, r) > 0) {
+        /* The usual case: the future was pending. */
+        if (!r->ran) /* skipped (LC_ECANCELLED), or no worker could start (an error) */
+            status == LC_ECANCELLED ? (void)lc_future_cancel(fut)
+                                    : (void)lc_future_set_error(fut, status);
+        else if (r->status == LC_ECANCELLED)
+            lc_future_cancel(fut);
+        else if (r->status < 0)
+            lc_future_set_error(fut, r->status);
+        else
+            lc_future_set_result(fut, r->result);
+        lc_future_unref(fut);
+        free(r);
+        return;
+    }
+    /* The future was done first (its owner cancelled it): the outcome is dropped. */
+    rie_drop_result(r);
+    lc_future_unref(fut);
+    if (r->watch_ran) {
+        free(r);
+        return;
+    }
+    /* The watcher is scheduled but has not run, and it uses r. Send r once more through the
+     * inbound queue: the loop appends it behind the watcher, which therefore runs first. If the
+     * loop closes before, close hands r back (LC_ECLOSED); the watcher is dropped unrun. */
+    r->delivered = true;
+    job_t *j = job_of(req);
+    j->chain = NULL; /* a chain of one (chain_delivered read the old link already) */
+    if (lc_loop_post_threadsafe(j->loop, &j->call, chain_delivered) != 0)
+        free(r);
+}
+
+/* The future is done before its outcome arrived (its owner cancelled it). Loop thread. */
+static void rie_watch(lc_future_t *fut, void *arg)
+{
+    (void)fut;
+    rie_t *r = arg;
+    r->watch_ran = true;
+    lc_work_cancel(&r->work);
+}
 
 int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
                                  lc_result_dtor dtor, lc_future_t **fut)
@@ -834,67 +1311,38 @@ int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn f
         *fut = NULL;
     if (loop == NULL || fn == NULL || fut == NULL)
         return LC_EINVAL;
-    if (lc_loop_is_closed(loop))
-        return LC_ECLOSED;
-    int r = lc__loop_check_thread(loop, "run_in_executor");
+    int r = resolve_executor(loop, &ex);
     if (r != 0)
         return r;
-    if (ex == NULL) {
-        r = default_executor(loop, &ex);
-        if (r != 0)
-            return r;
-    }
-    job_t *j = malloc(sizeof(*j));
-    if (j == NULL)
+    rie_t *job = malloc(sizeof(*job));
+    if (job == NULL)
         return LC_ENOMEM;
     lc_future_t *f;
     r = lc_loop_create_future(loop, &f);
     if (r != 0) {
-        free(j);
+        free(job);
         return r;
     }
     /* The first done callback is stored inline in the future: this cannot fail. */
-    r = lc_future_add_done_callback(f, watch_cb, j);
+    r = lc_future_add_done_callback(f, rie_watch, job);
     if (r != 0) {
         lc_future_unref(f);
-        free(j);
+        free(job);
         return r;
     }
-    *j = (job_t){.ex = ex, .loop = loop, .fn = fn, .arg = arg, .dtor = dtor};
-    j->fut = lc_future_ref(f);
-    ex_ref(ex); /* the job's */
-
-    pthread_mutex_lock(&ex->mu);
-    bool spawn = false;
-    if (ex->shutdown) {
-        r = LC_ECLOSED;
-    } else if (ex->owned && ex != loop->default_executor) {
-        r = LC_EINVAL; /* an owned executor serves its loop only (lc_executor_current) */
-    } else if (ex->max_queued != 0 &&
-               atomic_load_explicit(&ex->nqueued, memory_order_relaxed) >= ex->max_queued) {
-        r = LC_EAGAIN;
-    } else {
-        queue_push(ex, j);
-        spawn = kick_locked(ex);
-    }
-    pthread_mutex_unlock(&ex->mu);
-    if (r == 0 && spawn) {
-        int sr = spawn_worker(ex);
-        if (sr != 0) {
-            /* With no worker at all the job would wait forever: take it back and fail. */
-            pthread_mutex_lock(&ex->mu);
-            if (ex->nthreads == 0 && j->where == J_QUEUED) {
-                queue_unlink(ex, j);
-                r = sr;
-            }
-            pthread_mutex_unlock(&ex->mu);
-        }
-    }
+    job->fn = fn;
+    job->arg = arg;
+    job->dtor = dtor;
+    job->fut = lc_future_ref(f);
+    job->result = NULL;
+    job->status = 0;
+    job->ran = job->watch_ran = job->delivered = false;
+    r = queue_job(loop, ex, &job->work, rie_work, rie_after, rie_orphaned);
     if (r != 0) {
-        lc_future_remove_done_callback(f, watch_cb, j);
+        lc_future_remove_done_callback(f, rie_watch, job);
         lc_future_unref(f); /* the job's */
         lc_future_unref(f); /* the caller's */
-        job_free(j);
+        free(job);
         return r;
     }
     *fut = f;

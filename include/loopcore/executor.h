@@ -2,9 +2,11 @@
  *
  * A loop must never block: file I/O, CPU-heavy work and blocking libraries go to an executor, a
  * pool of worker threads. lc_loop_run_in_executor() returns a future of the calling loop; a worker
- * runs the job, and the outcome travels back through the loop's inbound MPSC queue (one
- * lc_loop_post_threadsafe() of an lc_call_t embedded in the job: no allocation besides the job
- * and the future), so the future always resolves on the loop's own thread.
+ * runs the job, and the outcome travels back through the loop's inbound MPSC queue (a
+ * lc_loop_post_threadsafe() of an lc_call_t embedded in the job, one per batch of outcomes: no
+ * allocation besides the job and the future), so the future always resolves on the loop's own
+ * thread. lc_loop_queue_work() is the same without a future or any allocation, in libuv's
+ * uv_queue_work shape (a request the caller embeds, a work function, an after callback).
  *
  * Why not libuv's thread pool (uv_queue_work): it is process-wide, its size is fixed at its first
  * use (UV_THREADPOOL_SIZE, read once) and it is shared with libuv's own getaddrinfo and file
@@ -13,12 +15,16 @@
  *
  * Workers. An executor starts with no threads and creates them lazily, up to max_workers (default
  * min(32, CPUs + 4), as Python's ThreadPoolExecutor), only when a job is queued and no worker is
- * idle. Threads are named "<prefix>_<i>" (Linux keeps 15 characters). A worker takes the next job
- * as soon as it finished one, so a busy worker drains many jobs per wake-up; an idle worker polls
- * the queue for a short spin budget before it sleeps, and a submission wakes a sleeping worker
- * (one futex call) only when no worker is awake to take the job. Jobs run in submission order
- * (FIFO), each on one worker, and may block as long as they like. Worker threads block the
- * asynchronous signals, so that signals reach the loops' threads.
+ * idle. Threads are named "<prefix>_<i>" (Linux keeps 15 characters). Submission takes no lock:
+ * the job goes on a lock-free queue. A worker takes jobs in batches while they are short (one at
+ * a time once they block) and takes the next batch as soon as it finished one, so a busy worker
+ * drains many jobs per wake-up, and the outcomes of a batch travel to each loop as one message.
+ * An idle worker polls the queue for a short spin budget before it sleeps. A submission wakes a
+ * sleeping worker (one futex call) only when no worker is idle and, for short jobs, no busy
+ * worker will be back within microseconds; should those busy workers all get stuck in long jobs,
+ * a sleeping worker (the sentinel, which wakes every 1 to 8 ms while jobs run) takes the job. Jobs
+ * start in submission order (FIFO), each on one worker, and may block as long as they like. Worker
+ * threads block the asynchronous signals, so that signals reach the loops' threads.
  *
  * Jobs. A job is a plain C function that returns 0 and stores its result pointer, or returns a
  * negative code. loopcore never reads a result; whoever reads a successful future owns it. When
@@ -27,10 +33,11 @@
  * orphaned: nothing leaks.
  *
  * Cancellation (asyncio's rules). lc_future_cancel() on the future of a job that has not started
- * yet takes the job out of the queue: it never runs. The check happens when the future's done
- * callbacks run (in the loop's next batch, as asyncio chains its futures), so a job that a worker
- * takes in between still runs, and then counts as started. Cancelling a job that has started does
- * not interrupt it: it finishes, and its result goes to the destructor.
+ * yet means the job never runs: the worker that reaches it skips it. The cancellation reaches the
+ * job when the future's done callbacks run (in the loop's next batch, as asyncio chains its
+ * futures), so a job that a worker starts in between still runs, and counts as started.
+ * Cancelling a job that has started does not interrupt it: it finishes, and its result goes to
+ * the destructor.
  *
  * The default executor. lc_loop_run_in_executor(loop, NULL, ...) uses the loop's default:
  *   1. the one set with lc_loop_set_default_executor() or lc_group_set_default_executor() (the
@@ -49,7 +56,7 @@
  *
  * Lifetime rules.
  *   - An executor must outlive every loop that may still submit to it; it is freed once it was
- *     destroyed and its last job and worker are gone.
+ *     destroyed and its last worker is gone (outcomes on their way to loops do not need it).
  *   - A loop closed while it still has jobs on an executor it owns: see 3 above, all handled.
  *   - A loop closed while it still has jobs on an executor it does not own: finish them first.
  *     Wait for their futures, or shut the executor down with wait = true (its outcomes then wait
@@ -89,23 +96,46 @@ typedef int (*lc_job_fn)(void *arg, void **result);
 /* Destroys a successful job's result that no future will deliver. Any thread. */
 typedef void (*lc_result_dtor)(void *result);
 
+typedef struct lc_work_s lc_work_t;
+
+/* Runs on a worker thread; returns a status (0 or a negative code) for after. */
+typedef int (*lc_work_fn)(lc_work_t *req);
+
+/* Runs once per queued request, with the work's return value, or LC_ECANCELLED (the work never
+ * ran: cancelled, or the executor shut down with cancel_pending), or LC_ECLOSED (the loop was
+ * closed before the outcome was delivered; the work may or may not have run: record that in your
+ * struct). On the loop's thread; with LC_ECLOSED on the thread that closed the loop, or on the
+ * worker that finished the work (the loop's own default executor, when the work ran at the close;
+ * or another executor, when the loop was closed against the lifetime rules). The request is the
+ * caller's again when after starts: it may free it. */
+typedef void (*lc_after_work_cb)(lc_work_t *req, int status);
+
+/* A request the caller allocates (embed it and recover your struct with lc_container_of). Valid
+ * from lc_loop_queue_work() until its after callback starts. */
+struct lc_work_s {
+    void *data; /* the caller's; loopcore never touches it */
+    /* private */
+    void *_priv[20];
+};
+
 /* Options of lc_executor_create(): write them with designated initializers; zero means default. */
 typedef struct lc_executor_opts_s {
     unsigned max_workers;           /* 0: min(32, CPUs this process may run on + 4) */
     const char *thread_name_prefix; /* NULL or "": "lc-exec-<n>", n counting executors */
     size_t max_queued;  /* jobs waiting for a worker at most; 0: unbounded. A submission to a full
                            queue fails at once with LC_EAGAIN (never blocks the loop). */
-    double spin_budget; /* seconds an idle worker polls the queue before it sleeps (one worker at a
-                           time); 0: LC_EXECUTOR_DEFAULT_SPIN; negative: never spin */
+    double spin_budget; /* at most this many seconds (capped at 1) an idle worker polls the queue
+                           before it sleeps (one worker at a time; the spin adapts, down to none,
+                           when it does not pay); 0: LC_EXECUTOR_DEFAULT_SPIN; negative: never */
 } lc_executor_opts;
 
 /* A snapshot of an executor's counters, for tests and monitoring. */
 typedef struct lc_executor_stats_s {
     unsigned max_workers;
-    unsigned workers;  /* threads alive (created lazily) */
-    unsigned idle;     /* threads waiting for a job (spinning or asleep) */
-    unsigned running;  /* jobs running now */
-    size_t queued;     /* jobs waiting for a worker */
+    unsigned workers;             /* threads alive (created lazily) */
+    unsigned idle;                /* threads waiting for jobs (looking, spinning or asleep) */
+    unsigned running;             /* threads holding jobs (running them or about to) */
+    size_t queued;                /* jobs waiting for a worker */
     unsigned long long completed; /* jobs that ran to the end */
     unsigned long long cancelled; /* jobs that never ran (cancelled futures, shutdown, close) */
 } lc_executor_stats_t;
@@ -113,15 +143,17 @@ typedef struct lc_executor_stats_s {
 /* ---- Executors ------------------------------------------------------------------------------- */
 
 /** Creates an executor in *out (no threads yet); opts NULL for the defaults. Any thread. The caller
- *  owns it: lc_executor_destroy(). Returns 0, LC_EINVAL (NaN spin budget) or LC_ENOMEM. */
+ *  owns it: lc_executor_destroy(). Returns 0, LC_EINVAL (NaN spin budget, max_workers over 4095)
+ *  or LC_ENOMEM. */
 int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts);
 
-/** Shuts ex down: later submissions fail with LC_ECLOSED. With cancel_pending, jobs that have not
- *  started never run and their futures are cancelled; without, the workers still run every queued
- *  job. With wait, returns once every job that will run has finished and its outcome is posted to
- *  its loop, and every worker is gone. Idempotent (a later call may still wait or cancel). Any
- *  thread but a worker of ex when wait is true. Returns 0, LC_EINVAL or LC_EBUSY (wait from a
- *  worker of ex: it would wait for itself; nothing else is done then). */
+/** Shuts ex down: later submissions fail with LC_ECLOSED (one made at the same moment from another
+ *  thread may still be taken, and then runs or is cancelled as a queued job). With
+ *  cancel_pending, jobs that have not started never run and their futures are cancelled; without,
+ *  the workers still run every queued job. With wait, returns once every job that will run has
+ *  finished and its outcome is posted to its loop, and every worker is gone. Idempotent (a later
+ *  call may still wait or cancel). Any thread but a worker of ex when wait is true. Returns 0,
+ *  LC_EINVAL or LC_EBUSY (wait from a worker of ex: it would wait for itself; nothing is done). */
 int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending);
 
 /** lc_executor_shutdown(ex, true, false) (queued jobs still run), then releases the caller's
@@ -145,10 +177,11 @@ int lc_executor_default_shutdown(bool cancel_pending);
 
 /** Runs fn(arg, &result) on a worker of ex (NULL: the loop's default executor, see above) and
  *  stores in *fut a new future of loop (one reference for the caller), resolved on loop's thread
- *  with fn's result or error. Loop thread (or any one thread while loop does not run). Returns 0,
- *  LC_EINVAL, LC_ECLOSED (loop closed, or ex shut down), LC_EAGAIN (ex's queue is full), LC_ENOMEM,
- *  LC_EWRONGTHREAD (debug) or a thread-creation error when ex has no worker and cannot start one.
- *  On failure *fut is NULL and fn never runs. */
+ *  with fn's result or error (or with a thread-creation error if ex has no worker and cannot start
+ *  one). Loop thread (or any one thread while loop does not run). Returns 0, LC_EINVAL (also: ex
+ *  is another loop's own default executor), LC_ECLOSED (loop closed, or ex shut down), LC_EAGAIN
+ *  (ex's queue is full), LC_ENOMEM or LC_EWRONGTHREAD (debug). On failure *fut is NULL and fn
+ *  never runs. */
 int lc_loop_run_in_executor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
                             lc_future_t **fut);
 
@@ -157,6 +190,22 @@ int lc_loop_run_in_executor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, vo
  *  finds it (dtor NULL: the result is dropped, as with lc_loop_run_in_executor). */
 int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
                                  lc_result_dtor dtor, lc_future_t **fut);
+
+/* ---- lc_loop_queue_work: no future, no allocation ------------------------------------------- */
+
+/** Runs work(req) on a worker of ex (NULL: the loop's default executor) and then after(req,
+ *  status) on loop's thread; no allocation. The zero-allocation form of run_in_executor, for hot
+ *  paths. Loop thread (or any one thread while loop does not run). Returns 0, or the errors of
+ *  lc_loop_run_in_executor() (then work and after never run). */
+int lc_loop_queue_work(lc_loop_t *loop, lc_executor_t *ex, lc_work_t *req, lc_work_fn work,
+                       lc_after_work_cb after);
+
+/** Cancels a queued request: if no worker has started its work yet, it never runs, and after gets
+ *  LC_ECANCELLED; else nothing changes. Loop thread, between lc_loop_queue_work() and after.
+ *  Returns 0 or LC_EINVAL. */
+int lc_work_cancel(lc_work_t *req);
+
+/* ---- Default executors ----------------------------------------------------------------------- */
 
 /** Sets ex (not owned) as loop's default executor; NULL returns the loop to the default rule. An
  *  executor the loop owned is shut down without waiting (its queued jobs still run and deliver).
