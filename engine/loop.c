@@ -1065,6 +1065,9 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms)
                 return true;
             if (lc__now() >= deadline)
                 return false;
+            /* Give the core away if another thread wants it (a worker or producer pinned to the
+             * same CPU): spinning against it would delay the very work we wait for. */
+            sched_yield();
         }
     }
 }
