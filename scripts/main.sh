@@ -1,11 +1,37 @@
 #!/usr/bin/env bash
-# The main job: set-up, build, then run the ported spec examples (the demo with the load
-# generator replaces this once it exists).
+# The main job (the demo): set-up, build, then the HTTP server on every core of this machine,
+# loaded for about 10 seconds by loopcore's own load generator (live progress on a terminal),
+# and its report. Environment: DEMO_SECONDS (10), DEMO_CONNECTIONS (64), DEMO_PORT (18080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-bazel build -c opt //examples:all
-echo "== examples/hello_world (call_soon)"
-bazel-bin/examples/hello_world
-echo "== examples/display_date (call_later, 5 s)"
-bazel-bin/examples/display_date 5
+
+seconds=${DEMO_SECONDS:-10}
+conns=${DEMO_CONNECTIONS:-64}
+port=${DEMO_PORT:-18080}
+cpus=$(nproc)
+
+bazel build -c opt //bench:http_server //bench:lcbench
+server=bazel-bin/bench/http_server
+lcbench=bazel-bin/bench/lcbench/lcbench
+
+echo "== loopcore demo: http_server on ${cpus} loop(s), one per core, SO_REUSEPORT"
+"$server" --loops "$cpus" --port "$port" &
+server_pid=$!
+trap 'kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true' EXIT
+# Wait until it accepts connections.
+for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+
+echo "== lcbench -t${cpus} -c${conns} -d${seconds}s --latency http://127.0.0.1:${port}/plaintext"
+"$lcbench" -t"$cpus" -c"$conns" -d"${seconds}s" --warmup 1 --latency \
+    "http://127.0.0.1:${port}/plaintext"
+
+kill "$server_pid"
+wait "$server_pid" || true
+trap - EXIT
+echo "== done: server stopped cleanly"
