@@ -1,0 +1,211 @@
+/* lcbench's command line: wrk's own command lines parse unchanged, loopcore's options, URLs,
+ * units, and the errors a user gets for a bad one. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bench/lcbench/args.h"
+
+static lcb_config_t cfg;
+static char err[512];
+
+/* Parses a NULL-terminated list of arguments (program name added). */
+static int parse_list(const char *const *args)
+{
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = (char *)"lcbench";
+    for (; *args != NULL; args++)
+        argv[argc++] = (char *)*args;
+    argv[argc] = NULL;
+    return lcb_config_parse(&cfg, argc, argv, err, sizeof(err));
+}
+
+#define PARSE(...) parse_list((const char *const[]){__VA_ARGS__, NULL})
+
+static void assert_error(int r, const char *fragment)
+{
+    assert_int_equal(r, LCB_PARSE_ERROR);
+    if (strstr(err, fragment) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err, fragment);
+}
+
+static void test_args_wrk_command_line(void **state)
+{
+    (void)state;
+    assert_int_equal(PARSE("-t2", "-c64", "-d10s", "--latency",
+                           "http://127.0.0.1:8080/plaintext"),
+                     LCB_PARSE_OK);
+    assert_int_equal(cfg.threads, 2);
+    assert_int_equal(cfg.connections, 64);
+    assert_true(cfg.duration == 10.0);
+    assert_true(cfg.latency);
+    assert_int_equal(cfg.mode, LCB_MODE_HTTP);
+    assert_string_equal(cfg.scheme, "http");
+    assert_string_equal(cfg.host, "127.0.0.1");
+    assert_string_equal(cfg.port, "8080");
+    assert_string_equal(cfg.authority, "127.0.0.1:8080");
+    assert_string_equal(cfg.path, "/plaintext");
+    assert_string_equal(cfg.url, "http://127.0.0.1:8080/plaintext");
+    /* The defaults (wrk's where wrk has them). */
+    assert_true(cfg.timeout == 2.0);
+    assert_true(cfg.rate == 0.0);
+    assert_int_equal(cfg.pipeline, 1);
+    assert_string_equal(cfg.method, "GET");
+    assert_true(cfg.max_errors == 0.01);
+    assert_false(cfg.pin);
+    assert_false(cfg.json);
+}
+
+static void test_args_wrk_long_options_and_units(void **state)
+{
+    (void)state;
+    assert_int_equal(PARSE("--threads", "4", "--connections", "1k", "--duration", "2m",
+                           "--timeout", "500ms", "-H", "Accept: text/plain", "--header",
+                           "X-Trace: 1", "http://example.com"),
+                     LCB_PARSE_OK);
+    assert_int_equal(cfg.threads, 4);
+    assert_int_equal(cfg.connections, 1000);
+    assert_true(cfg.duration == 120.0);
+    assert_true(fabs(cfg.timeout - 0.5) < 1e-12);
+    assert_int_equal(cfg.nheaders, 2);
+    assert_string_equal(cfg.headers[0], "Accept: text/plain");
+    assert_string_equal(cfg.headers[1], "X-Trace: 1");
+    assert_string_equal(cfg.port, "80");
+    assert_string_equal(cfg.authority, "example.com");
+    assert_string_equal(cfg.path, "/");
+    /* Defaults when nothing is given but the URL: wrk's 2 threads, 10 connections, 10 s. */
+    assert_int_equal(PARSE("http://h:1/"), LCB_PARSE_OK);
+    assert_int_equal(cfg.threads, 2);
+    assert_int_equal(cfg.connections, 10);
+    assert_true(cfg.duration == 10.0);
+    /* -T and -L, wrk's short forms; -R, wrk2's. */
+    assert_int_equal(PARSE("-L", "-T", "3", "-R", "10k", "http://h/"), LCB_PARSE_OK);
+    assert_true(cfg.latency);
+    assert_true(cfg.timeout == 3.0);
+    assert_true(cfg.rate == 10000.0);
+}
+
+static void test_args_time_and_count_units(void **state)
+{
+    (void)state;
+    double v;
+    assert_int_equal(lcb_parse_time("10s", &v), 0);
+    assert_true(v == 10.0);
+    assert_int_equal(lcb_parse_time("1.5", &v), 0);
+    assert_true(v == 1.5);
+    assert_int_equal(lcb_parse_time("250us", &v), 0);
+    assert_true(fabs(v - 250e-6) < 1e-15);
+    assert_int_equal(lcb_parse_time("2h", &v), 0);
+    assert_true(v == 7200.0);
+    assert_int_equal(lcb_parse_time("3m", &v), 0);
+    assert_true(v == 180.0);
+    assert_int_equal(lcb_parse_time("10x", &v), -1);
+    assert_int_equal(lcb_parse_time("", &v), -1);
+    assert_int_equal(lcb_parse_time("-1s", &v), -1);
+    assert_int_equal(lcb_parse_count("64", &v), 0);
+    assert_true(v == 64);
+    assert_int_equal(lcb_parse_count("2M", &v), 0);
+    assert_true(v == 2e6);
+    assert_int_equal(lcb_parse_count("1.5k", &v), 0);
+    assert_true(v == 1500);
+    assert_int_equal(lcb_parse_count("5q", &v), -1);
+}
+
+static void test_args_loopcore_options(void **state)
+{
+    (void)state;
+    assert_int_equal(PARSE("-t1", "-c8", "-d", "500ms", "-m", "POST", "--body", "a=1",
+                           "--pipeline", "16", "--warmup", "2s", "--connect-timeout", "250ms",
+                           "--json", "--percentiles", "/tmp/p.txt", "--max-errors", "0.05",
+                           "--cpus", "0,2-3", "--no-progress", "http://[::1]:8080/x?y=1"),
+                     LCB_PARSE_OK);
+    assert_true(cfg.duration == 0.5);
+    assert_string_equal(cfg.method, "POST");
+    assert_string_equal(cfg.body, "a=1");
+    assert_int_equal(cfg.pipeline, 16);
+    assert_true(cfg.warmup == 2.0);
+    assert_true(cfg.connect_timeout == 0.25);
+    assert_true(cfg.json);
+    assert_string_equal(cfg.percentiles_path, "/tmp/p.txt");
+    assert_true(cfg.max_errors == 0.05);
+    assert_true(cfg.pin);
+    assert_int_equal(cfg.ncpus, 3);
+    assert_int_equal(cfg.cpus[0], 0);
+    assert_int_equal(cfg.cpus[1], 2);
+    assert_int_equal(cfg.cpus[2], 3);
+    assert_true(cfg.quiet_progress);
+    assert_string_equal(cfg.host, "::1");
+    assert_string_equal(cfg.port, "8080");
+    assert_string_equal(cfg.authority, "[::1]:8080");
+    assert_string_equal(cfg.path, "/x?y=1");
+    assert_int_equal(PARSE("--hdr-out", "f.txt", "--pin", "http://h?q"), LCB_PARSE_OK);
+    assert_string_equal(cfg.percentiles_path, "f.txt");
+    assert_true(cfg.pin);
+    assert_int_equal(cfg.ncpus, 0);
+    assert_string_equal(cfg.path, "/?q");
+}
+
+static void test_args_echo_mode(void **state)
+{
+    (void)state;
+    assert_int_equal(PARSE("--mode", "echo", "--size", "16k", "-c4", "-t1",
+                           "tcp://127.0.0.1:19000"),
+                     LCB_PARSE_OK);
+    assert_int_equal(cfg.mode, LCB_MODE_ECHO);
+    assert_int_equal(cfg.size, 16000);
+    assert_string_equal(cfg.port, "19000");
+    /* The mode follows the scheme when --mode is not given. */
+    assert_int_equal(PARSE("--size", "100", "tcp://127.0.0.1:19000"), LCB_PARSE_OK);
+    assert_int_equal(cfg.mode, LCB_MODE_ECHO);
+    assert_int_equal(cfg.size, 100);
+}
+
+static void test_args_errors(void **state)
+{
+    (void)state;
+    assert_error(PARSE("-t4", "-c2", "http://h/"), "connections must be >= threads");
+    assert_error(PARSE("-d", "10x", "http://h/"), "invalid duration");
+    assert_error(PARSE("-d", "0", "http://h/"), "invalid duration");
+    assert_error(PARSE("-c", "0", "http://h/"), "invalid number of connections");
+    assert_error(PARSE("-t", "1.5", "http://h/"), "invalid number of threads");
+    assert_error(PARSE("-t2"), "missing URL");
+    assert_error(PARSE("http://a/", "http://b/"), "unexpected argument");
+    assert_error(PARSE("https://h/"), "https is not supported");
+    assert_error(PARSE("ftp://h/"), "unsupported URL scheme");
+    assert_error(PARSE("h:80"), "invalid URL");
+    assert_error(PARSE("http://h:99999/"), "bad port");
+    assert_error(PARSE("tcp://h/"), "needs a port");
+    assert_error(PARSE("-s", "x.lua", "http://h/"), "Lua scripts");
+    assert_error(PARSE("--bogus", "http://h/"), "unknown option");
+    assert_error(PARSE("-H", "NoColon", "http://h/"), "invalid header");
+    assert_error(PARSE("--max-errors", "2", "http://h/"), "--max-errors");
+    assert_error(PARSE("--pipeline", "0", "http://h/"), "pipeline");
+    assert_error(PARSE("--mode", "echo", "http://h/"), "needs a tcp:// URL");
+    assert_error(PARSE("--mode", "udp", "http://h/"), "invalid mode");
+    assert_error(PARSE("-m", "PUT", "tcp://h:1"), "http mode only");
+    assert_error(PARSE("--cpus", "a", "http://h/"), "CPU list");
+    assert_error(PARSE("-R", "0", "http://h/"), "invalid rate");
+    assert_error(PARSE("http://h/", "-d"), "needs a value");
+    assert_int_equal(PARSE("--help"), LCB_PARSE_HELP);
+    assert_int_equal(PARSE("-v"), LCB_PARSE_VERSION);
+    assert_non_null(strstr(lcb_usage(), "--connections"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_args_wrk_command_line),
+        cmocka_unit_test(test_args_wrk_long_options_and_units),
+        cmocka_unit_test(test_args_time_and_count_units),
+        cmocka_unit_test(test_args_loopcore_options),
+        cmocka_unit_test(test_args_echo_mode),
+        cmocka_unit_test(test_args_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,511 @@
+/* lcbench end to end: short runs (0.3 - 0.5 s) against tiny loopcore servers started here, on a
+ * one-loop group of their own: HTTP answers with Content-Length, chunked, 404 and
+ * "Connection: close"; a server that never answers; an echo server and one that corrupts bytes;
+ * and a closed port. Each run checks the figures and the exit status. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bench/lcbench/lcbench.h"
+#include "loopcore.h"
+#include "tests/support/loop_fixture.h"
+
+/* ---- The servers ----------------------------------------------------------------------------- */
+
+typedef enum {
+    SRV_OK,       /* 200, Content-Length: 13 */
+    SRV_CHUNKED,  /* 200, chunked body in two chunks */
+    SRV_NOTFOUND, /* 404 */
+    SRV_CLOSE,    /* 200 with "Connection: close", then closes */
+    SRV_HANG,     /* reads and never answers */
+    SRV_ECHO,     /* echoes */
+    SRV_CORRUPT,  /* echoes, one byte in 640 changed */
+    SRV_SLOW,     /* 200, one response per 20 ms per connection, in order */
+    SRV_COUNT
+} srv_kind;
+
+static const char *const responses[] = {
+    [SRV_OK] = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!",
+    [SRV_CHUNKED] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5\r\nHello\r\n8\r\n, World!\r\n0\r\n\r\n",
+    [SRV_NOTFOUND] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    [SRV_CLOSE] = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!",
+    [SRV_SLOW] = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!",
+};
+
+typedef struct {
+    srv_kind kind;
+    int match; /* bytes of "\r\n\r\n" matched so far */
+    uint64_t total;
+    bool closed;
+    /* SRV_SLOW: requests waiting, the pending timer, and whether the connection is gone (the
+     * struct is freed by whichever of connection_lost and the timer comes last). */
+    lc_transport_t *t;
+    unsigned pending;
+    bool timer_armed;
+    bool lost;
+} srv_conn;
+
+#define SLOW_SERVICE_S 0.02
+
+static void srv_slow_cb(void *arg)
+{
+    srv_conn *c = arg;
+    c->timer_armed = false;
+    if (c->lost) {
+        free(c);
+        return;
+    }
+    lc_transport_write(c->t, responses[SRV_SLOW], strlen(responses[SRV_SLOW]));
+    if (--c->pending > 0)
+        c->timer_armed = lc_loop_call_later(lc_transport_get_loop(c->t), SLOW_SERVICE_S,
+                                            srv_slow_cb, c, NULL) == 0;
+}
+
+static void srv_made(lc_transport_t *t, void *user)
+{
+    srv_conn *c = user;
+    c->t = t;
+}
+
+static srv_kind kinds[SRV_COUNT];
+static lc_group_t *srv_group;
+static lc_group_server_t *servers[SRV_COUNT];
+static int ports[SRV_COUNT];
+/* The first bytes the SRV_OK server received (written on the server loop). */
+static char first_request[1024];
+static size_t first_len;
+
+static void srv_data(lc_transport_t *t, const char *data, size_t len, void *user)
+{
+    srv_conn *c = user;
+    if (c->closed)
+        return;
+    if (c->kind == SRV_ECHO) {
+        lc_transport_write(t, data, len);
+        return;
+    }
+    if (c->kind == SRV_CORRUPT) {
+        char buf[65536];
+        memcpy(buf, data, len);
+        for (size_t i = 0; i < len; i++) {
+            if (++c->total % 640 == 0)
+                buf[i] ^= 0x55;
+        }
+        lc_transport_write(t, buf, len);
+        return;
+    }
+    if (c->kind == SRV_OK && first_len == 0) {
+        first_len = len < sizeof(first_request) - 1 ? len : sizeof(first_request) - 1;
+        memcpy(first_request, data, first_len);
+    }
+    if (c->kind == SRV_HANG)
+        return;
+    /* One response per "\r\n\r\n", all of this read's responses in one write. */
+    static const char end[] = "\r\n\r\n";
+    char out[16384];
+    size_t n = 0, rlen = strlen(responses[c->kind]);
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == end[c->match])
+            c->match++;
+        else
+            c->match = data[i] == '\r' ? 1 : 0;
+        if (c->match < 4)
+            continue;
+        c->match = 0;
+        if (c->kind == SRV_SLOW) {
+            if (c->pending++ == 0)
+                c->timer_armed = lc_loop_call_later(lc_transport_get_loop(t), SLOW_SERVICE_S,
+                                                    srv_slow_cb, c, NULL) == 0;
+            continue;
+        }
+        if (n + rlen > sizeof(out)) {
+            lc_transport_write(t, out, n);
+            n = 0;
+        }
+        memcpy(out + n, responses[c->kind], rlen);
+        n += rlen;
+        if (c->kind == SRV_CLOSE) {
+            c->closed = true;
+            break;
+        }
+    }
+    if (n > 0)
+        lc_transport_write(t, out, n);
+    if (c->closed)
+        lc_transport_close(t);
+}
+
+static void srv_lost(lc_transport_t *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    srv_conn *c = user;
+    c->lost = true;
+    if (!c->timer_armed)
+        free(c);
+}
+
+static const lc_protocol_t srv_proto = {
+    .connection_made = srv_made,
+    .data_received = srv_data,
+    .connection_lost = srv_lost,
+};
+
+static int srv_factory(void *arg, const lc_protocol_t **proto, void **user)
+{
+    srv_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return LC_ENOMEM;
+    c->kind = *(srv_kind *)arg;
+    *proto = &srv_proto;
+    *user = c;
+    return 0;
+}
+
+static int servers_up(void **state)
+{
+    (void)state;
+    lc_test_watchdog(240);
+    if (lc_group_create(&srv_group, &(lc_group_opts){.nloops = 1, .no_pin = true}) != 0 ||
+        lc_group_start(srv_group) != 0)
+        return -1;
+    for (int k = 0; k < SRV_COUNT; k++) {
+        kinds[k] = (srv_kind)k;
+        if (lc_group_create_server(srv_group, srv_factory, &kinds[k],
+                                   &(lc_group_server_opts){.host = "127.0.0.1", .backlog = 512},
+                                   &servers[k]) != 0)
+            return -1;
+        ports[k] = lc_group_server_port(servers[k]);
+    }
+    return 0;
+}
+
+static int servers_down(void **state)
+{
+    (void)state;
+    for (int k = 0; k < SRV_COUNT; k++)
+        lc_group_server_close(servers[k]);
+    lc_group_free(srv_group);
+    return 0;
+}
+
+/* ---- Running lcbench ------------------------------------------------------------------------- */
+
+static lcb_config_t cfg;
+
+/* Parses the NULL-terminated arguments, with "%d" in the URL replaced by port; runs. Returns the
+ * exit status lcbench would give. */
+static int run_with(lcb_result_t *res, int port, const char *const *args)
+{
+    static char url[128];
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = (char *)"lcbench";
+    for (; *args != NULL; args++) {
+        if (strstr(*args, "://") != NULL) {
+            snprintf(url, sizeof(url), *args, port);
+            argv[argc++] = url;
+        } else {
+            argv[argc++] = (char *)*args;
+        }
+    }
+    argv[argc] = NULL;
+    char err[512];
+    int r = lcb_config_parse(&cfg, argc, argv, err, sizeof(err));
+    if (r != LCB_PARSE_OK)
+        fail_msg("parse: %s", err);
+    r = lcb_run(&cfg, res, NULL, err, sizeof(err));
+    if (r != 0)
+        fail_msg("run: %s", err);
+    print_message("  %s: %llu requests in %.2fs (%llu total), p50 %.1f us, p99 %.1f us, errors "
+                  "%llu (connect %llu read %llu write %llu timeout %llu mismatch %llu "
+                  "4xx %llu)\n",
+                  url, (unsigned long long)res->requests, res->elapsed,
+                  (unsigned long long)res->requests_total,
+                  (double)lcb_hdr_value_at_percentile(&res->latency, 50) / 1000.0,
+                  (double)lcb_hdr_value_at_percentile(&res->latency, 99) / 1000.0,
+                  (unsigned long long)lcb_result_errors(res),
+                  (unsigned long long)res->errors.connect, (unsigned long long)res->errors.read,
+                  (unsigned long long)res->errors.write, (unsigned long long)res->errors.timeout,
+                  (unsigned long long)res->errors.mismatch, (unsigned long long)res->status[4]);
+    return lcb_exit_code(&cfg, res);
+}
+
+#define RUN(res, kind, ...) run_with(res, ports[kind], (const char *const[]){__VA_ARGS__, NULL})
+
+static void assert_clean(const lcb_result_t *res)
+{
+    assert_true(res->requests > 100);
+    assert_int_equal(lcb_result_errors(res), 0);
+    assert_int_equal(res->latency.total_count, (int64_t)res->requests);
+    assert_true(res->bytes > 0);
+}
+
+static int get_first_request(lc_loop_t *loop, void *arg, void **result)
+{
+    (void)loop;
+    (void)result;
+    memcpy(arg, first_request, sizeof(first_request));
+    return (int)first_len;
+}
+
+static void test_lcbench_http_closed_loop(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_OK, "-t2", "-c8", "-d500ms", "--latency", "-m", "POST", "-H",
+                         "X-Test: 1", "--body", "abc", "http://127.0.0.1:%d/plaintext"),
+                     0);
+    assert_clean(&res);
+    assert_true(res.elapsed > 0.49 && res.elapsed < 0.51);
+    assert_int_equal(res.status[2], res.requests);
+    assert_int_equal(res.connections_opened, 8);
+    /* 13-byte bodies plus headers: at least 50 bytes per response. */
+    assert_true(res.bytes >= res.requests * 50);
+    assert_true(lcb_hdr_value_at_percentile(&res.latency, 50) > 0);
+    assert_true(res.rps_mean > 0);
+    /* The request the server saw: precomputed from -m, the URL, -H and --body. */
+    char seen[sizeof(first_request)];
+    int n = lc_loop_submit_wait(lc_group_loop(srv_group, 0), get_first_request, seen, NULL);
+    assert_true(n > 0);
+    seen[n] = '\0';
+    char expect[256];
+    snprintf(expect, sizeof(expect),
+             "POST /plaintext HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Test: 1\r\n"
+             "Content-Length: 3\r\n\r\nabc",
+             ports[SRV_OK]);
+    assert_memory_equal(seen, expect, strlen(expect));
+    lcb_result_close(&res);
+}
+
+static void test_lcbench_http_chunked_pipelined(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_CHUNKED, "-t1", "-c4", "-d500ms", "--pipeline", "8",
+                         "http://127.0.0.1:%d/"),
+                     0);
+    assert_clean(&res);
+    assert_int_equal(res.status[2], res.requests);
+    lcb_result_close(&res);
+}
+
+static void test_lcbench_http_connection_close(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    /* Every response closes its connection: lcbench reconnects, with no error. */
+    assert_int_equal(RUN(&res, SRV_CLOSE, "-t1", "-c4", "-d500ms", "http://127.0.0.1:%d/"), 0);
+    assert_clean(&res);
+    assert_true(res.connections_opened > 100);
+    lcb_result_close(&res);
+}
+
+static void test_lcbench_http_404_fails_the_run(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_NOTFOUND, "-t1", "-c2", "-d300ms", "http://127.0.0.1:%d/x"),
+                     1);
+    assert_true(res.requests > 100);
+    assert_int_equal(res.status[4], res.requests);
+    assert_int_equal(lcb_result_errors(&res), res.requests);
+    assert_true(lcb_result_error_ratio(&res) == 1.0);
+    lcb_result_close(&res);
+    /* A threshold of 1 tolerates them. */
+    assert_int_equal(RUN(&res, SRV_NOTFOUND, "-t1", "-c2", "-d300ms", "--max-errors", "1",
+                         "http://127.0.0.1:%d/x"),
+                     0);
+    lcb_result_close(&res);
+}
+
+static void test_lcbench_timeouts_count_as_errors(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_HANG, "-t1", "-c2", "-d500ms", "--timeout", "100ms",
+                         "http://127.0.0.1:%d/"),
+                     1);
+    assert_int_equal(res.requests, 0);
+    /* Each connection times out about every 100 ms (+ one 10 ms tick). */
+    assert_true(res.errors.timeout >= 4);
+    lcb_result_close(&res);
+}
+
+static void test_lcbench_open_loop_rate(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_OK, "-t2", "-c4", "-d500ms", "-R", "4000", "--warmup",
+                         "100ms", "http://127.0.0.1:%d/"),
+                     0);
+    /* 4000/s over 0.5 s: 2000 requests on schedule (a few at the edges either way). */
+    assert_true(res.requests >= 1900 && res.requests <= 2100);
+    assert_int_equal(lcb_result_errors(&res), 0);
+    assert_true(res.backlog <= 20); /* only what was in flight at the end */
+    /* The warm-up's requests ran but are not counted. */
+    assert_true(res.requests_total >= res.requests + 300);
+    lcb_result_close(&res);
+}
+
+static void test_lcbench_echo_verifies_bytes(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_ECHO, "-t2", "-c4", "-d500ms", "--size", "1000", "--pipeline",
+                         "2", "tcp://127.0.0.1:%d"),
+                     0);
+    assert_clean(&res);
+    assert_int_equal(res.bytes % 1000, 0);
+    lcb_result_close(&res);
+    /* A server that changes one byte in 640: caught, counted, and the run fails. */
+    assert_int_equal(RUN(&res, SRV_CORRUPT, "-t1", "-c2", "-d300ms", "--size", "64",
+                         "tcp://127.0.0.1:%d"),
+                     1);
+    assert_true(res.errors.mismatch > 10);
+    assert_true(res.requests > 0);
+    lcb_result_close(&res);
+}
+
+/* Coordinated omission: a server that takes 20 ms per request on one connection. Closed loop
+ * sees 20 ms. At -R 200 the schedule asks for a request every 5 ms: they queue, and counted from
+ * their intended send times the latencies grow by 15 ms per request (20 ms, 35 ms, ... about
+ * 380 ms at the end of half a second), which is what a user of the server would see. */
+static void test_lcbench_open_loop_corrects_coordinated_omission(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN(&res, SRV_SLOW, "-t1", "-c1", "-d500ms", "http://127.0.0.1:%d/"), 0);
+    /* Bounds loose enough for a loaded CI machine (timers late, never early). */
+    assert_true(res.requests >= 10 && res.requests <= 26);
+    assert_true(lcb_hdr_value_at_percentile(&res.latency, 50) >= 20000000);
+    assert_true(lcb_hdr_value_at_percentile(&res.latency, 50) < 60000000);
+    lcb_result_close(&res);
+    assert_int_equal(
+        RUN(&res, SRV_SLOW, "-t1", "-c1", "-d500ms", "-R", "200", "http://127.0.0.1:%d/"), 0);
+    assert_true(res.requests >= 10 && res.requests <= 26);
+    assert_true(lcb_hdr_value_at_percentile(&res.latency, 50) > 100000000);
+    assert_true(lcb_hdr_max(&res.latency) > 250000000);
+    assert_true(lcb_hdr_max(&res.latency) < 600000000);
+    /* About 100 requests were due in the window: the rest are reported as the backlog. */
+    assert_true(res.backlog >= 50 && res.backlog + res.requests <= 102);
+    lcb_result_close(&res);
+}
+
+/* A port nobody listens on: bind one, note it, close it. */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+static void test_lcbench_closed_port_exit_code(void **state)
+{
+    (void)state;
+    int port = closed_port();
+    lcb_result_t res;
+    assert_int_equal(run_with(&res, port,
+                              (const char *const[]){"-t1", "-c2", "-d300ms",
+                                                    "http://127.0.0.1:%d/", NULL}),
+                     1);
+    assert_int_equal(res.requests, 0);
+    assert_true(res.errors.connect >= 2);
+    lcb_result_close(&res);
+    /* The whole program, as a user runs it. */
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+    char *argv[] = {"lcbench", "-t1", "-c2", "-d300ms", url, NULL};
+    assert_int_equal(lcb_main(5, argv), 1);
+}
+
+/* A listener whose accept queue is full drops new SYNs: connects hang until --connect-timeout. */
+static void test_lcbench_connect_timeout(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    int fill[3];
+    for (int i = 0; i < 3; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&sin, sizeof(sin));
+    }
+    usleep(100000);
+    lcb_result_t res;
+    assert_int_equal(run_with(&res, ntohs(sin.sin_port),
+                              (const char *const[]){"-t1", "-c2", "-d500ms", "--connect-timeout",
+                                                    "100ms", "http://127.0.0.1:%d/", NULL}),
+                     1);
+    assert_int_equal(res.requests, 0);
+    assert_true(res.errors.connect >= 4); /* about every 110 ms per connection */
+    assert_int_equal(res.connect_error, LC_ETIMEDOUT);
+    lcb_result_close(&res);
+    for (int i = 0; i < 3; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
+static void test_lcbench_main_json_and_percentiles(void **state)
+{
+    (void)state;
+    char url[64], path[] = "/tmp/lcbench_test_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/plaintext", ports[SRV_OK]);
+    /* wrk's command line, plus loopcore's outputs. */
+    char *argv[] = {"lcbench", "-t2", "-c8", "-d300ms", "--latency", "--json",
+                    "--percentiles", path, url, NULL};
+    assert_int_equal(lcb_main(9, argv), 0);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char text[65536];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    unlink(path);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+    assert_non_null(strstr(text, " 1.000000000000 "));
+    assert_non_null(strstr(text, "#[Mean    = "));
+    assert_non_null(strstr(text, "#[Buckets =           32, SubBuckets     =         2048]"));
+    /* Usage errors exit with 2, help with 0. */
+    char *bad[] = {"lcbench", "-t4", "-c2", url, NULL};
+    assert_int_equal(lcb_main(4, bad), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lcbench_http_closed_loop),
+        cmocka_unit_test(test_lcbench_http_chunked_pipelined),
+        cmocka_unit_test(test_lcbench_http_connection_close),
+        cmocka_unit_test(test_lcbench_http_404_fails_the_run),
+        cmocka_unit_test(test_lcbench_timeouts_count_as_errors),
+        cmocka_unit_test(test_lcbench_open_loop_rate),
+        cmocka_unit_test(test_lcbench_open_loop_corrects_coordinated_omission),
+        cmocka_unit_test(test_lcbench_echo_verifies_bytes),
+        cmocka_unit_test(test_lcbench_closed_port_exit_code),
+        cmocka_unit_test(test_lcbench_connect_timeout),
+        cmocka_unit_test(test_lcbench_main_json_and_percentiles),
+    };
+    return cmocka_run_group_tests(tests, servers_up, servers_down);
+}
