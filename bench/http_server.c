@@ -3,7 +3,8 @@
  *   http_server [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff]
  *               [--idle-timeout SECONDS] [--quiet]
  *
- * GET /plaintext answers "Hello, World!" (text/plain) and GET /json {"message":"Hello, World!"}
+ * GET /plaintext (and GET /, as the peers harness requests) answers "Hello, World!" (text/plain)
+ * and GET /json {"message":"Hello, World!"}
  * (application/json), as in the TechEmpower tests; anything else is 404 (405 for a method other
  * than GET or HEAD). Keep-alive and pipelining: every response of one read's worth of pipelined
  * requests is appended to one buffer and sent with one write. A malformed request gets 400 and
@@ -166,7 +167,7 @@ static int on_message_complete(llhttp_t *p)
     ls.served++;
     if (method != HTTP_GET && !head)
         respond(405, "Method Not Allowed", NULL, NULL, 0, false, !keep_alive);
-    else if (url_is(c, "/plaintext"))
+    else if (url_is(c, "/plaintext") || url_is(c, "/"))
         respond(200, "OK", "text/plain", plaintext_body, sizeof(plaintext_body) - 1, head,
                 !keep_alive);
     else if (url_is(c, "/json"))

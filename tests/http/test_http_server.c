@@ -139,6 +139,10 @@ static void test_http_curl_plaintext_json_404(void **state)
     assert_non_null(strstr(out, "application/json"));
     assert_non_null(strstr(out, "{\"message\":\"Hello, World!\"}"));
     free(out);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+    out = run_curl(url);
+    assert_non_null(strstr(out, "\r\n\r\nHello, World!"));
+    free(out);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/missing", port);
     out = run_curl(url);
     assert_non_null(strstr(out, "HTTP/1.1 404"));
