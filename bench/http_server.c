@@ -51,6 +51,10 @@ typedef struct {
     size_t out_len, out_cap;
     char date[64];
     time_t date_sec;
+    /* The two hot keep-alive responses, whole, rebuilt when the Date second changes: a
+     * pipelined batch is then a run of memcpy()s. */
+    char plain_resp[256], json_resp[256];
+    size_t plain_len, json_len;
     unsigned long served;
 } loop_state_t;
 
@@ -63,6 +67,18 @@ static const char json_body[] = "{\"message\":\"Hello, World!\"}";
 
 /* ---- Responses ------------------------------------------------------------------------------- */
 
+static bool out_reserve(size_t more);
+
+static size_t build_response(char *buf, size_t cap, const char *ctype, const char *body,
+                             size_t body_len)
+{
+    int n = snprintf(buf, cap,
+                     "HTTP/1.1 200 OK\r\nServer: loopcore\r\nDate: %s\r\nContent-Type: "
+                     "%s\r\nContent-Length: %zu\r\n\r\n%s",
+                     ls.date, ctype, body_len, body);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static void refresh_date(void)
 {
     time_t now = time(NULL);
@@ -72,6 +88,19 @@ static void refresh_date(void)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(ls.date, sizeof(ls.date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    ls.plain_len = build_response(ls.plain_resp, sizeof(ls.plain_resp), "text/plain",
+                                  plaintext_body, sizeof(plaintext_body) - 1);
+    ls.json_len = build_response(ls.json_resp, sizeof(ls.json_resp), "application/json", json_body,
+                                 sizeof(json_body) - 1);
+}
+
+/* Appends a prebuilt response. */
+static void respond_prebuilt(const char *resp, size_t len)
+{
+    if (!out_reserve(len))
+        return;
+    memcpy(ls.out + ls.out_len, resp, len);
+    ls.out_len += len;
 }
 
 static bool out_reserve(size_t more)
@@ -165,7 +194,11 @@ static int on_message_complete(llhttp_t *p)
     int method = llhttp_get_method(p);
     bool head = method == HTTP_HEAD;
     ls.served++;
-    if (method != HTTP_GET && !head)
+    if (method == HTTP_GET && keep_alive && (url_is(c, "/plaintext") || url_is(c, "/")))
+        respond_prebuilt(ls.plain_resp, ls.plain_len); /* the hot paths */
+    else if (method == HTTP_GET && keep_alive && url_is(c, "/json"))
+        respond_prebuilt(ls.json_resp, ls.json_len);
+    else if (method != HTTP_GET && !head)
         respond(405, "Method Not Allowed", NULL, NULL, 0, false, !keep_alive);
     else if (url_is(c, "/plaintext") || url_is(c, "/"))
         respond(200, "OK", "text/plain", plaintext_body, sizeof(plaintext_body) - 1, head,
