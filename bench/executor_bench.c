@@ -54,6 +54,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bench/support/runfiles.h"
 #include "loopcore.h"
 
 #define REPS 3
@@ -64,7 +65,6 @@
 #define BLOCK_WORKERS 64
 #define PYTHON "/usr/bin/python3"
 #define SCRIPT_REL "bench/executor_bench.py"
-#define WORKSPACE "loopcore"
 
 static double now_s(void)
 {
@@ -592,60 +592,11 @@ static bool run_uv(const char *what, const char *pool, long n, double out[3])
 
 /* ---- Python peers ---------------------------------------------------------------------------- */
 
-static bool readable(const char *path) { return path != NULL && access(path, R_OK) == 0; }
-
-/* Finds executor_bench.py in the runfiles; returns a malloc'd path or NULL. */
-static char *find_script(const char *argv0)
-{
-    char buf[PATH_MAX + 64];
-    if (readable(SCRIPT_REL))
-        return realpath(SCRIPT_REL, NULL);
-    const char *rf = getenv("RUNFILES_DIR");
-    if (rf != NULL && rf[0] != '\0') {
-        snprintf(buf, sizeof(buf), "%s/" WORKSPACE "/" SCRIPT_REL, rf);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    if (argv0 != NULL && strchr(argv0, '/') != NULL) {
-        snprintf(buf, sizeof(buf), "%s.runfiles/" WORKSPACE "/" SCRIPT_REL, argv0);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        snprintf(buf, sizeof(buf), "%s.runfiles/" WORKSPACE "/" SCRIPT_REL, exe);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    return NULL;
-}
-
-/* Appends s to the shell command in single quotes. */
-static void append_quoted(char *cmd, size_t cap, const char *s)
-{
-    size_t len = strlen(cmd);
-    if (len + 1 < cap)
-        cmd[len++] = '\'';
-    for (; *s != '\0' && len + 5 < cap; s++) {
-        if (*s == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *s;
-        }
-    }
-    if (len + 1 < cap)
-        cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
 /* Runs the script for one loop; fills f and returns true, or returns false (NA). */
 static bool run_python(const char *script, const char *loop_name, figures_t *f)
 {
     char cmd[PATH_MAX * 2 + 128] = PYTHON " ";
-    append_quoted(cmd, sizeof(cmd), script);
+    lc_bench_append_quoted(cmd, sizeof(cmd), script);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof(cmd) - len, " --loop %s", loop_name);
     fflush(stdout);
@@ -763,7 +714,7 @@ int main(int argc, char **argv)
     figures_t asy = {0}, uvl = {0};
     bool have_asy = false, have_uvl = false;
     if (python) {
-        char *script = find_script(argv[0]);
+        char *script = lc_bench_find_runfile(argv[0], SCRIPT_REL);
         if (script == NULL) {
             fprintf(stderr, "executor_bench: %s not found in runfiles: peers NA\n", SCRIPT_REL);
         } else if (access(PYTHON, X_OK) != 0) {

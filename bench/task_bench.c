@@ -52,12 +52,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/support/runfiles.h"
 #include "loopcore.h"
 
 #define REPS 5
 #define PYTHON "/usr/bin/python3"
 #define SCRIPT_REL "bench/task_bench.py"
-#define WORKSPACE "loopcore"
 
 #if defined(LC_FIBER_UCONTEXT) || (!defined(__x86_64__) && !defined(__aarch64__))
 #define BACKEND "ucontext + _setjmp/_longjmp"
@@ -265,61 +265,12 @@ static double run_create_finish(long ntasks, long batch, size_t pool_max, lc_tas
 
 /* ---- Python peers --------------------------------------------------------------------------- */
 
-static bool readable(const char *path) { return path != NULL && access(path, R_OK) == 0; }
-
-/* Finds task_bench.py in the runfiles; returns a malloc'd path or NULL. */
-static char *find_script(const char *argv0)
-{
-    char buf[PATH_MAX + 64];
-    if (readable(SCRIPT_REL))
-        return realpath(SCRIPT_REL, NULL);
-    const char *rf = getenv("RUNFILES_DIR");
-    if (rf != NULL && rf[0] != '\0') {
-        snprintf(buf, sizeof(buf), "%s/" WORKSPACE "/" SCRIPT_REL, rf);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    if (argv0 != NULL && strchr(argv0, '/') != NULL) {
-        snprintf(buf, sizeof(buf), "%s.runfiles/" WORKSPACE "/" SCRIPT_REL, argv0);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        snprintf(buf, sizeof(buf), "%s.runfiles/" WORKSPACE "/" SCRIPT_REL, exe);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    return NULL;
-}
-
-/* Appends s to the shell command in single quotes. */
-static void append_quoted(char *cmd, size_t cap, const char *s)
-{
-    size_t len = strlen(cmd);
-    if (len + 1 < cap)
-        cmd[len++] = '\'';
-    for (; *s != '\0' && len + 5 < cap; s++) {
-        if (*s == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *s;
-        }
-    }
-    if (len + 1 < cap)
-        cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
 /* Runs the script for one loop; fills ns[] and returns true, or returns false (NA). */
 static bool run_python(const char *script, const char *loop_name, long n, long ntasks, long pairs,
                        long batch, double ns[B_COUNT])
 {
     char cmd[PATH_MAX * 2 + 256] = PYTHON " ";
-    append_quoted(cmd, sizeof(cmd), script);
+    lc_bench_append_quoted(cmd, sizeof(cmd), script);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof(cmd) - len, " --loop %s --n %ld --tasks %ld --pairs %ld --batch %ld",
              loop_name, n, ntasks, pairs, batch);
@@ -444,7 +395,7 @@ int main(int argc, char **argv)
     if (py_tasks < batch)
         py_tasks = batch;
     if (python) {
-        char *script = find_script(argv[0]);
+        char *script = lc_bench_find_runfile(argv[0], SCRIPT_REL);
         if (script == NULL) {
             fprintf(stderr, "task_bench: %s not found in runfiles: peers NA\n", SCRIPT_REL);
         } else if (access(PYTHON, X_OK) != 0) {

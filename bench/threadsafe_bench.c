@@ -70,12 +70,12 @@
 #include <urcu/wfcqueue.h>
 #include <uv.h>
 
+#include "bench/support/runfiles.h"
 #include "loopcore.h"
 
 #define PYTHON "/usr/bin/python3"
 #define TIMEOUT_CMD "/usr/bin/timeout"
 #define SCRIPT_REL "bench/threadsafe_bench.py"
-#define WORKSPACE "loopcore"
 #define PAD 128
 #define RING 16384 /* lc_call_t slots per producer for the zero-allocation posts */
 #define RTT_WARM 1000
@@ -868,53 +868,6 @@ typedef struct {
     double lat50, lat99;
 } py_result;
 
-static bool readable(const char *path) { return path != NULL && access(path, R_OK) == 0; }
-
-static char *find_script(const char *argv0)
-{
-    char buf[PATH_MAX + 64];
-    if (readable(SCRIPT_REL))
-        return realpath(SCRIPT_REL, NULL);
-    const char *rf = getenv("RUNFILES_DIR");
-    if (rf != NULL && rf[0] != '\0') {
-        snprintf(buf, sizeof(buf), "%s/" WORKSPACE "/" SCRIPT_REL, rf);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    if (argv0 != NULL && strchr(argv0, '/') != NULL) {
-        snprintf(buf, sizeof(buf), "%s.runfiles/" WORKSPACE "/" SCRIPT_REL, argv0);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        snprintf(buf, sizeof(buf), "%s.runfiles/" WORKSPACE "/" SCRIPT_REL, exe);
-        if (readable(buf))
-            return realpath(buf, NULL);
-    }
-    return NULL;
-}
-
-static void append_quoted(char *cmd, size_t cap, const char *s)
-{
-    size_t len = strlen(cmd);
-    if (len + 1 < cap)
-        cmd[len++] = '\'';
-    for (; *s != '\0' && len + 5 < cap; s++) {
-        if (*s == '\'') {
-            memcpy(cmd + len, "'\\''", 4);
-            len += 4;
-        } else {
-            cmd[len++] = *s;
-        }
-    }
-    if (len + 1 < cap)
-        cmd[len++] = '\'';
-    cmd[len] = '\0';
-}
-
 static py_result run_python(const char *script, const char *loop_name, long total, long samples,
                             int reps)
 {
@@ -923,7 +876,7 @@ static py_result run_python(const char *script, const char *loop_name, long tota
     if (access(TIMEOUT_CMD, X_OK) == 0)
         snprintf(cmd, sizeof(cmd), TIMEOUT_CMD " -k 5 %d ", PY_TIMEOUT_S);
     strncat(cmd, PYTHON " ", sizeof(cmd) - strlen(cmd) - 1);
-    append_quoted(cmd, sizeof(cmd), script);
+    lc_bench_append_quoted(cmd, sizeof(cmd), script);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof(cmd) - len,
              " --loop %s --total %ld --samples %ld --reps %d --timeout %d", loop_name, total,
@@ -1132,7 +1085,7 @@ int main(int argc, char **argv)
 
     py_result uvl = {0}, asy = {0};
     if (python) {
-        char *script = find_script(argv[0]);
+        char *script = lc_bench_find_runfile(argv[0], SCRIPT_REL);
         if (script == NULL) {
             fprintf(stderr, "threadsafe_bench: %s not found in runfiles: peers NA\n", SCRIPT_REL);
         } else if (access(PYTHON, X_OK) != 0) {

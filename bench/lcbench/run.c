@@ -246,8 +246,8 @@ static void conn_connect_done(lc_future_t *f, void *arg)
     if (f != c->fut)
         return;
     c->fut = NULL;
-    int err = 0;
-    if (lc_future_error(f, &err) == 0 && err == 0)
+    int err = lc_future_result(f, NULL); /* 0: connected (the transport took over) */
+    if (err == 0)
         return;
     if (c->w->connect_error == 0)
         c->w->connect_error = err;

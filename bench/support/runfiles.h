@@ -1,0 +1,17 @@
+/* Shared by the benchmark binaries: finding the Python peer scripts in Bazel runfiles, and quoting
+ * arguments for the shell commands that run them. */
+#ifndef LOOPCORE_BENCH_RUNFILES_H
+#define LOOPCORE_BENCH_RUNFILES_H
+
+#include <stddef.h>
+
+/* Finds rel (a path inside the workspace, e.g. "bench/loop_bench.py") among the runfiles of the
+ * running binary: relative to the working directory (bazel run), under $RUNFILES_DIR/loopcore/,
+ * next to argv0 (<argv0>.runfiles/loopcore/), then next to /proc/self/exe. Returns a malloc'd
+ * absolute path, or NULL. */
+char *lc_bench_find_runfile(const char *argv0, const char *rel);
+
+/* Appends s to the shell command in cmd (capacity cap), single-quoted. */
+void lc_bench_append_quoted(char *cmd, size_t cap, const char *s);
+
+#endif
