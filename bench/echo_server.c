@@ -1,13 +1,16 @@
 /* The benchmark echo server (issue 5): a loop group serving 127.0.0.1:PORT, every byte read is
  * written back from data_received (one read and one write per readiness on the fast path).
  *
- *   echo_server [--loops N] [--port P] [--mode reuseport|handoff]
+ *   echo_server [--loops N] [--port P] [--mode reuseport|handoff] [--nodelay on|off]
  *
  * --loops: loops (threads, one per CPU); default one per CPU of the affinity mask, so
  * `taskset -c 0 echo_server` is a one-loop server. --port: default 19000. --mode: reuseport (one
  * SO_REUSEPORT listener per loop, the default) or handoff (loop 0 accepts and deals connections
  * to the loops in turn). Stays in the foreground until SIGTERM or SIGINT, then closes the server
- * and the group and exits 0. Meant for /work/shared/peers/run.sh echo --server-cmd ... */
+ * and the group and exits 0. --nodelay off clears TCP_NODELAY on accepted connections (loopcore
+ * sets it by default, as asyncio does since 3.6); the peers harness's epoll floor leaves it
+ * unset, so "off" compares the two with the same socket options. Meant for
+ * /work/shared/peers/run.sh echo --server-cmd ... */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,7 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "loopcore.h"
+
+static bool nodelay = true;
 
 static void echo_data_received(lc_transport_t *t, const char *data, size_t len, void *user)
 {
@@ -25,8 +34,18 @@ static void echo_data_received(lc_transport_t *t, const char *data, size_t len, 
     lc_transport_write(t, data, len);
 }
 
+static void echo_connection_made(lc_transport_t *t, void *user)
+{
+    (void)user;
+    if (!nodelay) {
+        int off = 0;
+        setsockopt(lc_transport_get_fd(t), IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off));
+    }
+}
+
 /* No state per connection: EOF closes the transport (eof_received NULL). */
-static const lc_protocol_t echo_protocol = {.data_received = echo_data_received};
+static const lc_protocol_t echo_protocol = {.connection_made = echo_connection_made,
+                                            .data_received = echo_data_received};
 
 static int echo_factory(void *arg, const lc_protocol_t **proto, void **user)
 {
@@ -38,7 +57,8 @@ static int echo_factory(void *arg, const lc_protocol_t **proto, void **user)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: echo_server [--loops N] [--port P] [--mode reuseport|handoff]\n");
+    fprintf(stderr, "usage: echo_server [--loops N] [--port P] [--mode reuseport|handoff] "
+                    "[--nodelay on|off]\n");
     return 2;
 }
 
@@ -67,6 +87,10 @@ int main(int argc, char **argv)
         } else if (strcmp(opt, "--port") == 0) {
             if (!parse_long(val, 1, 65535, &port))
                 return usage();
+        } else if (strcmp(opt, "--nodelay") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
+                return usage();
+            nodelay = strcmp(val, "on") == 0;
         } else if (strcmp(opt, "--mode") == 0) {
             if (strcmp(val, "reuseport") == 0)
                 mode = LC_GROUP_SERVER_REUSEPORT;
