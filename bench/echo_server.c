@@ -8,9 +8,8 @@
  * SO_REUSEPORT listener per loop, the default) or handoff (loop 0 accepts and deals connections
  * to the loops in turn). Stays in the foreground until SIGTERM or SIGINT, then closes the server
  * and the group and exits 0. --nodelay off clears TCP_NODELAY on accepted connections (loopcore
- * sets it by default, as asyncio does since 3.6); the peers harness's epoll floor leaves it
- * unset, so "off" compares the two with the same socket options. Meant for
- * /work/shared/peers/run.sh echo --server-cmd ... */
+ * sets it by default, as asyncio does since 3.6, and so does the peers harness's epoll floor);
+ * "off" is for experiments only. Meant for /work/shared/peers/run.sh echo --server-cmd ... */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
