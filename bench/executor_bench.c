@@ -66,13 +66,6 @@
 #define PYTHON "/usr/bin/python3"
 #define SCRIPT_REL "bench/executor_bench.py"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void check(int r, const char *what)
 {
     if (r != 0) {
@@ -155,13 +148,13 @@ static void ours_done_cb(lc_future_t *fut, void *arg)
     lc_future_unref(fut);
     st->done++;
     if (st->samples != NULL) {
-        double t = now_s();
+        double t = lc_bench_now();
         long k = st->done - RTT_WARMUP - 1;
         if (k >= 0 && k < st->nsamples)
             st->samples[k] = (t - st->t_submit) * 1e6;
     }
     if (st->done == st->target) {
-        st->t_end = now_s();
+        st->t_end = lc_bench_now();
         if (st->mu != NULL) {
             pthread_mutex_lock(st->mu);
             st->finished = true;
@@ -180,7 +173,7 @@ static void ours_submit(ours_state *st)
 {
     lc_future_t *fut;
     if (st->samples != NULL)
-        st->t_submit = now_s();
+        st->t_submit = lc_bench_now();
     check(lc_loop_run_in_executor(st->loop, st->ex, st->fn, NULL, &fut), "run_in_executor");
     st->submitted++;
     check(lc_future_add_done_callback(fut, ours_done_cb, st), "add_done_callback");
@@ -213,7 +206,7 @@ static double ours_roundtrips(long n)
 {
     lc_loop_t *loop = ours_loop();
     ours_state st = {.loop = loop, .fn = empty_job, .target = n};
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long i = 0; i < WINDOW && i < n; i++)
         ours_submit(&st);
     check(lc_loop_run_forever(loop), "run_forever");
@@ -264,7 +257,7 @@ static void qw_after(lc_work_t *req, int status)
     qw_state *st = q->st;
     check(status, "work");
     if (++st->done == st->target) {
-        st->t_end = now_s();
+        st->t_end = lc_bench_now();
         lc_loop_stop(st->loop);
         return;
     }
@@ -279,7 +272,7 @@ static double ours_queue_work_roundtrips(long n)
     lc_loop_t *loop = ours_loop();
     qw_state st = {.loop = loop, .target = n};
     qw_req *reqs = calloc(WINDOW, sizeof(*reqs));
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long i = 0; i < WINDOW && i < n; i++) {
         reqs[i].st = &st;
         st.submitted++;
@@ -353,7 +346,7 @@ static double ours_blocking(lc_executor_t *ex)
 {
     lc_loop_t *loop = ours_loop();
     ours_state st = {.loop = loop, .ex = ex, .fn = sleep_job, .target = BLOCK_JOBS};
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long i = 0; i < BLOCK_JOBS; i++)
         ours_submit(&st);
     check(lc_loop_run_forever(loop), "run_forever");
@@ -415,7 +408,7 @@ static void xloop_submit(xloop_state *st);
 static void xloop_done_cb(lc_future_t *fut, void *arg)
 {
     xloop_state *st = arg;
-    double t = now_s();
+    double t = lc_bench_now();
     lc_future_unref(fut);
     long k = st->done - RTT_WARMUP;
     if (k >= 0 && k < RTT_N)
@@ -433,7 +426,7 @@ static void xloop_done_cb(lc_future_t *fut, void *arg)
 static void xloop_submit(xloop_state *st)
 {
     lc_future_t *fut;
-    st->t_submit = now_s();
+    st->t_submit = lc_bench_now();
     check(lc_group_submit(st->g, 1, xloop_fn, NULL, &fut), "lc_group_submit");
     check(lc_future_add_done_callback(fut, xloop_done_cb, st), "add_done_callback");
 }
@@ -487,7 +480,7 @@ static void uv_submit(uv_state *st, uv_work_t *req)
 {
     req->data = st;
     if (st->samples != NULL)
-        st->t_submit = now_s();
+        st->t_submit = lc_bench_now();
     if (uv_queue_work(st->loop, req, st->work, uv_after) != 0) {
         fprintf(stderr, "executor_bench: uv_queue_work failed\n");
         exit(1);
@@ -503,10 +496,10 @@ static void uv_after(uv_work_t *req, int status)
     if (st->samples != NULL) {
         long k = st->done - RTT_WARMUP - 1;
         if (k >= 0 && k < RTT_N)
-            st->samples[k] = (now_s() - st->t_submit) * 1e6;
+            st->samples[k] = (lc_bench_now() - st->t_submit) * 1e6;
     }
     if (st->done == st->target) {
-        st->t_end = now_s();
+        st->t_end = lc_bench_now();
         return;
     }
     if (st->submitted < st->target)
@@ -522,7 +515,7 @@ static void uv_child(const char *what, long n, int fd)
         uv_work_t *reqs = calloc(WINDOW, sizeof(*reqs));
         for (int rep = 0; rep < REPS; rep++) {
             uv_state st = {.loop = &loop, .work = uv_empty_work, .target = n};
-            double t0 = now_s();
+            double t0 = lc_bench_now();
             for (long i = 0; i < WINDOW && i < n; i++)
                 uv_submit(&st, &reqs[i]);
             uv_run(&loop, UV_RUN_DEFAULT);
@@ -545,7 +538,7 @@ static void uv_child(const char *what, long n, int fd)
         out[0] = INFINITY;
         for (int rep = 0; rep < REPS; rep++) {
             uv_state st = {.loop = &loop, .work = uv_sleep_work, .target = BLOCK_JOBS};
-            double t0 = now_s();
+            double t0 = lc_bench_now();
             for (long i = 0; i < BLOCK_JOBS; i++)
                 uv_submit(&st, &reqs[i]);
             uv_run(&loop, UV_RUN_DEFAULT);

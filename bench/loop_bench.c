@@ -49,13 +49,6 @@
 enum { B_CALL_SOON, B_CALL_LATER, B_CALL_LATER_CANCEL, B_COUNT };
 static const char *const bench_names[B_COUNT] = {"call_soon", "call_later", "call_later_cancel"};
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void check(int r, const char *what)
 {
     if (r != 0) {
@@ -90,7 +83,7 @@ static void soon_cb(void *arg)
 {
     bench_state *st = arg;
     if (++st->count == st->target) {
-        st->t_end = now_s();
+        st->t_end = lc_bench_now();
         lc_loop_stop(st->loop);
     }
 }
@@ -98,7 +91,7 @@ static void soon_cb(void *arg)
 static double bench_call_soon(long n)
 {
     bench_state st = {.loop = new_loop(), .count = 0, .target = n, .t_end = 0};
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long i = 0; i < n; i++)
         check(lc_loop_call_soon(st.loop, soon_cb, &st, NULL), "lc_loop_call_soon");
     check(lc_loop_run_forever(st.loop), "lc_loop_run_forever");
@@ -114,7 +107,7 @@ static void later_cb(void *arg)
 {
     bench_state *st = arg;
     if (--st->count == 0) {
-        st->t_end = now_s();
+        st->t_end = lc_bench_now();
         lc_loop_stop(st->loop);
     }
 }
@@ -122,7 +115,7 @@ static void later_cb(void *arg)
 static double bench_call_later(long n)
 {
     bench_state st = {.loop = new_loop(), .count = n, .target = n, .t_end = 0};
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long i = 0; i < n; i++)
         check(lc_loop_call_later(st.loop, 0.001 + (double)(i % 1000) * 1e-5, later_cb, &st, NULL),
               "lc_loop_call_later");
@@ -145,7 +138,7 @@ static double bench_call_later_cancel(long n, lc_handle_t **handles)
 {
     lc_loop_t *loop = new_loop();
     long fired = 0;
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long i = 0; i < n; i++)
         check(lc_loop_call_later(loop, 3600.0 + (double)(i % 1000) * 1e-5, never_cb, &fired,
                                  &handles[i]),
@@ -156,7 +149,7 @@ static double bench_call_later_cancel(long n, lc_handle_t **handles)
     }
     check(lc_loop_stop(loop), "lc_loop_stop");
     check(lc_loop_run_forever(loop), "lc_loop_run_forever");
-    double t1 = now_s();
+    double t1 = lc_bench_now();
     if (fired != 0) {
         fprintf(stderr, "loop_bench: call_later_cancel: %ld cancelled timers ran\n", fired);
         exit(1);

@@ -68,13 +68,6 @@
 enum { B_AWAIT_RESUME, B_TASK_CREATE_FINISH, B_COUNT };
 static const char *const bench_names[B_COUNT] = {"await_resume", "task_create_finish"};
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void check(int r, const char *what)
 {
     if (r != 0) {
@@ -128,7 +121,7 @@ static void player_done(player_t *p)
 {
     wake_partner(p);
     if (++p->pp->finished == p->pp->players) {
-        p->pp->t_end = now_s();
+        p->pp->t_end = lc_bench_now();
         lc_loop_stop(p->pp->loop);
     }
 }
@@ -194,7 +187,7 @@ static double run_pingpong(long pairs, long rounds, bool use_tasks)
         else
             check(lc_loop_call_soon(pp.loop, cb_start, &players[i], NULL), "lc_loop_call_soon");
     }
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     check(lc_loop_run_forever(pp.loop), "lc_loop_run_forever");
     if (pp.finished != 2 * pairs) {
         fprintf(stderr, "task_bench: await_resume: %ld of %ld players finished\n", pp.finished,
@@ -241,7 +234,7 @@ static double run_create_finish(long ntasks, long batch, size_t pool_max, lc_tas
         exit(1);
     }
     long batches = ntasks / batch;
-    double t0 = now_s();
+    double t0 = lc_bench_now();
     for (long k = 0; k < batches; k++) {
         b.done = 0;
         for (long i = 0; i < batch; i++)
@@ -255,7 +248,7 @@ static double run_create_finish(long ntasks, long batch, size_t pool_max, lc_tas
         for (long i = 0; i < batch; i++)
             lc_future_unref(tasks[i]);
     }
-    double ns = (now_s() - t0) * 1e9 / (double)(batches * batch);
+    double ns = (lc_bench_now() - t0) * 1e9 / (double)(batches * batch);
     if (stats != NULL)
         check(lc_loop_get_task_stats(b.loop, stats), "lc_loop_get_task_stats");
     free(tasks);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WORKSPACE "loopcore"
@@ -54,4 +55,11 @@ void lc_bench_append_quoted(char *cmd, size_t cap, const char *s)
     if (len + 1 < cap)
         cmd[len++] = '\'';
     cmd[len] = '\0';
+}
+
+double lc_bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

@@ -11,6 +11,9 @@
  * absolute path, or NULL. */
 char *lc_bench_find_runfile(const char *argv0, const char *rel);
 
+/* CLOCK_MONOTONIC in seconds (the clock every benchmark times with). */
+double lc_bench_now(void);
+
 /* Appends s to the shell command in cmd (capacity cap), single-quoted. */
 void lc_bench_append_quoted(char *cmd, size_t cap, const char *s);
 
