@@ -81,7 +81,12 @@ static void schedule_callbacks(lc_future_t *fut)
     fut->ncallbacks = 0;
     for (uint32_t i = 0; i < n; i++) {
         lc__done_entry e = i == 0 ? fut->first : fut->more[i - 1];
-        int r = lc__loop_schedule_done_cb(fut->loop, fut, e.cb, e.arg);
+        int r;
+        if (e.cb == lc__task_wakeup) /* a suspended task: see internal.h */
+            r = fut->loop->closed ? LC_ECLOSED
+                                  : lc__ready_put(fut->loop, lc__task_wakeup_run, e.arg);
+        else
+            r = lc__loop_schedule_done_cb(fut->loop, fut, e.cb, e.arg);
         if (r != 0 && r != LC_ECLOSED) {
             lc_exception_context_t ctx =
                 LC_EXCEPTION_CONTEXT_INIT("Cannot schedule a future's done callback");

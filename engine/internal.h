@@ -222,6 +222,33 @@ void lc__tasks_close(lc_loop_t *loop);
 /* Schedules a future's done callback through the ready queue (engine/loop.c). */
 int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_cb cb, void *arg);
 
+/* Doubles the ready ring (engine/loop.c). Returns 0 or LC_ENOMEM. */
+int lc__ready_grow(lc_loop_t *loop);
+
+/* Appends {fn, arg} to the ready queue: call_soon without a handle, minus the argument and thread
+ * checks (loop thread, loop not closed). Returns 0 or LC_ENOMEM. Inline: futures and tasks
+ * (other translation units) queue through it on their fast paths. */
+static inline int lc__ready_put(lc_loop_t *loop, lc_call_fn fn, void *arg)
+{
+    if (LC_UNLIKELY(loop->ready_tail - loop->ready_head == loop->ready_cap)) {
+        int r = lc__ready_grow(loop);
+        if (r != 0)
+            return r;
+    }
+    lc__ready_ent *e = &loop->ready[loop->ready_tail++ & (loop->ready_cap - 1)];
+    e->fn = fn;
+    e->arg = arg;
+    return 0;
+}
+
+/* The done callback that a suspended task registers on the future it awaits (engine/task.c).
+ * When that future completes, future.c does not schedule it as a done callback (a handle and a
+ * reference to the future) but puts lc__task_wakeup_run(task) straight on the ready queue: the
+ * task holds its own reference to the future it awaits, and a suspended task cannot finish
+ * before it is resumed (task.c), so the entry needs neither. */
+void lc__task_wakeup(lc_future_t *fut, void *arg);
+void lc__task_wakeup_run(void *task);
+
 /* Loop references held by futures. */
 void lc__loop_ref(lc_loop_t *loop);
 void lc__loop_unref(lc_loop_t *loop);

@@ -139,17 +139,14 @@ static int ready_resize(lc_loop_t *loop, uint32_t cap)
     return 0;
 }
 
+int lc__ready_grow(lc_loop_t *loop)
+{
+    return ready_resize(loop, loop->ready_cap ? loop->ready_cap * 2 : 1024);
+}
+
 static inline int ready_put(lc_loop_t *loop, lc_call_fn fn, void *arg)
 {
-    if (LC_UNLIKELY(loop->ready_tail - loop->ready_head == loop->ready_cap)) {
-        int r = ready_resize(loop, loop->ready_cap ? loop->ready_cap * 2 : 1024);
-        if (r != 0)
-            return r;
-    }
-    lc__ready_ent *e = &loop->ready[loop->ready_tail++ & (loop->ready_cap - 1)];
-    e->fn = fn;
-    e->arg = arg;
-    return 0;
+    return lc__ready_put(loop, fn, arg);
 }
 
 static inline bool ready_empty(const lc_loop_t *loop)

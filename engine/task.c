@@ -7,9 +7,10 @@
  * States: CREATED (its start is queued with call_soon; it owns a fiber already, so create_task
  * reports a missing stack at once), RUNNING (on its fiber), SUSPENDED (in lc_await, a done
  * callback of the awaited future will resume it), DONE. Invariant: a SUSPENDED task has exactly
- * one way back: the done callback task_wakeup() on the future it awaits. Cancelling does not add
- * a second one, it cancels that future, whose callbacks then run; a cancellation that comes after
- * the future completed finds task_wakeup already queued. So no wake-up is ever stale, and no
+ * one way back: the done callback lc__task_wakeup() on the future it awaits, which future.c queues
+ * as a plain ready-queue entry (lc__task_wakeup_run, no handle: see internal.h). Cancelling does
+ * not add a second one, it cancels that future, whose callbacks then run; a cancellation that
+ * comes after the future completed finds the wake-up already queued. So no wake-up is ever stale, and no
  * queued callback needs a reference to the task: a task cannot finish while it is suspended,
  * except through lc_loop_close(), which discards the queues first.
  *
@@ -258,12 +259,16 @@ static void task_start(void *arg)
     task_resume(t);
 }
 
-/* The done callback of the future a task awaits: resumes the task. */
-static void task_wakeup(lc_future_t *fut, void *arg)
+/* The done callback of the future a task awaits: resumes the task. future.c recognises it and
+ * queues lc__task_wakeup_run(task) instead (internal.h); it is called as a done callback only
+ * if someone else registered it. */
+void lc__task_wakeup(lc_future_t *fut, void *arg)
 {
     (void)fut;
     task_resume(arg);
 }
+
+void lc__task_wakeup_run(void *task) { task_resume(task); }
 
 /* ---- Creating -------------------------------------------------------------------------------- */
 
@@ -334,11 +339,11 @@ int lc_loop_create_task(lc_loop_t *loop, lc_coro_fn coro, void *arg, lc_future_t
 static inline int add_wakeup(lc_future_t *fut, lc__task *t)
 {
     if (LC_LIKELY(fut->ncallbacks == 0)) {
-        fut->first = (lc__done_entry){task_wakeup, t};
+        fut->first = (lc__done_entry){lc__task_wakeup, t};
         fut->ncallbacks = 1;
         return 0;
     }
-    return lc_future_add_done_callback(fut, task_wakeup, t);
+    return lc_future_add_done_callback(fut, lc__task_wakeup, t);
 }
 
 static inline void fut_unref(lc_future_t *fut)
@@ -386,11 +391,11 @@ int lc_await(lc_future_t *fut, void **result)
     t->awaiting = fut;
     t->state = T_SUSPENDED;
     lc__fiber_suspend(t->fiber);
-    /* Resumed by task_wakeup(), or by lc__tasks_close(). */
+    /* Resumed by lc__task_wakeup_run(), or by lc__tasks_close(). */
     t->awaiting = NULL;
     if (LC_UNLIKELY(t->woken_by_close)) {
         t->woken_by_close = false;
-        lc_future_remove_done_callback(fut, task_wakeup, t);
+        lc_future_remove_done_callback(fut, lc__task_wakeup, t);
         r = LC_ECLOSED;
     } else if (LC_UNLIKELY(t->cancel_pending)) {
         t->cancel_pending = false;

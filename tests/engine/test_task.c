@@ -301,6 +301,61 @@ static void test_task_cancel_after_wakeup_queued(void **state)
     lc_future_unref(c.task);
 }
 
+/* A task's wake-up takes its place among the future's other done callbacks: those added before
+ * the task awaited run before it resumes, those added after run after it (asyncio schedules them
+ * all with call_soon, in the order added). */
+typedef struct {
+    lc_future_t *fut;
+    char log[8];
+    int n;
+} order_ctx_t;
+
+static order_ctx_t order_ctx;
+
+static void order_cb(lc_future_t *fut, void *arg)
+{
+    (void)fut;
+    order_ctx.log[order_ctx.n++] = *(const char *)arg;
+}
+
+static int coro_await_order(void *arg, void **result)
+{
+    order_ctx_t *o = arg;
+    (void)result;
+    void *v = NULL;
+    int r = lc_await(o->fut, &v);
+    o->log[o->n++] = 'T';
+    return r != 0 ? r : (v == P(42) ? 0 : -1);
+}
+
+static void add_b_then_complete(void *arg)
+{
+    order_ctx_t *o = arg;
+    /* the task is suspended now: B goes behind its wake-up */
+    assert_int_equal(lc_future_add_done_callback(o->fut, order_cb, "B"), 0);
+    assert_int_equal(lc_future_set_result(o->fut, P(42)), 0);
+}
+
+static void test_task_wakeup_keeps_done_callback_order(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_watchdog(20);
+    order_ctx_t *o = &order_ctx;
+    memset(o, 0, sizeof(*o));
+    lc_future_t *task;
+    assert_int_equal(lc_loop_create_future(loop, &o->fut), 0);
+    assert_int_equal(lc_future_add_done_callback(o->fut, order_cb, "A"), 0);
+    assert_int_equal(lc_loop_create_task(loop, coro_await_order, o, &task), 0);
+    assert_int_equal(lc_loop_call_soon(loop, add_b_then_complete, o, NULL), 0);
+    /* A, the wake-up and B are one ready batch; the task's own completion stops the loop in the
+     * iteration after it, so B has run by the time run_until_complete returns. */
+    assert_int_equal(lc_loop_run_until_complete(loop, task, NULL), 0);
+    assert_int_equal(o->n, 3);
+    assert_memory_equal(o->log, "ATB", 3);
+    lc_future_unref(task);
+    lc_future_unref(o->fut);
+}
+
 static int coro_sleep_long(void *arg, void **result)
 {
     cancel_ctx_t *c = arg;
@@ -1192,6 +1247,7 @@ int main(void)
         T(test_task_ping_pong_10000_tasks),
         T(test_task_cancel_while_suspended),
         T(test_task_cancel_after_wakeup_queued),
+        T(test_task_wakeup_keeps_done_callback_order),
         T(test_task_cancel_while_sleeping),
         T(test_task_cancel_before_start),
         T(test_task_cancel_running_task),
