@@ -55,7 +55,8 @@ static void future_destroy(lc_future_t *fut)
     }
     if (fut->result_dtor != NULL && fut->state == LC__F_RESULT)
         fut->result_dtor(fut->result);
-    free(fut->more);
+    if (fut->more != NULL)
+        free(fut->more);
     /* Plain futures go back to the loop's cache (tasks are bigger blocks: free()). The loop is
      * alive here: this future holds a reference, dropped just below. */
     if (!fut->is_task && loop->future_cache_len < LC__HANDLE_CACHE_MAX) {

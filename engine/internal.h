@@ -250,8 +250,15 @@ void lc__task_wakeup(lc_future_t *fut, void *arg);
 void lc__task_wakeup_run(void *task);
 
 /* Loop references held by futures. */
-void lc__loop_ref(lc_loop_t *loop);
-void lc__loop_unref(lc_loop_t *loop);
+/* Frees a loop whose last reference is gone (engine/loop.c). */
+void lc__loop_destroy(lc_loop_t *loop);
+/* Loop thread only. Inline: every future takes and drops one. */
+static inline void lc__loop_ref(lc_loop_t *loop) { loop->refs++; }
+static inline void lc__loop_unref(lc_loop_t *loop)
+{
+    if (--loop->refs == 0)
+        lc__loop_destroy(loop);
+}
 
 /* Debug-mode thread check: 0, or LC_EWRONGTHREAD after reporting it through the handler. */
 int lc__loop_check_thread_slow(lc_loop_t *loop, const char *what);

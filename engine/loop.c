@@ -342,8 +342,6 @@ int lc_new_event_loop(lc_loop_t **out)
     return 0;
 }
 
-void lc__loop_ref(lc_loop_t *loop) { loop->refs++; }
-
 void lc__loop_add_resource(lc_loop_t *loop, lc__resource *r)
 {
     r->prev = NULL;
@@ -382,11 +380,7 @@ static void loop_destroy(lc_loop_t *loop)
     free(loop);
 }
 
-void lc__loop_unref(lc_loop_t *loop)
-{
-    if (--loop->refs == 0)
-        loop_destroy(loop);
-}
+void lc__loop_destroy(lc_loop_t *loop) { loop_destroy(loop); }
 
 bool lc_loop_is_running(const lc_loop_t *loop)
 {
