@@ -61,6 +61,19 @@
  * the CPU that the thread it waits for needs), it only burns time, and the budget falls to
  * nothing; every 32nd sleep then tries a short spin again.
  *
+ * Where workers run. A thread inherits its creator's affinity mask, and the workers of a group's
+ * shared executor are started by the group's loop threads, each pinned to one CPU: so a worker
+ * gets the process's mask instead (its main thread's, process_cpus()), not its creator's.
+ * Inherited, it would share one loop's CPU for good and every round trip would pay a sleep and a
+ * wake-up (9 us instead of 0.8 on a two-CPU VM). The kernel still tends to wake a thread on its
+ * waker's CPU: once a worker that slept between the jobs of a loop woke on that loop's CPU, its
+ * later wake-ups mostly put it there again even with the other CPU idle (measured: 95% of them),
+ * and spinning there it takes the CPU from the very thread that submits the next job, which
+ * cannot move away when it is a pinned loop. So a worker that is about to spin on the CPU that
+ * its last job was submitted from (sched_getcpu() at the submission, kept in the job) first moves
+ * to another CPU of the mask (leave_cpu): a narrowed mask migrates it at once, and the full mask
+ * is restored right after. This is rare (a few hundred moves in a whole executor_bench run).
+ *
  * Closing. The closed bit is set with a seq_cst RMW, followed by a read of submitted, as a
  * worker's transition; a submission checks the bit before its push and again after its count. One
  * that finds it set only afterwards raced with a shutdown: if workers are still alive they will
@@ -72,6 +85,7 @@
  *
  * A job refers to no executor: once its outcome is posted, nothing keeps or needs the executor.
  * The executor lives as long as its handle (the user's or the owning loop's) or a worker. */
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -143,6 +157,9 @@ typedef struct job_s {
      * on both sides: it publishes nothing; either the worker sees it and skips the job, or the job
      * counts as started. */
     _Atomic bool cancel;
+    /* The CPU the submission ran on (-1: unknown), read by the worker (see leave_cpu). Written
+     * before the push, which publishes it. */
+    int16_t cpu;
 } job_t;
 
 _Static_assert(sizeof(job_t) <= sizeof(((lc_work_t *)0)->_priv), "lc_work_t is too small");
@@ -160,6 +177,9 @@ struct lc_executor_s {
     size_t max_queued;
     double spin; /* seconds; 0: never */
     char prefix[16];
+    /* The workers' CPUs (see process_cpus); has_cpus false: they inherit their creator's. */
+    bool has_cpus;
+    cpu_set_t cpus;
     char pad0[LC_MPSC_PAD];
 
     /* Written by submitters: jobs pushed. seq_cst RMW after the push, seq_cst reads by workers
@@ -367,9 +387,18 @@ static int spawn_worker(lc_executor_t *ex)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    bool pinned =
+        ex->has_cpus && pthread_attr_setaffinity_np(&attr, sizeof(ex->cpus), &ex->cpus) == 0;
     pthread_t t;
     int r = pthread_create(&t, &attr, worker_main, ex);
     pthread_attr_destroy(&attr);
+    if (r == EINVAL && pinned) {
+        /* The mask no longer fits the process (its cpuset changed): inherit the creator's. */
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        r = pthread_create(&t, &attr, worker_main, ex);
+        pthread_attr_destroy(&attr);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r == 0)
         return 0;
@@ -460,12 +489,15 @@ static void post_chain_unowned(job_t *head)
         chain_delivered(&head->call, LC_ECLOSED);
 }
 
-/* Runs a batch and sends its outcomes; the worker stays busy (it pops again next). */
-static void run_batch(lc_executor_t *ex, job_t *batch)
+/* Runs a batch and sends its outcomes; the worker stays busy (it pops again next). Returns the
+ * CPU that the batch's last job was submitted from (-1: unknown). */
+static int run_batch(lc_executor_t *ex, job_t *batch)
 {
     double t0 = now_s();
     unsigned long long ran = 0, skipped = 0;
+    int cpu = -1;
     for (job_t *j = batch; j != NULL; j = j->chain) {
+        cpu = j->cpu;
         /* relaxed: see the fields. */
         if (atomic_load_explicit(&j->cancel, memory_order_relaxed) ||
             atomic_load_explicit(&ex->orphaned_hint, memory_order_relaxed)) {
@@ -501,7 +533,7 @@ static void run_batch(lc_executor_t *ex, job_t *batch)
             job_finish(j, LC_ECLOSED);
             j = next;
         }
-        return;
+        return cpu;
     }
     bool owned = ex->owned;
     if (!owned)
@@ -556,6 +588,7 @@ static void run_batch(lc_executor_t *ex, job_t *batch)
             j = next;
         }
     }
+    return cpu;
 }
 
 /* The spinning worker's poll, for budget_ns. Returns how long it waited (ns) when the hint said
@@ -581,6 +614,21 @@ static double spin_wait(lc_executor_t *ex, uint32_t budget_ns)
         if ((i & 15) == 0 && now_s() >= deadline)
             return -1;
     }
+}
+
+/* A worker about to spin on the CPU that its last job was submitted from moves to another CPU of
+ * the process (see the top): it would spin against the very thread that submits the next job. */
+static void leave_cpu(lc_executor_t *ex, int cpu)
+{
+    if (cpu < 0 || !ex->has_cpus || sched_getcpu() != cpu || !CPU_ISSET(cpu, &ex->cpus) ||
+        CPU_COUNT(&ex->cpus) < 2)
+        return;
+    cpu_set_t others = ex->cpus;
+    CPU_CLR(cpu, &others);
+    /* Narrowing the mask migrates the thread at once; widening it again leaves it where it is
+     * now, free to run anywhere later (blocking jobs need every CPU). */
+    if (sched_setaffinity(0, sizeof(others), &others) == 0)
+        sched_setaffinity(0, sizeof(ex->cpus), &ex->cpus);
 }
 
 /* The next spin budget (see the top): after a hit, a few times the wait it took (jobs come at
@@ -664,6 +712,7 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
 
     bool may_spin = true, busy = false;
+    int last_cpu = -1; /* the CPU the last job was submitted from */
     for (;;) {
         job_t *batch;
         lc_mpsc_status_t st;
@@ -683,7 +732,7 @@ static void *worker_main(void *arg)
                 else if ((double)left * avg > WAKE_COST_NS)
                     wake_workers(ex, 1);
             }
-            run_batch(ex, batch);
+            last_cpu = run_batch(ex, batch);
             may_spin = true;
             continue;
         }
@@ -697,6 +746,7 @@ static void *worker_main(void *arg)
         if (may_spin && budget > 0 &&
             atomic_compare_exchange_strong_explicit(&ex->spinning, &expected, true,
                                                     memory_order_relaxed, memory_order_relaxed)) {
+            leave_cpu(ex, last_cpu);
             double waited = spin_wait(ex, budget);
             atomic_store_explicit(&ex->spin_ns, next_spin_budget(ex, budget, waited),
                                   memory_order_relaxed);
@@ -730,13 +780,20 @@ static void fail_all_queued(lc_executor_t *ex, int err)
 
 /* ---- Creating and shutting down -------------------------------------------------------------- */
 
-static unsigned default_max_workers(void)
+/* The CPUs the process may run on, as its main thread's affinity mask says (what taskset or the
+ * launcher gave the process). Not the calling thread's: a thread inherits its creator's mask, and
+ * the workers of a group's executor are created by its loops' threads, each pinned to one CPU
+ * (group.h); inheriting that would put every worker on the CPU of the loop that happened to start
+ * it, where it competes with that loop for every job. Returns true if *set was filled. */
+static bool process_cpus(cpu_set_t *set)
 {
-    cpu_set_t set;
-    long n = 0;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        n = CPU_COUNT(&set);
+    CPU_ZERO(set);
+    return sched_getaffinity(getpid(), sizeof(*set), set) == 0 && CPU_COUNT(set) > 0;
+}
+
+static unsigned default_max_workers(const lc_executor_t *ex)
+{
+    long n = ex->has_cpus ? CPU_COUNT(&ex->cpus) : 0;
     if (n <= 0)
         n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n <= 0)
@@ -782,7 +839,8 @@ int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts)
     atomic_init(&ex->cancelled, 0);
     atomic_init(&ex->next_index, 0);
     ex->sentinel_ns = SENTINEL_MIN_NS;
-    ex->max_workers = opts->max_workers != 0 ? opts->max_workers : default_max_workers();
+    ex->has_cpus = process_cpus(&ex->cpus);
+    ex->max_workers = opts->max_workers != 0 ? opts->max_workers : default_max_workers(ex);
     ex->max_queued = opts->max_queued;
     ex->spin = opts->spin_budget == 0  ? LC_EXECUTOR_DEFAULT_SPIN
                : opts->spin_budget < 0 ? 0.0
@@ -1146,6 +1204,8 @@ static int queue_job(lc_loop_t *loop, lc_executor_t *ex, lc_work_t *req, lc_work
     j->after = after;
     j->orphan = orphan;
     j->status = 0;
+    int cpu = sched_getcpu(); /* glibc reads it from the thread's rseq area: no system call */
+    j->cpu = (int16_t)(cpu >= 0 && cpu <= INT16_MAX ? cpu : -1);
     j->chain = j->prev = j->next = NULL;
     atomic_init(&j->cancel, false);
     return submit(ex, j);

@@ -15,11 +15,14 @@
  *
  * Workers. An executor starts with no threads and creates them lazily, up to max_workers (default
  * min(32, CPUs + 4), as Python's ThreadPoolExecutor), only when a job is queued and no worker is
- * idle. Threads are named "<prefix>_<i>" (Linux keeps 15 characters). Submission takes no lock:
- * the job goes on a lock-free queue. A worker takes jobs in batches while they are short (one at
- * a time once they block) and takes the next batch as soon as it finished one, so a busy worker
- * drains many jobs per wake-up, and the outcomes of a batch travel to each loop as one message.
- * An idle worker polls the queue for a short spin budget before it sleeps. A submission wakes a
+ * idle. Threads are named "<prefix>_<i>" (Linux keeps 15 characters). They may run on every CPU
+ * of the process's affinity mask (its main thread's), whichever thread started them: a group's
+ * pinned loop thread does not pass its single CPU on. Submission takes no lock: the job goes on a
+ * lock-free queue. A worker takes jobs in batches while they are short (one at a time once they
+ * block) and takes the next batch as soon as it finished one, so a busy worker drains many jobs
+ * per wake-up, and the outcomes of a batch travel to each loop as one message. An idle worker
+ * polls the queue for a short spin budget before it sleeps (first moving off the CPU that its
+ * last job was submitted from, where it would compete with the submitter). A submission wakes a
  * sleeping worker (one futex call) only when no worker is idle and, for short jobs, no busy
  * worker will be back within microseconds; should those busy workers all get stuck in long jobs,
  * a sleeping worker (the sentinel, which wakes every 1 to 8 ms while jobs run) takes the job. Jobs

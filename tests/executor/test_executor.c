@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1039,6 +1040,127 @@ static void test_executor_group_set_default_executor(void **state)
     assert_int_equal(lc_executor_destroy(ex), 0);
 }
 
+/* ---- Where workers run ------------------------------------------------------------------------
+ */
+
+#define PINNED_JOBS 500
+
+/* Jobs one at a time from the loop of a one-loop group (pinned to a CPU), through the shared
+ * default executor, whose workers that loop's thread starts. */
+typedef struct {
+    _Atomic int min_cpus;         /* the fewest CPUs a job's worker could run on */
+    _Atomic unsigned max_workers; /* the executor's, as a job sees it */
+    long done;                    /* loop thread */
+    _Atomic unsigned submit_errors;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool finished;
+} pinned_ctx_t;
+
+static int mask_job(void *arg, void **result)
+{
+    (void)result;
+    pinned_ctx_t *c = arg;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : -1;
+    if (n < atomic_load(&c->min_cpus))
+        atomic_store(&c->min_cpus, n); /* jobs run one at a time */
+    lc_executor_stats_t st;
+    if (lc_executor_get_stats(lc_executor_current(), &st) == 0)
+        atomic_store(&c->max_workers, st.max_workers);
+    return 0;
+}
+
+static void pinned_submit(lc_loop_t *loop, pinned_ctx_t *c);
+
+static void pinned_done_cb(lc_future_t *fut, void *arg)
+{
+    pinned_ctx_t *c = arg;
+    lc_loop_t *loop = lc_future_get_loop(fut);
+    lc_future_unref(fut);
+    if (++c->done < PINNED_JOBS) {
+        pinned_submit(loop, c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->finished = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void pinned_submit(lc_loop_t *loop, pinned_ctx_t *c)
+{
+    lc_future_t *fut;
+    if (lc_loop_run_in_executor(loop, NULL, mask_job, c, &fut) != 0 ||
+        lc_future_add_done_callback(fut, pinned_done_cb, c) != 0) {
+        atomic_fetch_add(&c->submit_errors, 1);
+        pthread_mutex_lock(&c->mu);
+        c->finished = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+static void pinned_start(lc_loop_t *loop, unsigned index, void *arg)
+{
+    (void)index;
+    pinned_submit(loop, arg);
+}
+
+static double cpu_time_s(void)
+{
+    struct rusage ru;
+    assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+/* Workers started by a pinned loop's thread may run on every CPU of the process (a worker that
+ * inherited the loop's single CPU would compete with that loop for every job), and the default
+ * size counts the process's CPUs, not the loop thread's one. Once the jobs stop, the spinning
+ * stops too: the idle process uses next to no CPU. */
+static void test_executor_workers_of_a_pinned_loop_use_every_cpu(void **state)
+{
+    (void)state;
+    assert_int_equal(lc_executor_default_shutdown(false), 0); /* a fresh shared default */
+    pinned_ctx_t *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    atomic_store(&c->min_cpus, INT32_MAX);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    lc_group_t *g;
+    assert_int_equal(
+        lc_group_create(&g,
+                        &(lc_group_opts){.nloops = 1, .on_start = pinned_start, .on_start_arg = c}),
+        0);
+    assert_int_equal(lc_group_start(g), 0);
+    pthread_mutex_lock(&c->mu);
+    while (!c->finished)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    assert_int_equal(atomic_load(&c->submit_errors), 0);
+    assert_int_equal(atomic_load(&c->min_cpus), (int)cpu_count());
+    assert_int_equal(atomic_load(&c->max_workers), default_max_workers());
+
+    /* Idle, the loop and the executor still alive: the worker's spin (at most
+     * LC_EXECUTOR_DEFAULT_SPIN) and the loop's are long over after 100 ms; in the next 300 ms
+     * the process uses a few ms of CPU at most, where one that kept spinning would use 300. */
+    sleep_ms(100);
+    double t0 = cpu_time_s();
+    sleep_ms(300);
+    double used = cpu_time_s() - t0;
+    assert_true(used < 0.06);
+
+    assert_int_equal(lc_group_stop(g), 0);
+    assert_int_equal(lc_group_join(g), 0);
+    assert_int_equal(lc_executor_default_shutdown(false), 0);
+    assert_int_equal(lc_group_free(g), 0);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1073,6 +1195,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_executor_group_10000_jobs_from_two_loops, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_executor_group_set_default_executor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_executor_workers_of_a_pinned_loop_use_every_cpu, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
