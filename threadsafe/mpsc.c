@@ -196,3 +196,22 @@ bool lc_mpsc_empty(lc_mpsc_t *q)
     }
     return stub_state(q) == LC_MPSC_EMPTY;
 }
+
+lc_mpsc_status_t lc_mpsc_peek(lc_mpsc_t *q)
+{
+    lc_mpsc_node_t *cur = q->_head;
+    /* acquire: pairs with the release link store in lc_mpsc_push(). */
+    lc_mpsc_node_t *next = atomic_load_explicit(&cur->next, memory_order_acquire);
+    if (cur == &q->_stub) {
+        if (next == NULL)
+            return stub_state(q);
+        cur = next;
+        /* acquire: as above. */
+        next = atomic_load_explicit(&cur->next, memory_order_acquire);
+    }
+    /* cur is a real node. pop takes it if its link is known, or if it is the last node (pop then
+     * re-arms). relaxed: the tail is only compared, as in lc_mpsc_pop_batch(). */
+    if (next != NULL || atomic_load_explicit(&q->_tail, memory_order_relaxed) == cur)
+        return LC_MPSC_OK;
+    return LC_MPSC_BUSY;
+}

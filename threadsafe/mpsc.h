@@ -17,9 +17,11 @@
  *        empty           -       X         X          X       X
  *        init            X       X         X          X       X
  *
+ * (lc_mpsc_peek() is a consumer call like empty: the row and column of empty apply to it.)
+ *
  * Roles. Any number of threads may push at once, from any thread, including the consumer itself
- * and signal handlers (push takes no lock and never waits). pop, pop_batch and empty are the
- * consumer's: one thread at a time. The consumer role may move to another thread only through a
+ * and signal handlers (push takes no lock and never waits). pop, pop_batch, empty and peek are
+ * the consumer's: one thread at a time. The consumer role may move to another thread only through a
  * happens-before edge (a mutex, a thread join, ...). lc_mpsc_init() must happen-before every
  * other call (for instance: init, then create the threads).
  *
@@ -159,6 +161,12 @@ size_t lc_mpsc_pop_batch(lc_mpsc_t *q, lc_mpsc_node_t **first, lc_mpsc_node_t **
 /** Consumer thread only. True if the queue is empty at the moment of the check (the same
  *  meaning as LC_MPSC_EMPTY, guarantee (G) included); false if a node is ready or BUSY. */
 bool lc_mpsc_empty(lc_mpsc_t *q);
+
+/** Consumer thread only. What pop would find now, without taking anything: LC_MPSC_OK (a node
+ *  can be taken), LC_MPSC_EMPTY (as lc_mpsc_empty() == true, guarantee (G) included) or
+ *  LC_MPSC_BUSY (a producer is in its window: a spinning consumer should stop spinning soon,
+ *  since that producer may have been preempted there). */
+lc_mpsc_status_t lc_mpsc_peek(lc_mpsc_t *q);
 
 /** The node after n in a list returned by lc_mpsc_pop_batch(), NULL after the last. Consumer. */
 static inline lc_mpsc_node_t *lc_mpsc_batch_next(lc_mpsc_node_t *n);

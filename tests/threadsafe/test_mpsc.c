@@ -124,6 +124,7 @@ static void test_mpsc_single_thread_fifo_and_empty(void **state)
 
     init_msgs(m, 5);
     assert_true(lc_mpsc_empty(q));
+    assert_int_equal(lc_mpsc_peek(q), LC_MPSC_EMPTY);
     assert_null(lc_mpsc_pop(q, &st));
     assert_int_equal(st, LC_MPSC_EMPTY);
     assert_null(lc_mpsc_pop(q, NULL));
@@ -132,6 +133,7 @@ static void test_mpsc_single_thread_fifo_and_empty(void **state)
         bool first = lc_mpsc_push(q, &m[i].link);
         assert_int_equal(first, i == 0);
         assert_false(lc_mpsc_empty(q));
+        assert_int_equal(lc_mpsc_peek(q), LC_MPSC_OK);
     }
     for (size_t i = 0; i < 5; i++) {
         lc_mpsc_node_t *n = lc_mpsc_pop(q, &st);
@@ -273,12 +275,14 @@ static void test_mpsc_busy_while_producer_in_window(void **state)
     assert_null(lc_mpsc_pop(q, &st));
     assert_int_equal(st, LC_MPSC_BUSY);
     assert_false(lc_mpsc_empty(q));
+    assert_int_equal(lc_mpsc_peek(q), LC_MPSC_BUSY);
     /* A complete push behind it stays hidden, and owes no wake-up. */
     assert_false(lc_mpsc_push(q, &m[1].link));
     assert_int_equal(lc_mpsc_pop_batch(q, &first, &last, 8, &st), 0);
     assert_int_equal(st, LC_MPSC_BUSY);
     /* The producer runs again: delayed, not lost. */
     finish_push(prev, &m[0].link);
+    assert_int_equal(lc_mpsc_peek(q), LC_MPSC_OK);
     assert_int_equal(lc_mpsc_pop_batch(q, &first, &last, 8, &st), 2);
     assert_int_equal(st, LC_MPSC_EMPTY);
     check_batch(first, last, 2, m, 0);
@@ -290,7 +294,9 @@ static void test_mpsc_busy_while_producer_in_window(void **state)
     assert_null(lc_mpsc_pop(q, &st));
     assert_int_equal(st, LC_MPSC_BUSY);
     assert_false(lc_mpsc_empty(q));
+    assert_int_equal(lc_mpsc_peek(q), LC_MPSC_BUSY);
     finish_push(prev, &m[3].link);
+    assert_int_equal(lc_mpsc_peek(q), LC_MPSC_OK);
     assert_ptr_equal(lc_mpsc_pop(q, &st), &m[2].link);
     assert_ptr_equal(lc_mpsc_pop(q, &st), &m[3].link);
     assert_null(lc_mpsc_pop(q, &st));
@@ -314,6 +320,7 @@ static void test_mpsc_busy_while_producer_in_window(void **state)
     assert_int_equal(st, LC_MPSC_EMPTY);
     check_batch(first, last, 4, m, 4);
     assert_true(lc_mpsc_empty(q));
+    assert_int_equal(lc_mpsc_peek(q), LC_MPSC_EMPTY);
 }
 
 /* ---- 4 producers x STRESS_PER_PRODUCER: none lost, none duplicated, per-producer order ---- */
