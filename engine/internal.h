@@ -114,26 +114,41 @@ struct lc_loop_s {
     /* The ready queue: a ring of {fn, arg} entries, indexed by free-running counters (masked by
      * cap - 1; cap is a power of two). A callback scheduled without a handle is just an entry:
      * no allocation, sequential memory. An entry with fn == NULL carries a queue node in arg (a
-     * handle, a done callback, a posted lc_call_t). */
+     * handle, a done callback, a posted lc_call_t), or, tagged with bit 0, a whole batch taken
+     * off the inbound queue (engine/loop.c, ready_append_chain()). */
     lc__ready_ent *ready;
     uint64_t ready_head, ready_tail;
     uint32_t ready_cap;
 
     /* Inbound queue of threadsafe posts, drained at the start of each iteration. */
     lc_mpsc_t inbound;
+    /* Keeps post_state, which every post modifies, off the line of the queue's consumer words
+     * (_head, _stub), which the loop polls while it spins (see LC_MPSC_PAD). */
+    char _post_pad[LC_MPSC_PAD];
     /* The posting protocol's word. Bit 0 (LC__POST_CLOSED): closed to posts. Bit 1
      * (LC__POST_SLEEPING): the loop announced that it is about to block in a poll. Bits 2..:
      * posts in progress, times 4. Producers add 4 before they push and subtract 4 after; the
      * subtraction also reads the sleeping bit. All accesses are RMWs on this one word, whose
      * modification order then decides every race (see lc__loop_post() and poll_io()). */
     _Atomic uint64_t post_state;
+    /* Recycled call_soon_threadsafe handles (engine/loop.c, "Threadsafe handles"). ts_free is
+     * the return stack: the loop pushes whole chains onto it (it is the only pusher), producers
+     * take the whole stack with one exchange into their thread's cache. Padded on both sides:
+     * producers exchange it and the loop CASes it, away from the queue's and post_state's
+     * lines. ts_batch is the loop's local chain of finished handles, not yet published. */
+    char _ts_pad0[LC_MPSC_PAD];
+    lc_handle_t *_Atomic ts_free;
+    char _ts_pad1[LC_MPSC_PAD - sizeof(void *)];
+    lc_handle_t *ts_batch, *ts_batch_last; /* loop thread only */
+    uint32_t ts_batch_len;
     /* Whether a producer already wrote the eventfd for this sleep (one wake-up per sleep). */
     _Atomic bool wake_sent;
     int wake_fd;                  /* eventfd */
     _Atomic uint64_t wake_writes; /* producers' eventfd writes; relaxed, a statistic */
     uv_poll_t wake_poll;
     double spin_budget;
-    double last_inbound; /* lc__now() when the last drain found messages */
+    double last_inbound; /* lc__now() after the last iteration whose drains found messages */
+    bool inbound_seen;   /* a drain found messages since last_inbound was set */
     lc_loop_threadsafe_stats_t ts_stats;
 
     /* Timer heap: a 4-ary min-heap on (when, seq). Cancelled timers stay in it, flagged, until
@@ -276,7 +291,9 @@ static inline int lc__loop_check_thread(lc_loop_t *loop, const char *what)
 /* Posts a queue node (handle or call) to loop's inbound queue from any thread. */
 int lc__loop_post(lc_loop_t *loop, lc__qnode *q);
 
-/* Handle allocation for threadsafe posts (any thread). */
+/* Handle allocation for threadsafe posts (any thread): from the calling thread's cache of
+ * recycled handles, refilled from loop's return stack, else malloc. A handle that could not be
+ * posted goes back to the calling thread's cache. */
 lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg, bool user_ref);
 void lc__handle_free_unposted(lc_handle_t *h);
 

@@ -53,11 +53,16 @@ static lc_handle_t *handle_alloc(lc_loop_t *loop)
     return h;
 }
 
+static void ts_recycle(lc_loop_t *loop, lc_handle_t *h);
+
 /* Frees a handle whose last reference the loop dropped (loop thread). Handles the user releases
- * last go straight to free(), since the loop may be gone by then. */
+ * last go straight to free(), since the loop may be gone by then. call_soon_threadsafe handles
+ * go back to the producers (see "Threadsafe handles" below). */
 static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 {
-    if (loop->handle_cache_len < LC__HANDLE_CACHE_MAX) {
+    if (h->q.kind == LC__K_THREADSAFE) {
+        ts_recycle(loop, h);
+    } else if (loop->handle_cache_len < LC__HANDLE_CACHE_MAX) {
         h->q.next = (lc__qnode *)loop->handle_cache;
         loop->handle_cache = h;
         loop->handle_cache_len++;
@@ -108,12 +113,102 @@ static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_u
     return 0;
 }
 
+/* ---- Threadsafe handles: recycled between the loop and the producers ------------------------
+ *
+ * A call_soon_threadsafe handle is allocated on the producer's thread and finished on the loop's.
+ * Freeing it there would be a remote free for the allocator (in jemalloc, a tcache flush that
+ * locks the producer arena's bins), and the producer would keep faulting in fresh memory while
+ * the loop frees the old. So handles go round instead:
+ *
+ *   - The loop collects the handles whose last reference it dropped into a local chain
+ *     (ts_batch, linked through q.next) and publishes the chain every LC__TS_PUBLISH handles,
+ * before it sleeps and when it closes: one CAS pushes the whole chain onto the loop's return stack,
+ * ts_free.
+ *   - A producer takes handles from its thread's cache (tls_ts). When that is empty, it takes
+ *     loop's whole return stack with one exchange; when that is empty too, it mallocs.
+ *   - There is no ABA: only the loop pushes, and producers never pop single nodes (they swap the
+ *     top for NULL). A value the loop read as the top can only come back as the top through the
+ *     loop's own push, which it is not making while it retries its CAS.
+ *
+ * Memory. A handle is in exactly one place: a producer's cache, in flight (queued or running), a
+ * loop's batch or return stack, or with the user (a handle whose user reference is dropped last
+ * is freed by lc_handle_release(), as before). The caches and stacks only hold handles that were
+ * in flight before, so the memory is bounded by the most messages ever in flight at once. A
+ * thread's cache is freed when the thread exits (a pthread key destructor; the main thread's at
+ * exit stays reachable); the batch and the stack are freed when the loop's memory is (by then no
+ * producer touches the loop: threadsafe.h's lifetime rule). */
+
+/* How many finished handles the loop collects before it publishes them, so that producers get
+ * them back during a long ready batch; the CAS costs one cache-line transfer per this many. */
+#define LC__TS_PUBLISH 128
+
+typedef struct {
+    lc_handle_t *head; /* recycled handles, linked through q.next */
+    bool keyed;        /* the key's destructor is armed for this thread */
+} ts_cache_t;
+
+static __thread ts_cache_t tls_ts;
+static pthread_key_t ts_key;
+static pthread_once_t ts_key_once = PTHREAD_ONCE_INIT;
+
+static void ts_cache_free_list(lc_handle_t *h)
+{
+    while (h != NULL) {
+        lc_handle_t *next = (lc_handle_t *)h->q.next;
+        free(h);
+        h = next;
+    }
+}
+
+/* Thread exit: frees the thread's cache. glibc runs key destructors before it releases the
+ * thread's TLS, and runs them again (up to PTHREAD_DESTRUCTOR_ITERATIONS) if a later destructor
+ * posted and so re-armed the key. */
+static void ts_cache_destroy(void *p)
+{
+    ts_cache_t *c = p;
+    lc_handle_t *h = c->head;
+    c->head = NULL;
+    c->keyed = false;
+    ts_cache_free_list(h);
+}
+
+static void ts_key_create(void)
+{
+    /* Without a key, caches are not freed at thread exit: a leak per thread, never a fault. */
+    if (pthread_key_create(&ts_key, ts_cache_destroy) != 0)
+        ts_key = (pthread_key_t)-1;
+}
+
+/* Arms the destructor before the thread's cache first holds handles. */
+static void ts_cache_key(ts_cache_t *c)
+{
+    pthread_once(&ts_key_once, ts_key_create);
+    if (ts_key != (pthread_key_t)-1 && pthread_setspecific(ts_key, c) == 0)
+        c->keyed = true;
+}
+
 lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg, bool user_ref)
 {
-    /* Any thread: plain malloc (the loop's cache is the loop thread's). */
-    lc_handle_t *h = malloc(sizeof(*h));
-    if (h == NULL)
-        return NULL;
+    ts_cache_t *c = &tls_ts;
+    lc_handle_t *h = c->head;
+    if (LC_UNLIKELY(h == NULL)) {
+        /* relaxed: only a hint, so that an empty stack costs a shared read and not an exchange
+         * that would take the line away from the loop; the exchange below decides. */
+        if (atomic_load_explicit(&loop->ts_free, memory_order_relaxed) != NULL) {
+            /* acquire: pairs with the release CAS in ts_publish(); the loop's last uses of these
+             * handles, and the links of the chain, happen-before our reuse of them. */
+            h = atomic_exchange_explicit(&loop->ts_free, NULL, memory_order_acquire);
+        }
+        if (h == NULL) {
+            h = malloc(sizeof(*h));
+            if (h == NULL)
+                return NULL;
+            h->q.next = NULL;
+        } else if (LC_UNLIKELY(!c->keyed)) {
+            ts_cache_key(c);
+        }
+    }
+    c->head = (lc_handle_t *)h->q.next;
     handle_init(h, loop, LC__K_THREADSAFE, user_ref);
     h->cb.fn = fn;
     h->arg = arg;
@@ -121,7 +216,49 @@ lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg
     return h;
 }
 
-void lc__handle_free_unposted(lc_handle_t *h) { free(h); }
+void lc__handle_free_unposted(lc_handle_t *h)
+{
+    ts_cache_t *c = &tls_ts;
+    if (LC_UNLIKELY(!c->keyed))
+        ts_cache_key(c);
+    h->q.next = (lc__qnode *)c->head;
+    c->head = h;
+}
+
+/* Pushes the loop's batch of finished handles onto its return stack (loop thread). */
+static void ts_publish(lc_loop_t *loop)
+{
+    lc_handle_t *first = loop->ts_batch, *last = loop->ts_batch_last;
+    /* relaxed: the CAS below checks it. */
+    lc_handle_t *top = atomic_load_explicit(&loop->ts_free, memory_order_relaxed);
+    do
+        last->q.next = (lc__qnode *)top;
+    /* release: publishes the chain's links and orders every use of these handles by the loop
+     * (and, through handle_loop_unref()'s acquire, by their users) before a producer's acquire
+     * exchange in lc__handle_new_threadsafe() takes them. relaxed on failure: we only retry. */
+    while (!atomic_compare_exchange_weak_explicit(&loop->ts_free, &top, first, memory_order_release,
+                                                  memory_order_relaxed));
+    loop->ts_batch = NULL;
+    loop->ts_batch_last = NULL;
+    loop->ts_batch_len = 0;
+}
+
+/* A threadsafe handle whose last reference the loop dropped goes into the batch (loop thread). */
+static void ts_recycle(lc_loop_t *loop, lc_handle_t *h)
+{
+    h->q.next = (lc__qnode *)loop->ts_batch;
+    if (loop->ts_batch == NULL)
+        loop->ts_batch_last = h;
+    loop->ts_batch = h;
+    if (++loop->ts_batch_len >= LC__TS_PUBLISH)
+        ts_publish(loop);
+}
+
+static inline void ts_flush(lc_loop_t *loop)
+{
+    if (loop->ts_batch != NULL)
+        ts_publish(loop);
+}
 
 /* ---- Ready queue ----------------------------------------------------------------------------- */
 
@@ -155,6 +292,23 @@ static inline bool ready_empty(const lc_loop_t *loop)
 }
 
 static inline int ready_append(lc_loop_t *loop, lc__qnode *q) { return ready_put(loop, NULL, q); }
+
+/* A whole batch from the inbound queue is one ring entry: fn NULL, arg the batch's first
+ * lc_mpsc_node_t with bit 0 set (queue nodes are pointer-aligned, so a node's own entry has bit
+ * 0 clear). The batch stays linked through the nodes' mnode.next. */
+#define LC__READY_CHAIN ((uintptr_t)1)
+
+static inline int ready_append_chain(lc_loop_t *loop, lc_mpsc_node_t *first)
+{
+    return ready_put(loop, NULL, (void *)((uintptr_t)first | LC__READY_CHAIN));
+}
+
+static inline lc_mpsc_node_t *ready_chain_of(void *arg)
+{
+    return ((uintptr_t)arg & LC__READY_CHAIN)
+               ? (lc_mpsc_node_t *)(void *)((uintptr_t)arg & ~LC__READY_CHAIN)
+               : NULL;
+}
 
 static inline int ready_push(lc_loop_t *loop, lc_handle_t *h)
 {
@@ -377,6 +531,10 @@ static void loop_destroy(lc_loop_t *loop)
         free(h);
         h = next;
     }
+    /* Recycled threadsafe handles not taken back by a producer. No producer touches the loop any
+     * more (threadsafe.h's lifetime rule), so the stack is ours: relaxed. */
+    ts_cache_free_list(loop->ts_batch);
+    ts_cache_free_list(atomic_load_explicit(&loop->ts_free, memory_order_relaxed));
     free(loop);
 }
 
@@ -446,8 +604,18 @@ int lc_loop_close(lc_loop_t *loop)
     }
     while (!ready_empty(loop)) {
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
-        if (e.fn == NULL)
+        if (e.fn != NULL)
+            continue;
+        lc_mpsc_node_t *m = ready_chain_of(e.arg);
+        if (m == NULL) {
             discard_node(loop, e.arg);
+            continue;
+        }
+        while (m != NULL) {
+            lc_mpsc_node_t *next = lc_mpsc_batch_next(m); /* before the node is handed back */
+            discard_node(loop, lc_container_of(m, lc__qnode, mnode));
+            m = next;
+        }
     }
     free(loop->ready);
     loop->ready = NULL;
@@ -458,6 +626,9 @@ int lc_loop_close(lc_loop_t *loop)
             discard_node(loop, &h->q);
     }
     loop->heap_cancelled = 0;
+    /* The discarded threadsafe handles: producers that still post here (and get LC_ECLOSED) may
+     * take them; lc_loop_free() frees the rest. */
+    ts_flush(loop);
     free(loop->due);
     loop->due = NULL;
     loop->due_cap = 0;
@@ -810,29 +981,24 @@ static void wake_cb(uv_poll_t *p, int status, int events)
     loop->ts_stats.wakeups++;
 }
 
-/* Moves the messages of the inbound queue to the ready queue, in push order. Returns how many.
- * A BUSY queue (a producer between its two steps) is left for later: that producer reads the
- * sleeping bit when it counts itself out after its push, so if we go to sleep it wakes us. */
-static inline void run_node(lc_loop_t *loop, lc__qnode *q);
+/* Moves the messages of the inbound queue to the ready queue, in push order, as one entry (the
+ * batch stays linked: O(1) whatever its length). Returns how many. A BUSY queue (a producer
+ * between its two steps) is left for later: that producer reads the sleeping bit when it counts
+ * itself out after its push, so if we go to sleep it wakes us. */
+static void run_chain(lc_loop_t *loop, lc_mpsc_node_t *m);
 
 static size_t drain_inbound(lc_loop_t *loop)
 {
-    lc_mpsc_node_t *first, *last;
-    size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, &last, SIZE_MAX, NULL);
-    for (lc_mpsc_node_t *m = first; m != NULL;) {
-        lc_mpsc_node_t *next = lc_mpsc_batch_next(m);
-        /* Out of memory here would strand the message: grow can only fail for a ring over
-         * a billion entries, and then the message runs at once instead. */
-        lc__qnode *q = lc_container_of(m, lc__qnode, mnode);
-        if (LC_UNLIKELY(ready_append(loop, q) != 0))
-            run_node(loop, q);
-        m = next;
-    }
-    if (n != 0) {
-        loop->ts_stats.received += n;
-        if (loop->spin_budget > 0)
-            loop->last_inbound = lc__now();
-    }
+    lc_mpsc_node_t *first;
+    size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, NULL, SIZE_MAX, NULL);
+    if (n == 0)
+        return 0;
+    /* Out of memory here would strand the batch: grow can only fail for a ring over a billion
+     * entries, and then the batch runs at once instead. */
+    if (LC_UNLIKELY(ready_append_chain(loop, first) != 0))
+        run_chain(loop, first);
+    loop->ts_stats.received += n;
+    loop->inbound_seen = true; /* poll_io() reads the clock once per iteration for it */
     return n;
 }
 
@@ -894,6 +1060,17 @@ static inline void run_node(lc_loop_t *loop, lc__qnode *q)
     run_handle(loop, lc_container_of(q, lc_handle_t, q));
 }
 
+/* Runs a batch taken off the inbound queue, in order. */
+static void run_chain(lc_loop_t *loop, lc_mpsc_node_t *m)
+{
+    while (m != NULL) {
+        /* Read the link first: once run, the node may be recycled or posted again. */
+        lc_mpsc_node_t *next = lc_mpsc_batch_next(m);
+        run_node(loop, lc_container_of(m, lc__qnode, mnode));
+        m = next;
+    }
+}
+
 static void run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
 {
     if (LC_LIKELY(!loop->debug)) {
@@ -916,6 +1093,8 @@ static void run_ready_batch(lc_loop_t *loop)
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
         if (e.fn != NULL)
             run_plain(loop, e.fn, e.arg);
+        else if ((uintptr_t)e.arg & LC__READY_CHAIN)
+            run_chain(loop, ready_chain_of(e.arg));
         else
             run_node(loop, e.arg);
     }
@@ -1035,19 +1214,36 @@ static uint64_t poll_timeout_ms(lc_loop_t *loop)
     return (uint64_t)ceil(d * 1000.0);
 }
 
+/* How many polls (each with one PAUSE, a few microseconds in all) a BUSY queue may last before
+ * spin_before_sleep() stops spinning. A running producer leaves its window in well under a
+ * microsecond. */
+#define LC__BUSY_SPINS 64
+
 /* Spins on the inbound queue (and I/O, without blocking) while cross-thread work arrived less
- * than spin_budget ago, until something is ready or the budget or the next timer runs out.
- * Returns true if something became ready. */
-static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms)
+ * than spin_budget ago, until something is ready or the budget or the next timer runs out, or
+ * the queue stays BUSY (a preempted producer). Returns true if something became ready. */
+static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start)
 {
-    double start = lc__now();
     double deadline = loop->last_inbound + loop->spin_budget;
     double timer_deadline = start + (double)timeout_ms / 1000.0;
     if (timer_deadline < deadline)
         deadline = timer_deadline;
+    unsigned busy = 0;
     for (unsigned i = 1;; i++) {
-        if (!lc_mpsc_empty(&loop->inbound))
+        lc_mpsc_status_t st = lc_mpsc_peek(&loop->inbound);
+        if (st == LC_MPSC_OK)
             return true;
+        /* BUSY for this long: the producer in its window is not running, it was preempted there,
+         * and everything pushed behind it is hidden until it runs again. Spinning on would hold
+         * a core it may be waiting for (2-vCPU VMs showed thousands of such stalls a second
+         * under two producers). Sleep instead: that producer reads the sleeping bit when it
+         * counts itself out (lc__loop_post()), so it wakes us as soon as it has linked. */
+        if (st == LC_MPSC_BUSY) {
+            if (++busy == LC__BUSY_SPINS)
+                return false;
+        } else {
+            busy = 0;
+        }
         lc_mpsc_cpu_relax();
         if ((i & 63) == 0) {
             /* I/O and the clock, every 64 spins (a zero-timeout epoll_wait is a system call). */
@@ -1066,11 +1262,20 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms)
 static void poll_io(lc_loop_t *loop)
 {
     uint64_t timeout_ms = poll_timeout_ms(loop);
-    if (timeout_ms > 0 && loop->spin_budget > 0 &&
-        lc__now() - loop->last_inbound < loop->spin_budget) {
-        if (spin_before_sleep(loop, timeout_ms))
-            return; /* the next iteration drains and runs it */
-        timeout_ms = poll_timeout_ms(loop);
+    if (timeout_ms > 0 && loop->spin_budget > 0) {
+        /* The budget counts from the end of the last iteration that received cross-thread work
+         * (not from its drain: a long batch must not use it up), and the clock is read once
+         * here instead of once per drain. */
+        double now = lc__now();
+        if (loop->inbound_seen) {
+            loop->inbound_seen = false;
+            loop->last_inbound = now;
+        }
+        if (now - loop->last_inbound < loop->spin_budget) {
+            if (spin_before_sleep(loop, timeout_ms, now))
+                return; /* the next iteration drains and runs it */
+            timeout_ms = poll_timeout_ms(loop);
+        }
     }
     if (timeout_ms == 0) {
         uv_run(&loop->uv, UV_RUN_NOWAIT);
@@ -1087,6 +1292,8 @@ static void poll_io(lc_loop_t *loop)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
+    /* A sleeping loop keeps no finished handles from the producers. */
+    ts_flush(loop);
     arm_timer_fd(loop);
     uv_run(&loop->uv, UV_RUN_ONCE);
     /* relaxed: a producer that still reads the bit only causes a spurious eventfd write. */

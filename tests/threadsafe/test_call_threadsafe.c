@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/internal.h" /* white-box: a loop's return stack of recycled handles */
 #include "tests/support/loop_fixture.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -425,6 +426,141 @@ static void test_threadsafe_producers_race_close(void **state)
     }
 }
 
+/* ---- recycled handles ------------------------------------------------------------------------ */
+
+/* Producer threads that post and exit, round after round: every call runs, and nothing leaks
+ * (the handles go round between the loop and the threads' caches, and a thread's cache is freed
+ * when it exits; LSan checks that under --config=asan). */
+typedef struct {
+    lc_loop_t *loop;
+    atomic_int *ran;
+    int n;
+} churn_t;
+
+static void *churn_main(void *arg)
+{
+    churn_t *c = arg;
+    for (int i = 0; i < c->n; i++) {
+        lc_handle_t *h = NULL;
+        /* Every 8th keeps a user reference, dropped at once (the loop may still hold its own) or
+         * after a yield (the loop may have run it: then the release frees it). */
+        assert_int_equal(
+            lc_loop_call_soon_threadsafe(c->loop, count_cb, c->ran, (i & 7) == 0 ? &h : NULL), 0);
+        if (h != NULL) {
+            if (i & 8)
+                sched_yield();
+            lc_handle_release(h);
+        }
+    }
+    return NULL;
+}
+
+static void test_threadsafe_handles_recycled_by_exiting_threads(void **state)
+{
+    lc_loop_t *loop = *state;
+    enum { ROUNDS = 8, THREADS = 4 };
+    int per = 20000 / SCALE;
+    atomic_int ran = 0;
+    runner_t r;
+    runner_start(&r, loop);
+    for (int round = 0; round < ROUNDS; round++) {
+        pthread_t t[THREADS];
+        churn_t c = {loop, &ran, per};
+        for (int i = 0; i < THREADS; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, churn_main, &c), 0);
+        for (int i = 0; i < THREADS; i++)
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+    }
+    double t0 = now();
+    while (atomic_load(&ran) < ROUNDS * THREADS * per && now() - t0 < 10)
+        usleep(100);
+    runner_stop(&r);
+    assert_int_equal(atomic_load(&ran), ROUNDS * THREADS * per);
+}
+
+/* A thread takes a loop's finished handles into its cache, keeps them while that loop is closed
+ * and freed, and posts them to another loop; its cache is freed when it exits. */
+typedef struct {
+    lc_loop_t *a, *b;
+    atomic_int posted; /* the thread made its first post to a */
+    atomic_int step;   /* 0: take from a; 1: a is closed; 2: a is freed */
+    atomic_int ran_b;
+    lc_handle_t *first;      /* the handle of its first post to a */
+    lc_handle_t *top_before; /* a's return stack when the thread started */
+    lc_handle_t *top_after;  /* a's return stack after that post */
+    int closed_rc;           /* its post to a once a was closed */
+} keeper_t;
+
+static void wait_step(atomic_int *step, int want)
+{
+    double t0 = now();
+    while (atomic_load(step) < want && now() - t0 < 10)
+        usleep(100);
+    assert_true(atomic_load(step) >= want);
+}
+
+static void *keeper_main(void *arg)
+{
+    keeper_t *k = arg;
+    atomic_int dummy = 0;
+    /* A fresh thread's cache is empty: this post takes a's whole return stack. */
+    k->top_before = atomic_load_explicit(&k->a->ts_free, memory_order_relaxed);
+    assert_int_equal(lc_loop_call_soon_threadsafe(k->a, count_cb, &dummy, &k->first), 0);
+    k->top_after = atomic_load_explicit(&k->a->ts_free, memory_order_relaxed);
+    lc_handle_release(k->first); /* a is not running: a still holds it, queued */
+    atomic_store(&k->posted, 1);
+    wait_step(&k->step, 1);
+    /* a is closed: refused, and the handle goes back to this thread's cache. */
+    k->closed_rc = lc_loop_call_soon_threadsafe(k->a, count_cb, &dummy, NULL);
+    wait_step(&k->step, 2);
+    /* a is gone; its handles, now in this cache, carry posts to b. */
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(lc_loop_call_soon_threadsafe(k->b, count_cb, &k->ran_b, NULL), 0);
+    assert_int_equal(atomic_load(&dummy), 0);
+    return NULL;
+}
+
+static void test_threadsafe_recycled_handles_outlive_their_loop(void **state)
+{
+    lc_loop_t *b = *state;
+    lc_loop_t *a = NULL;
+    assert_int_equal(lc_new_event_loop(&a), 0);
+    /* 1000 posts from a thread that exits at once (its handles come from malloc), then a runs
+     * them and keeps the finished handles for the producers. */
+    atomic_int ran = 0;
+    churn_t c = {a, &ran, 1000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, churn_main, &c), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(lc_loop_call_soon(a, lc_test_stop_cb, a, NULL), 0);
+    assert_int_equal(lc_loop_run_forever(a), 0);
+    assert_int_equal(atomic_load(&ran), 1000);
+    lc_handle_t *top = atomic_load_explicit(&a->ts_free, memory_order_relaxed);
+    assert_non_null(top); /* 1000 finished handles: some were published */
+
+    keeper_t k = {.a = a, .b = b};
+    atomic_init(&k.posted, 0);
+    atomic_init(&k.step, 0);
+    atomic_init(&k.ran_b, 0);
+    assert_int_equal(pthread_create(&t, NULL, keeper_main, &k), 0);
+    wait_step(&k.posted, 1);
+    /* Reused: the thread's first handle was the top of a's stack, and it took the whole stack. */
+    assert_ptr_equal(k.top_before, top);
+    assert_ptr_equal(k.first, top);
+    assert_null(k.top_after);
+
+    assert_int_equal(lc_loop_close(a), 0); /* discards the queued post (its handle recycles) */
+    atomic_store(&k.step, 1);
+    usleep(10000);
+    assert_int_equal(lc_loop_free(a), 0); /* frees a's stack; the thread's cache stays */
+    atomic_store(&k.step, 2);
+    assert_int_equal(pthread_join(t, NULL), 0); /* its cache is freed at exit */
+    assert_int_equal(k.closed_rc, LC_ECLOSED);
+    assert_int_equal(lc_loop_call_soon_threadsafe(b, lc_test_stop_cb, b, NULL), 0);
+    assert_int_equal(lc_loop_run_forever(b), 0);
+    assert_int_equal(atomic_load(&k.ran_b), 500);
+}
+
 /* ---- spin budget ----------------------------------------------------------------------------- */
 
 static void test_threadsafe_spin_budget_idle_costs_nothing(void **state)
@@ -484,6 +620,8 @@ int main(void)
         T(test_threadsafe_cancel_and_release_from_other_thread),
         cmocka_unit_test(test_threadsafe_post_runs_and_close_hands_back),
         cmocka_unit_test(test_threadsafe_producers_race_close),
+        T(test_threadsafe_handles_recycled_by_exiting_threads),
+        T(test_threadsafe_recycled_handles_outlive_their_loop),
         T(test_threadsafe_spin_budget_idle_costs_nothing),
 #undef T
     };
