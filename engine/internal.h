@@ -120,31 +120,34 @@ struct lc_loop_s {
     uint64_t ready_head, ready_tail;
     uint32_t ready_cap;
 
-    /* Inbound queue of threadsafe posts, drained at the start of each iteration. */
+    /* Inbound queue of threadsafe posts, drained at the start of each iteration. Its prod_word,
+     * on the producers' line beside the queue's tail, is the posting protocol's word. Bit 0
+     * (LC__POST_CLOSED): closed to posts. Bits 1..: the number of posts that passed the closed
+     * check (times LC__POST_ONE, never decremented): a producer adds LC__POST_ONE before it
+     * pushes, and lc_loop_close() reads the count with its fetch_or of bit 0 and takes exactly
+     * that many messages off the queue. See lc__loop_post(), poll_io() and lc_loop_close(). */
     lc_mpsc_t inbound;
-    /* Keeps post_state, which every post modifies, off the line of the queue's consumer words
-     * (_head, _stub), which the loop polls while it spins (see LC_MPSC_PAD). */
-    char _post_pad[LC_MPSC_PAD];
-    /* The posting protocol's word. Bit 0 (LC__POST_CLOSED): closed to posts. Bit 1
-     * (LC__POST_SLEEPING): the loop announced that it is about to block in a poll. Bits 2..:
-     * posts in progress, times 4. Producers add 4 before they push and subtract 4 after; the
-     * subtraction also reads the sleeping bit. All accesses are RMWs on this one word, whose
-     * modification order then decides every race (see lc__loop_post() and poll_io()). */
-    _Atomic uint64_t post_state;
+    uint64_t inbound_taken; /* messages taken off inbound, ever (loop / closing thread) */
     /* Recycled call_soon_threadsafe handles (engine/loop.c, "Threadsafe handles"). ts_free is
      * the return stack: the loop pushes whole chains onto it (it is the only pusher), producers
      * take the whole stack with one exchange into their thread's cache. Padded on both sides:
-     * producers exchange it and the loop CASes it, away from the queue's and post_state's
-     * lines. ts_batch is the loop's local chain of finished handles, not yet published. */
+     * producers exchange it and the loop CASes it, away from the queue's lines. ts_batch is the
+     * loop's local chain of finished handles, not yet published. */
     char _ts_pad0[LC_MPSC_PAD];
     lc_handle_t *_Atomic ts_free;
     char _ts_pad1[LC_MPSC_PAD - sizeof(void *)];
     lc_handle_t *ts_batch, *ts_batch_last; /* loop thread only */
     uint32_t ts_batch_len;
+    /* The sleep line: read by every post, written only around a sleep. Padded away from the
+     * loop's per-message words (ts_batch) so that the producers' reads stay hits. */
+    char _sleep_pad0[LC_MPSC_PAD];
+    /* The loop announced that it is about to block in a poll (poll_io(), lc__loop_post()). */
+    _Atomic bool sleeping;
     /* Whether a producer already wrote the eventfd for this sleep (one wake-up per sleep). */
     _Atomic bool wake_sent;
     int wake_fd;                  /* eventfd */
     _Atomic uint64_t wake_writes; /* producers' eventfd writes; relaxed, a statistic */
+    char _sleep_pad1[LC_MPSC_PAD];
     uv_poll_t wake_poll;
     double spin_budget;
     double last_inbound; /* lc__now() after the last iteration whose drains found messages */
@@ -285,8 +288,7 @@ static inline int lc__loop_check_thread(lc_loop_t *loop, const char *what)
 }
 
 #define LC__POST_CLOSED 1u
-#define LC__POST_SLEEPING 2u
-#define LC__POST_ONE 4u
+#define LC__POST_ONE 2u
 
 /* Posts a queue node (handle or call) to loop's inbound queue from any thread. */
 int lc__loop_post(lc_loop_t *loop, lc__qnode *q);

@@ -484,7 +484,7 @@ int lc_new_event_loop(lc_loop_t **out)
     uv_poll_start(&loop->wake_poll, UV_READABLE, wake_cb);
     loop->uv.data = loop;
     lc_mpsc_init(&loop->inbound);
-    atomic_init(&loop->post_state, 0);
+    atomic_init(&loop->sleeping, false);
     atomic_init(&loop->wake_sent, false);
     atomic_init(&loop->wake_writes, 0);
     loop->debug = env_debug();
@@ -583,23 +583,29 @@ int lc_loop_close(lc_loop_t *loop)
         return 0;
     loop->closed = true;
 
-    /* Close the inbound queue to producers: from here on posts return LC_ECLOSED. acq_rel: the
-     * RMWs on post_state are totally ordered, so a producer either saw bit 0 (and did not
-     * push) or is counted, and we wait for it below. */
-    atomic_fetch_or_explicit(&loop->post_state, LC__POST_CLOSED, memory_order_acq_rel);
-    /* acquire: pairs with the release fetch_sub at the end of lc__loop_post(), so every push
-     * that was in progress is complete and visible to the drain below. Posts take
-     * nanoseconds, so this wait is short; yield in case a producer was preempted. */
-    while (atomic_load_explicit(&loop->post_state, memory_order_acquire) >= LC__POST_ONE)
-        sched_yield();
+    /* Close the inbound queue to producers: from here on posts return LC_ECLOSED. The RMWs on
+     * the posting word are totally ordered (its modification order): a producer whose count-in
+     * comes after this fetch_or reads bit 0 and does not push; every one before it is counted
+     * in the value we read, and pushes exactly one message. acq_rel: acquire pairs with the
+     * producers' count-ins (nothing is published through them, but it keeps this fetch_or
+     * ahead of the pops below); release pairs with their acquire. */
+    uint64_t posted =
+        atomic_fetch_or_explicit(&loop->inbound.prod_word, LC__POST_CLOSED, memory_order_acq_rel) /
+        LC__POST_ONE;
 
-    /* Discard everything still queued. Handing a posted call back may run user code that
-     * frees memory but cannot schedule anything (the loop is closed): the queues only shrink. */
-    for (;;) {
-        lc_mpsc_status_t st;
-        lc_mpsc_node_t *m = lc_mpsc_pop(&loop->inbound, &st);
-        if (m == NULL)
-            break; /* EMPTY: no push is in progress any more, so BUSY cannot happen */
+    /* Discard everything still queued, and wait for the messages of the posts that are still
+     * between their count-in and their push: exactly posted - inbound_taken more will come, and
+     * none after them. Posts take nanoseconds, so this wait is short; yield in case a producer
+     * was preempted. Handing a posted call back may run user code that frees memory but cannot
+     * schedule anything (the loop is closed): the queues only shrink. */
+    while (loop->inbound_taken != posted) {
+        /* The pop's acquire pairs with the producer's release link (lc_mpsc_push()). */
+        lc_mpsc_node_t *m = lc_mpsc_pop(&loop->inbound, NULL);
+        if (m == NULL) {
+            sched_yield(); /* EMPTY or BUSY: a counted producer has yet to push or to link */
+            continue;
+        }
+        loop->inbound_taken++;
         discard_node(loop, lc_container_of(m, lc__qnode, mnode));
     }
     while (!ready_empty(loop)) {
@@ -930,29 +936,62 @@ void lc_handle_release(lc_handle_t *h)
 
 /* ---- Threadsafe posts ------------------------------------------------------------------------ */
 
+/* The posting protocol: one RMW on the posting word W (inbound.prod_word) per post, the
+ * count-in C (there is no count-out), on the line of the queue's tail, which the push then finds
+ * already in this core's cache; and a read of the sleep line:
+ *
+ *   producer                                   loop, about to block (poll_io())
+ *   C: fetch_add(W, ONE); bit 0 -> LC_ECLOSED      S1: wake_sent = false; sleeping = true
+ *   P: push (exchange the tail, link prev)         R2: fetch_add(W, 0), acq_rel
+ *   R1: fetch_add(W, 0), acq_rel, only if P        S2: drain; block only if it found nothing
+ *       returned true (its line is still ours)
+ *   L: load(sleeping); true -> write the eventfd,
+ *      once per sleep (exchange on wake_sent)
+ *
+ * No lost wake-up. Take a push P that returned true (it found the queue re-armed: by guarantee
+ * (G) in threadsafe/mpsc.h every other push of its run is found with it, or after it). R1 and R2
+ * are RMWs on W, so one comes first in W's modification order, and every later modification of
+ * W is an RMW, hence in the first one's release sequence. If R1 comes first, R2 reads from that
+ * release sequence: R1 synchronizes with R2, so P's exchange and link happen-before S2, which
+ * finds P's node, and the loop does not block. If R2 comes first, R2 synchronizes with R1: S1
+ * happens-before L, which reads true or a later value of sleeping, that is, the loop's own
+ * clear after it woke; the loop is then awake and looks again, and the same argument applies to
+ * its next sleep. So L sees true and writes the eventfd, unless another producer already did for
+ * this sleep (wake_sent; S1's reset happens-before L's exchange too). (A pair of seq_cst fences
+ * would do instead of R1 and R2, but ThreadSanitizer cannot check fences; R1 costs little, as
+ * C and P just took W's line.) A push that returned false makes no R1 and only reads the flag:
+ * it owes no wake-up, since the true push of its run does. The one case that (G) leaves to the
+ * loop: the loop finds a node, but the push behind it is in its window (BUSY, lc_mpsc_on_stub()
+ * false) and may read the flag before S1 reaches it. That push returned false, so nothing orders
+ * its read: the loop then blocks for at most LC__STALL_POLL (poll_io()), and the producer
+ * normally wakes it first, with its plain read. sleeping sits on a line of its own that only
+ * changes around a sleep, so L is a cache hit.
+ *
+ * Close (lc_loop_close()). C is an RMW, so it comes before or after close's fetch_or of CLOSED
+ * in W's modification order. After: C reads CLOSED, nothing is pushed, the caller keeps the
+ * message (LC_ECLOSED). Before: C is counted in the value close's fetch_or reads, and close
+ * takes exactly that many messages off the queue (each pop acquires the pusher's release link),
+ * so it waits for this push however late it comes: nothing is lost, and after close only R1, L
+ * and the eventfd write can still touch the loop, which stays allocated until lc_loop_free()
+ * (the lifetime rule in threadsafe.h: every post returns before that call). */
 int lc__loop_post(lc_loop_t *loop, lc__qnode *q)
 {
-    /* Count ourselves in, unless the loop is closed. acquire: pairs with close's acq_rel
-     * fetch_or; the RMWs on post_state are totally ordered, so close either sees our count and
-     * waits for us, or we see LC__POST_CLOSED and do not push. */
-    uint64_t st = atomic_fetch_add_explicit(&loop->post_state, LC__POST_ONE, memory_order_acquire);
-    if (LC_UNLIKELY(st & LC__POST_CLOSED)) {
-        atomic_fetch_sub_explicit(&loop->post_state, LC__POST_ONE, memory_order_release);
+    lc_mpsc_t *in = &loop->inbound;
+    /* C. acquire: pairs with the release half of close's fetch_or; the RMWs are totally
+     * ordered, so either close counts this post, or we see LC__POST_CLOSED and do not push.
+     * Beside the queue's tail: the exchange below finds the line already ours. */
+    uint64_t st = atomic_fetch_add_explicit(&in->prod_word, LC__POST_ONE, memory_order_acquire);
+    if (LC_UNLIKELY(st & LC__POST_CLOSED))
         return LC_ECLOSED;
+    /* P. Publishes the message (release link, see mpsc.h). */
+    if (lc_mpsc_push(in, &q->mnode)) {
+        /* R1. acq_rel: release pairs with R2's acquire (our push before the loop's look at the
+         * queue), acquire with R2's release (its sleeping = true before our L); see above. */
+        atomic_fetch_add_explicit(&in->prod_word, 0, memory_order_acq_rel);
     }
-    lc_mpsc_push(&loop->inbound, &q->mnode);
-    /* Count ourselves out and read the sleeping bit in one RMW. acq_rel, pairing with the
-     * loop's acq_rel fetch_or of LC__POST_SLEEPING in poll_io(): in the modification order of
-     * post_state, either our RMW comes after the loop's announcement, and we read the bit and
-     * wake the loop; or it comes before, and then the loop's fetch_or reads from our RMW's
-     * release sequence, so our push happens-before the loop's look at the queue, which finds
-     * the node. No fence is needed (ThreadSanitizer understands this form, not fences). The
-     * same release pairs with the acquire load in lc_loop_close(): our push is visible to its
-     * drain. */
-    st = atomic_fetch_sub_explicit(&loop->post_state, LC__POST_ONE, memory_order_acq_rel);
-    /* acq_rel exchange: one waker per announced sleep; the loop's reset of wake_sent before
-     * its fetch_or is visible here through the same release sequence. */
-    if ((st & LC__POST_SLEEPING) &&
+    /* L. relaxed: R1 orders it where it matters; without R1 it is a hint. */
+    /* acq_rel exchange: one waker per announced sleep (wake_sent is reset in S1). */
+    if (LC_UNLIKELY(atomic_load_explicit(&loop->sleeping, memory_order_relaxed)) &&
         !atomic_exchange_explicit(&loop->wake_sent, true, memory_order_acq_rel)) {
         /* The eventfd stays open until the loop's memory is freed, and the lifetime rule
          * (threadsafe.h) forbids posting during lc_loop_free(): this write is safe even when
@@ -982,17 +1021,18 @@ static void wake_cb(uv_poll_t *p, int status, int events)
 }
 
 /* Moves the messages of the inbound queue to the ready queue, in push order, as one entry (the
- * batch stays linked: O(1) whatever its length). Returns how many. A BUSY queue (a producer
- * between its two steps) is left for later: that producer reads the sleeping bit when it counts
- * itself out after its push, so if we go to sleep it wakes us. */
+ * batch stays linked: O(1) whatever its length). Returns how many, and in *st (may be NULL) why
+ * it stopped. A BUSY queue (a producer between its two steps) is left for later; poll_io() does
+ * not block for long on it (see lc__loop_post()). */
 static void run_chain(lc_loop_t *loop, lc_mpsc_node_t *m);
 
-static size_t drain_inbound(lc_loop_t *loop)
+static size_t drain_inbound(lc_loop_t *loop, lc_mpsc_status_t *st)
 {
     lc_mpsc_node_t *first;
-    size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, NULL, SIZE_MAX, NULL);
+    size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, NULL, SIZE_MAX, st);
     if (n == 0)
         return 0;
+    loop->inbound_taken += n;
     /* Out of memory here would strand the batch: grow can only fail for a ring over a billion
      * entries, and then the batch runs at once instead. */
     if (LC_UNLIKELY(ready_append_chain(loop, first) != 0))
@@ -1165,9 +1205,10 @@ static void timer_fd_cb(uv_poll_t *p, int status, int events)
     loop->timer_armed = INFINITY; /* one-shot: it fired */
 }
 
-/* Arms the timerfd for the earliest timer (at most one day ahead, as asyncio caps one poll), or
- * disarms it. The deadline is rounded up to the nanosecond, so the poll never ends before it. */
-static void arm_timer_fd(lc_loop_t *loop)
+/* Arms the timerfd for the earliest timer (at most one day ahead, as asyncio caps one poll) or
+ * for limit if that is earlier, or disarms it. The deadline is rounded up to the nanosecond, so
+ * the poll never ends before it. */
+static void arm_timer_fd(lc_loop_t *loop, double limit)
 {
     double when = INFINITY;
     if (loop->heap_len > 0) {
@@ -1176,6 +1217,8 @@ static void arm_timer_fd(lc_loop_t *loop)
         if (when > cap)
             when = cap;
     }
+    if (limit < when)
+        when = limit;
     if (when == loop->timer_armed)
         return;
     struct itimerspec its = {0}; /* all zero: disarmed */
@@ -1219,6 +1262,12 @@ static uint64_t poll_timeout_ms(lc_loop_t *loop)
  * microsecond. */
 #define LC__BUSY_SPINS 64
 
+/* The longest a loop blocks while a push behind a node is in its window and owes no wake-up
+ * (poll_io(), lc__loop_post()), in seconds. Normally that producer wakes the loop as soon as it
+ * runs again; this bound covers the nanoseconds in which its read of the sleeping bit can miss
+ * the loop's announcement. */
+#define LC__STALL_POLL 0.001
+
 /* Spins on the inbound queue (and I/O, without blocking) while cross-thread work arrived less
  * than spin_budget ago, until something is ready or the budget or the next timer runs out, or
  * the queue stays BUSY (a preempted producer). Returns true if something became ready. */
@@ -1236,8 +1285,9 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start
         /* BUSY for this long: the producer in its window is not running, it was preempted there,
          * and everything pushed behind it is hidden until it runs again. Spinning on would hold
          * a core it may be waiting for (2-vCPU VMs showed thousands of such stalls a second
-         * under two producers). Sleep instead: that producer reads the sleeping bit when it
-         * counts itself out (lc__loop_post()), so it wakes us as soon as it has linked. */
+         * under two producers). Sleep instead: that producer reads the sleeping bit after its push
+         * (lc__loop_post()), so it wakes us as soon as it has linked (or, at worst, LC__STALL_POLL
+         * later). */
         if (st == LC_MPSC_BUSY) {
             if (++busy == LC__BUSY_SPINS)
                 return false;
@@ -1281,24 +1331,30 @@ static void poll_io(lc_loop_t *loop)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
-    /* Announce the sleep, then look at the queue once more (see lc__loop_post()). The reset of
-     * wake_sent is published by the release half of the fetch_or. */
+    /* Announce the sleep, then look at the queue once more (S1, R2, S2 in lc__loop_post()).
+     * relaxed stores: R2's release publishes them to a producer's R1. */
     atomic_store_explicit(&loop->wake_sent, false, memory_order_relaxed);
-    atomic_fetch_or_explicit(&loop->post_state, LC__POST_SLEEPING, memory_order_acq_rel);
+    atomic_store_explicit(&loop->sleeping, true, memory_order_relaxed);
+    /* R2. acq_rel: release pairs with a producer's R1 (S1 before its L), acquire with R1's
+     * release (its push before our drain). */
+    atomic_fetch_add_explicit(&loop->inbound.prod_word, 0, memory_order_acq_rel);
     loop->ts_stats.sleeps++;
-    if (drain_inbound(loop) != 0) {
-        atomic_fetch_and_explicit(&loop->post_state, ~(uint64_t)LC__POST_SLEEPING,
-                                  memory_order_relaxed);
+    lc_mpsc_status_t st;
+    if (drain_inbound(loop, &st) != 0) {
+        /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
+        atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
+    /* BUSY behind a node: the push in its window owes no wake-up (lc__loop_post()), so bound
+     * the sleep; it normally wakes us itself, as soon as it runs. */
+    bool stalled = st == LC_MPSC_BUSY && !lc_mpsc_on_stub(&loop->inbound);
     /* A sleeping loop keeps no finished handles from the producers. */
     ts_flush(loop);
-    arm_timer_fd(loop);
+    arm_timer_fd(loop, stalled ? lc__now() + LC__STALL_POLL : INFINITY);
     uv_run(&loop->uv, UV_RUN_ONCE);
-    /* relaxed: a producer that still reads the bit only causes a spurious eventfd write. */
-    atomic_fetch_and_explicit(&loop->post_state, ~(uint64_t)LC__POST_SLEEPING,
-                              memory_order_relaxed);
+    /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
+    atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
 }
 
 int lc_loop_run_forever(lc_loop_t *loop)
@@ -1319,7 +1375,7 @@ int lc_loop_run_forever(lc_loop_t *loop)
 
     for (;;) {
         bool stop_before = loop->stopping;
-        drain_inbound(loop);
+        drain_inbound(loop, NULL);
         run_ready_batch(loop);
         if (loop->stopping && !stop_before)
             break; /* stop() in this batch: no further poll (rule 2b) */

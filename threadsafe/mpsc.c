@@ -29,6 +29,7 @@ void lc_mpsc_init(lc_mpsc_t *q)
 {
     atomic_init(&q->_stub.next, NULL);
     atomic_init(&q->_tail, &q->_stub);
+    atomic_init(&q->prod_word, 0);
     q->_head = &q->_stub;
 }
 
@@ -215,3 +216,5 @@ lc_mpsc_status_t lc_mpsc_peek(lc_mpsc_t *q)
         return LC_MPSC_OK;
     return LC_MPSC_BUSY;
 }
+
+bool lc_mpsc_on_stub(const lc_mpsc_t *q) { return q->_head == &q->_stub; }

@@ -69,10 +69,11 @@
  * not where it stands: the queue is not empty, but the next node is not linked yet. pop and
  * pop_batch report that as LC_MPSC_BUSY, never as LC_MPSC_EMPTY; lc_mpsc_empty() returns false.
  * The consumer must look again later without waiting for a signal (the push in the window may
- * have returned false, so no signal may come). The loop spins a few times with
- * lc_mpsc_cpu_relax(), which covers a producer that is running, and if the queue is still BUSY
- * it schedules itself to look again on its next iteration, which covers a preempted producer
- * without burning the core.
+ * have returned false, so no signal may come; lc_mpsc_on_stub() tells which kind of push it is).
+ * A loop polls a few dozen times with lc_mpsc_cpu_relax(), which covers a producer that is
+ * running; if the queue is still BUSY, the producer was preempted in its window, and the loop
+ * sleeps with a short bound instead of burning the core that producer may be waiting for
+ * (engine/loop.c, lc__loop_post()).
  *
  * Memory ordering. Everything a producer wrote before lc_mpsc_push(q, n) (the payload of n's
  * message included) happens-before everything the consumer does after pop returned n: the
@@ -92,6 +93,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Padding that keeps the producers' word away from the consumer's words and from the
  * neighbours of the queue. 128 bytes, not 64: x86's spatial prefetcher fetches 64-byte lines in
@@ -127,7 +129,11 @@ typedef struct lc_mpsc_s {
     char _pad0[LC_MPSC_PAD];
     /* The newest node, or the stub. Producers exchange it; the consumer loads it. */
     lc_mpsc_node_t *_Atomic _tail;
-    char _pad1[LC_MPSC_PAD - sizeof(lc_mpsc_node_t *)];
+    /* A word for the caller's own producer protocol, beside the tail so that a producer that
+     * modifies both moves one cache line, not two. The queue never touches it; lc_mpsc_init()
+     * sets it to 0. (A loop keeps its posting state here: engine/internal.h.) */
+    _Atomic uint64_t prod_word;
+    char _pad1[LC_MPSC_PAD - sizeof(lc_mpsc_node_t *) - sizeof(uint64_t)];
     /* The oldest node the consumer has not returned yet, or the stub. Consumer only. */
     lc_mpsc_node_t *_head;
     /* The stub. Its next is written by the first producer after a re-arm and by the consumer
@@ -167,6 +173,12 @@ bool lc_mpsc_empty(lc_mpsc_t *q);
  *  LC_MPSC_BUSY (a producer is in its window: a spinning consumer should stop spinning soon,
  *  since that producer may have been preempted there). */
 lc_mpsc_status_t lc_mpsc_peek(lc_mpsc_t *q);
+
+/** Consumer thread only. Whether the consumer stands on the stub. After LC_MPSC_BUSY it says
+ *  which push is in its window: true, a push that found the queue re-armed (it returns true, so
+ *  its caller signals under the wake-up protocol above); false, a push behind a node (it returns
+ *  false: nobody owes a signal for the nodes it hides). */
+bool lc_mpsc_on_stub(const lc_mpsc_t *q);
 
 /** The node after n in a list returned by lc_mpsc_pop_batch(), NULL after the last. Consumer. */
 static inline lc_mpsc_node_t *lc_mpsc_batch_next(lc_mpsc_node_t *n);

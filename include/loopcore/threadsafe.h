@@ -13,11 +13,18 @@
  *
  * Lifetime rule. Any thread may post to a loop from lc_new_event_loop() until lc_loop_free() is
  * called. From the moment lc_loop_close() starts, posts return LC_ECLOSED and the message is not
- * taken (the caller still owns it; nothing runs). Close waits for posts already in progress,
- * then discards the messages still queued: call_soon_threadsafe callbacks are dropped and freed
- * without running (as asyncio does), lc_call_t messages are handed back to their owner by calling
- * their callback with status LC_ECLOSED. Posting during or after lc_loop_free() is a use after
- * free: stop the producers first (a loop group does this for its loops). */
+ * taken (the caller still owns it; nothing runs). Close waits for the messages of posts already
+ * in progress, then discards every message still queued: call_soon_threadsafe callbacks are
+ * dropped and freed without running (as asyncio does), lc_call_t messages are handed back to
+ * their owner by calling their callback with status LC_ECLOSED. Posting during or after
+ * lc_loop_free() is a use after free: every post must have returned before that call (stop the
+ * producers first; a loop group does this for its loops).
+ *
+ * Memory. call_soon_threadsafe allocates a handle per call only until handles come back: the
+ * loop returns the handles it has finished with to the posting threads, which keep them in a
+ * per-thread cache for their next calls (to any loop). So memory stays bounded by the most
+ * messages ever in flight; a thread's cache is freed when the thread exits, the handles a loop
+ * still holds when its memory is freed (lc_loop_free()). */
 #ifndef LOOPCORE_THREADSAFE_H
 #define LOOPCORE_THREADSAFE_H
 

@@ -561,6 +561,55 @@ static void test_threadsafe_recycled_handles_outlive_their_loop(void **state)
     assert_int_equal(atomic_load(&k.ran_b), 500);
 }
 
+/* ---- a producer preempted in its window ------------------------------------------------------ */
+
+typedef struct {
+    lc_call_t call;
+    atomic_int runs;
+} amsg_t;
+
+static void amsg_cb(lc_call_t *call, int status)
+{
+    amsg_t *m = lc_container_of(call, amsg_t, call);
+    assert_int_equal(status, 0);
+    atomic_fetch_add(&m->runs, 1);
+}
+
+/* A push behind a node stalls between its exchange and its link (as a preempted producer does):
+ * both nodes are hidden, and that push owes no wake-up. The sleeping loop must still find them
+ * soon after the link lands, although nobody writes its eventfd (white-box: the stall is made by
+ * hand with lc__loop_post()'s steps, minus the read of the sleeping flag). */
+static void test_threadsafe_stalled_push_behind_node_is_found(void **state)
+{
+    lc_loop_t *loop = *state;
+    runner_t r;
+    runner_start(&r, loop);
+    usleep(20000); /* asleep */
+    amsg_t a, b;
+    atomic_init(&a.runs, 0);
+    atomic_init(&b.runs, 0);
+    assert_int_equal(lc_loop_post_threadsafe(loop, &a.call, amsg_cb), 0); /* wakes the loop */
+    /* b: count in, exchange, and stop before the link. */
+    lc__call_priv *c = (lc__call_priv *)(void *)b.call._priv;
+    c->q.kind = LC__K_POSTED;
+    c->cb = amsg_cb;
+    atomic_fetch_add(&loop->inbound.prod_word, LC__POST_ONE);
+    atomic_store_explicit(&c->q.mnode.next, NULL, memory_order_relaxed);
+    lc_mpsc_node_t *prev = atomic_exchange(&loop->inbound._tail, &c->q.mnode);
+    usleep(30000); /* the loop finds a's node held back (BUSY), and sleeps */
+    assert_int_equal(atomic_load(&a.runs), 0);
+    atomic_store_explicit(&prev->next, &c->q.mnode, memory_order_release); /* the link lands */
+    double t0 = now();
+    while (atomic_load(&b.runs) == 0 && now() - t0 < 5)
+        usleep(100);
+    double waited = now() - t0;
+    runner_stop(&r);
+    assert_int_equal(atomic_load(&a.runs), 1);
+    assert_int_equal(atomic_load(&b.runs), 1);
+    print_message("  stalled push found %.2f ms after its link\n", waited * 1e3);
+    assert_true(waited < 1.0); /* bounded by LC__STALL_POLL (1 ms), with room for slow runs */
+}
+
 /* ---- spin budget ----------------------------------------------------------------------------- */
 
 static void test_threadsafe_spin_budget_idle_costs_nothing(void **state)
@@ -622,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_threadsafe_producers_race_close),
         T(test_threadsafe_handles_recycled_by_exiting_threads),
         T(test_threadsafe_recycled_handles_outlive_their_loop),
+        T(test_threadsafe_stalled_push_behind_node_is_found),
         T(test_threadsafe_spin_budget_idle_costs_nothing),
 #undef T
     };
