@@ -218,3 +218,11 @@ lc_mpsc_status_t lc_mpsc_peek(lc_mpsc_t *q)
 }
 
 bool lc_mpsc_on_stub(const lc_mpsc_t *q) { return q->_head == &q->_stub; }
+
+bool lc_mpsc_linked(const lc_mpsc_t *q)
+{
+    /* acquire: pairs with the release link store in lc_mpsc_push(), like every load of a next
+     * pointer by the consumer. Whether the consumer stands on the stub or on a node held back
+     * by a BUSY pop, a link behind it means the next pop moves on. */
+    return atomic_load_explicit(&q->_head->next, memory_order_acquire) != NULL;
+}

@@ -17,13 +17,14 @@
  *        empty           -       X         X          X       X
  *        init            X       X         X          X       X
  *
- * (lc_mpsc_peek() is a consumer call like empty: the row and column of empty apply to it.)
+ * (lc_mpsc_peek(), lc_mpsc_linked() and lc_mpsc_on_stub() are consumer calls like empty: the
+ * row and column of empty apply to them.)
  *
  * Roles. Any number of threads may push at once, from any thread, including the consumer itself
- * and signal handlers (push takes no lock and never waits). pop, pop_batch, empty and peek are
- * the consumer's: one thread at a time. The consumer role may move to another thread only through a
- * happens-before edge (a mutex, a thread join, ...). lc_mpsc_init() must happen-before every
- * other call (for instance: init, then create the threads).
+ * and signal handlers (push takes no lock and never waits). pop, pop_batch, empty, peek, linked
+ * and on_stub are the consumer's: one thread at a time. The consumer role may move to another
+ * thread only through a happens-before edge (a mutex, a thread join, ...). lc_mpsc_init() must
+ * happen-before every other call (for instance: init, then create the threads).
  *
  * Progress. Producers are wait-free: lc_mpsc_push() is a relaxed store, one atomic exchange and
  * one release store, with no loop and no retry (the exchange is a single instruction on x86-64
@@ -173,6 +174,12 @@ bool lc_mpsc_empty(lc_mpsc_t *q);
  *  LC_MPSC_BUSY (a producer is in its window: a spinning consumer should stop spinning soon,
  *  since that producer may have been preempted there). */
 lc_mpsc_status_t lc_mpsc_peek(lc_mpsc_t *q);
+
+/** Consumer thread only. True if a node has been linked behind the one the consumer stands on
+ *  (pop will make progress, though it may still stop BUSY further on). Reads only the consumer's
+ *  side of the queue, never the producers' tail line: the cheap test for a consumer that polls
+ *  while producers push. It cannot tell EMPTY from BUSY (both give false): see lc_mpsc_peek(). */
+bool lc_mpsc_linked(const lc_mpsc_t *q);
 
 /** Consumer thread only. Whether the consumer stands on the stub. After LC_MPSC_BUSY it says
  *  which push is in its window: true, a push that found the queue re-armed (it returns true, so

@@ -125,6 +125,8 @@ static void test_mpsc_single_thread_fifo_and_empty(void **state)
     init_msgs(m, 5);
     assert_true(lc_mpsc_empty(q));
     assert_int_equal(lc_mpsc_peek(q), LC_MPSC_EMPTY);
+    assert_false(lc_mpsc_linked(q));
+    assert_true(lc_mpsc_on_stub(q));
     assert_null(lc_mpsc_pop(q, &st));
     assert_int_equal(st, LC_MPSC_EMPTY);
     assert_null(lc_mpsc_pop(q, NULL));
@@ -134,6 +136,7 @@ static void test_mpsc_single_thread_fifo_and_empty(void **state)
         assert_int_equal(first, i == 0);
         assert_false(lc_mpsc_empty(q));
         assert_int_equal(lc_mpsc_peek(q), LC_MPSC_OK);
+        assert_true(lc_mpsc_linked(q));
     }
     for (size_t i = 0; i < 5; i++) {
         lc_mpsc_node_t *n = lc_mpsc_pop(q, &st);
@@ -276,6 +279,8 @@ static void test_mpsc_busy_while_producer_in_window(void **state)
     assert_int_equal(st, LC_MPSC_BUSY);
     assert_false(lc_mpsc_empty(q));
     assert_int_equal(lc_mpsc_peek(q), LC_MPSC_BUSY);
+    assert_false(lc_mpsc_linked(q));
+    assert_true(lc_mpsc_on_stub(q)); /* the push in its window returns true */
     /* A complete push behind it stays hidden, and owes no wake-up. */
     assert_false(lc_mpsc_push(q, &m[1].link));
     assert_int_equal(lc_mpsc_pop_batch(q, &first, &last, 8, &st), 0);
@@ -295,8 +300,11 @@ static void test_mpsc_busy_while_producer_in_window(void **state)
     assert_int_equal(st, LC_MPSC_BUSY);
     assert_false(lc_mpsc_empty(q));
     assert_int_equal(lc_mpsc_peek(q), LC_MPSC_BUSY);
+    assert_false(lc_mpsc_linked(q));
+    assert_false(lc_mpsc_on_stub(q)); /* held back on m[2]: the push in its window returned false */
     finish_push(prev, &m[3].link);
     assert_int_equal(lc_mpsc_peek(q), LC_MPSC_OK);
+    assert_true(lc_mpsc_linked(q));
     assert_ptr_equal(lc_mpsc_pop(q, &st), &m[2].link);
     assert_ptr_equal(lc_mpsc_pop(q, &st), &m[3].link);
     assert_null(lc_mpsc_pop(q, &st));
