@@ -101,6 +101,24 @@ typedef struct lc__resource_s {
     void (*force_close)(struct lc__resource_s *r);
 } lc__resource;
 
+/* How many inbound MPSC queues ("lanes") a loop has. A posting thread always uses the same lane
+ * (lc__post_lane()), so its posts keep their order; threads on different lanes share no cache
+ * line, and a producer preempted inside its push (between its exchange and its link) hides only
+ * the messages of its own lane. Threads get lanes round-robin, so up to this many producers
+ * never share one. */
+#define LC__LANES 4
+
+/* One inbound lane. The queue's prod_word, on the producers' line beside the queue's tail, is
+ * the posting protocol's word. Bit 0 (LC__POST_CLOSED): closed to posts. Bits 1..: the number of
+ * posts that passed the closed check (times LC__POST_ONE, never decremented): a producer adds
+ * LC__POST_ONE before it pushes, and lc_loop_close() reads the count with its fetch_or of bit 0
+ * and takes exactly that many messages off the lane. See lc__loop_post(), poll_io() and
+ * lc_loop_close(). */
+typedef struct lc__lane_s {
+    lc_mpsc_t q;
+    uint64_t taken; /* messages taken off q, ever (loop / closing thread) */
+} lc__lane;
+
 struct lc_loop_s {
     uv_loop_t uv;
     /* Bounds a blocking poll: a timerfd armed (absolute, CLOCK_MONOTONIC, ns) for the earliest
@@ -120,14 +138,8 @@ struct lc_loop_s {
     uint64_t ready_head, ready_tail;
     uint32_t ready_cap;
 
-    /* Inbound queue of threadsafe posts, drained at the start of each iteration. Its prod_word,
-     * on the producers' line beside the queue's tail, is the posting protocol's word. Bit 0
-     * (LC__POST_CLOSED): closed to posts. Bits 1..: the number of posts that passed the closed
-     * check (times LC__POST_ONE, never decremented): a producer adds LC__POST_ONE before it
-     * pushes, and lc_loop_close() reads the count with its fetch_or of bit 0 and takes exactly
-     * that many messages off the queue. See lc__loop_post(), poll_io() and lc_loop_close(). */
-    lc_mpsc_t inbound;
-    uint64_t inbound_taken; /* messages taken off inbound, ever (loop / closing thread) */
+    /* The inbound lanes of threadsafe posts, drained at the start of each iteration. */
+    lc__lane lanes[LC__LANES];
     /* Recycled call_soon_threadsafe handles (engine/loop.c, "Threadsafe handles"). ts_free is
      * the return stack: the loop pushes whole chains onto it (it is the only pusher), producers
      * take the whole stack with one exchange into their thread's cache. Padded on both sides:
@@ -289,6 +301,9 @@ static inline int lc__loop_check_thread(lc_loop_t *loop, const char *what)
 
 #define LC__POST_CLOSED 1u
 #define LC__POST_ONE 2u
+
+/* The lane the calling thread posts to (any thread). */
+lc__lane *lc__post_lane(lc_loop_t *loop);
 
 /* Posts a queue node (handle or call) to loop's inbound queue from any thread. */
 int lc__loop_post(lc_loop_t *loop, lc__qnode *q);

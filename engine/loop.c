@@ -483,7 +483,8 @@ int lc_new_event_loop(lc_loop_t **out)
     loop->wake_poll.data = loop;
     uv_poll_start(&loop->wake_poll, UV_READABLE, wake_cb);
     loop->uv.data = loop;
-    lc_mpsc_init(&loop->inbound);
+    for (int i = 0; i < LC__LANES; i++)
+        lc_mpsc_init(&loop->lanes[i].q);
     atomic_init(&loop->sleeping, false);
     atomic_init(&loop->wake_sent, false);
     atomic_init(&loop->wake_writes, 0);
@@ -583,30 +584,35 @@ int lc_loop_close(lc_loop_t *loop)
         return 0;
     loop->closed = true;
 
-    /* Close the inbound queue to producers: from here on posts return LC_ECLOSED. The RMWs on
-     * the posting word are totally ordered (its modification order): a producer whose count-in
-     * comes after this fetch_or reads bit 0 and does not push; every one before it is counted
-     * in the value we read, and pushes exactly one message. acq_rel: acquire pairs with the
-     * producers' count-ins (nothing is published through them, but it keeps this fetch_or
+    /* Close the inbound lanes to producers: from here on posts return LC_ECLOSED. The RMWs on
+     * a lane's posting word are totally ordered (its modification order): a producer whose
+     * count-in comes after this fetch_or reads bit 0 and does not push; every one before it is
+     * counted in the value we read, and pushes exactly one message. acq_rel: acquire pairs with
+     * the producers' count-ins (nothing is published through them, but it keeps this fetch_or
      * ahead of the pops below); release pairs with their acquire. */
-    uint64_t posted =
-        atomic_fetch_or_explicit(&loop->inbound.prod_word, LC__POST_CLOSED, memory_order_acq_rel) /
-        LC__POST_ONE;
+    uint64_t posted[LC__LANES];
+    for (int i = 0; i < LC__LANES; i++)
+        posted[i] = atomic_fetch_or_explicit(&loop->lanes[i].q.prod_word, LC__POST_CLOSED,
+                                             memory_order_acq_rel) /
+                    LC__POST_ONE;
 
     /* Discard everything still queued, and wait for the messages of the posts that are still
-     * between their count-in and their push: exactly posted - inbound_taken more will come, and
-     * none after them. Posts take nanoseconds, so this wait is short; yield in case a producer
-     * was preempted. Handing a posted call back may run user code that frees memory but cannot
-     * schedule anything (the loop is closed): the queues only shrink. */
-    while (loop->inbound_taken != posted) {
-        /* The pop's acquire pairs with the producer's release link (lc_mpsc_push()). */
-        lc_mpsc_node_t *m = lc_mpsc_pop(&loop->inbound, NULL);
-        if (m == NULL) {
-            sched_yield(); /* EMPTY or BUSY: a counted producer has yet to push or to link */
-            continue;
+     * between their count-in and their push: exactly posted - taken more will come on each
+     * lane, and none after them. Posts take nanoseconds, so this wait is short; yield in case a
+     * producer was preempted. Handing a posted call back may run user code that frees memory
+     * but cannot schedule anything (the loop is closed): the queues only shrink. */
+    for (int i = 0; i < LC__LANES; i++) {
+        lc__lane *lane = &loop->lanes[i];
+        while (lane->taken != posted[i]) {
+            /* The pop's acquire pairs with the producer's release link (lc_mpsc_push()). */
+            lc_mpsc_node_t *m = lc_mpsc_pop(&lane->q, NULL);
+            if (m == NULL) {
+                sched_yield(); /* EMPTY or BUSY: a counted producer has yet to push or link */
+                continue;
+            }
+            lane->taken++;
+            discard_node(loop, lc_container_of(m, lc__qnode, mnode));
         }
-        loop->inbound_taken++;
-        discard_node(loop, lc_container_of(m, lc__qnode, mnode));
     }
     while (!ready_empty(loop)) {
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
@@ -936,9 +942,25 @@ void lc_handle_release(lc_handle_t *h)
 
 /* ---- Threadsafe posts ------------------------------------------------------------------------ */
 
-/* The posting protocol: one RMW on the posting word W (inbound.prod_word) per post, the
- * count-in C (there is no count-out), on the line of the queue's tail, which the push then finds
- * already in this core's cache; and a read of the sleep line:
+/* Lanes go to threads round-robin, on a thread's first post to any loop. */
+static _Atomic unsigned lane_next;
+static __thread unsigned tls_lane; /* the lane's index + 1; 0 until the first post */
+
+lc__lane *lc__post_lane(lc_loop_t *loop)
+{
+    unsigned lane = tls_lane;
+    if (LC_UNLIKELY(lane == 0)) {
+        /* relaxed: only spreads threads over lanes; any value is correct. */
+        lane = atomic_fetch_add_explicit(&lane_next, 1, memory_order_relaxed) % LC__LANES + 1;
+        tls_lane = lane;
+    }
+    return &loop->lanes[lane - 1];
+}
+
+/* The posting protocol, per lane (the calling thread's, lc__post_lane()): one RMW on the lane's
+ * posting word W (its queue's prod_word) per post, the count-in C (there is no count-out), on
+ * the line of the queue's tail, which the push then finds already in this core's cache; and a
+ * read of the sleep line. The loop's R2 below is made on every lane's W:
  *
  *   producer                                   loop, about to block (poll_io())
  *   C: fetch_add(W, ONE); bit 0 -> LC_ECLOSED      S1: wake_sent = false; sleeping = true
@@ -976,7 +998,7 @@ void lc_handle_release(lc_handle_t *h)
  * (the lifetime rule in threadsafe.h: every post returns before that call). */
 int lc__loop_post(lc_loop_t *loop, lc__qnode *q)
 {
-    lc_mpsc_t *in = &loop->inbound;
+    lc_mpsc_t *in = &lc__post_lane(loop)->q;
     /* C. acquire: pairs with the release half of close's fetch_or; the RMWs are totally
      * ordered, so either close counts this post, or we see LC__POST_CLOSED and do not push.
      * Beside the queue's tail: the exchange below finds the line already ours. */
@@ -1020,26 +1042,38 @@ static void wake_cb(uv_poll_t *p, int status, int events)
     loop->ts_stats.wakeups++;
 }
 
-/* Moves the messages of the inbound queue to the ready queue, in push order, as one entry (the
- * batch stays linked: O(1) whatever its length). Returns how many, and in *st (may be NULL) why
- * it stopped. A BUSY queue (a producer between its two steps) is left for later; poll_io() does
- * not block for long on it (see lc__loop_post()). */
+/* Moves the messages of the inbound lanes to the ready queue, each lane's in push order, as one
+ * entry per lane (a batch stays linked: O(1) whatever its length). Returns how many. *stalled
+ * (may be NULL) tells whether a lane stopped BUSY behind a node: a push in its window that owes
+ * no wake-up (poll_io() bounds its sleep then; see lc__loop_post()). */
 static void run_chain(lc_loop_t *loop, lc_mpsc_node_t *m);
 
-static size_t drain_inbound(lc_loop_t *loop, lc_mpsc_status_t *st)
+static size_t drain_inbound(lc_loop_t *loop, bool *stalled)
 {
-    lc_mpsc_node_t *first;
-    size_t n = lc_mpsc_pop_batch(&loop->inbound, &first, NULL, SIZE_MAX, st);
-    if (n == 0)
-        return 0;
-    loop->inbound_taken += n;
-    /* Out of memory here would strand the batch: grow can only fail for a ring over a billion
-     * entries, and then the batch runs at once instead. */
-    if (LC_UNLIKELY(ready_append_chain(loop, first) != 0))
-        run_chain(loop, first);
-    loop->ts_stats.received += n;
-    loop->inbound_seen = true; /* poll_io() reads the clock once per iteration for it */
-    return n;
+    size_t total = 0;
+    bool stall = false;
+    for (int i = 0; i < LC__LANES; i++) {
+        lc__lane *lane = &loop->lanes[i];
+        lc_mpsc_node_t *first;
+        lc_mpsc_status_t st;
+        size_t n = lc_mpsc_pop_batch(&lane->q, &first, NULL, SIZE_MAX, &st);
+        stall |= st == LC_MPSC_BUSY && !lc_mpsc_on_stub(&lane->q);
+        if (n == 0)
+            continue;
+        lane->taken += n;
+        total += n;
+        /* Out of memory here would strand the batch: grow can only fail for a ring over a
+         * billion entries, and then the batch runs at once instead. */
+        if (LC_UNLIKELY(ready_append_chain(loop, first) != 0))
+            run_chain(loop, first);
+    }
+    if (stalled != NULL)
+        *stalled = stall;
+    if (total != 0) {
+        loop->ts_stats.received += total;
+        loop->inbound_seen = true; /* poll_io() reads the clock once per iteration for it */
+    }
+    return total;
 }
 
 int lc_loop_set_spin_budget(lc_loop_t *loop, double seconds)
@@ -1257,10 +1291,10 @@ static uint64_t poll_timeout_ms(lc_loop_t *loop)
     return (uint64_t)ceil(d * 1000.0);
 }
 
-/* How many polls (each with one PAUSE, a few microseconds in all) a BUSY queue may last before
- * spin_before_sleep() stops spinning. A running producer leaves its window in well under a
- * microsecond. */
-#define LC__BUSY_SPINS 64
+/* How many BUSY checks in a row (one every 8 polls with a PAUSE each: 64 polls, a few
+ * microseconds in all) spin_before_sleep() makes before it stops spinning. A running producer
+ * leaves its window in well under a microsecond. */
+#define LC__BUSY_CHECKS 8
 
 /* The longest a loop blocks while a push behind a node is in its window and owes no wake-up
  * (poll_io(), lc__loop_post()), in seconds. Normally that producer wakes the loop as soon as it
@@ -1268,7 +1302,7 @@ static uint64_t poll_timeout_ms(lc_loop_t *loop)
  * the loop's announcement. */
 #define LC__STALL_POLL 0.001
 
-/* Spins on the inbound queue (and I/O, without blocking) while cross-thread work arrived less
+/* Spins on the inbound lanes (and I/O, without blocking) while cross-thread work arrived less
  * than spin_budget ago, until something is ready or the budget or the next timer runs out, or
  * the queue stays BUSY (a preempted producer). Returns true if something became ready. */
 static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start)
@@ -1279,20 +1313,33 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start
         deadline = timer_deadline;
     unsigned busy = 0;
     for (unsigned i = 1;; i++) {
-        lc_mpsc_status_t st = lc_mpsc_peek(&loop->inbound);
-        if (st == LC_MPSC_OK)
-            return true;
-        /* BUSY for this long: the producer in its window is not running, it was preempted there,
-         * and everything pushed behind it is hidden until it runs again. Spinning on would hold
-         * a core it may be waiting for (2-vCPU VMs showed thousands of such stalls a second
-         * under two producers). Sleep instead: that producer reads the sleeping bit after its push
-         * (lc__loop_post()), so it wakes us as soon as it has linked (or, at worst, LC__STALL_POLL
-         * later). */
-        if (st == LC_MPSC_BUSY) {
-            if (++busy == LC__BUSY_SPINS)
-                return false;
-        } else {
-            busy = 0;
+        /* The cheap test reads only the consumer's side of the lanes. Polling the tails as well
+         * (to tell EMPTY from BUSY) would pull the producers' lines away from them between
+         * every two posts; that is done once every 8 polls. */
+        for (int l = 0; l < LC__LANES; l++)
+            if (lc_mpsc_linked(&loop->lanes[l].q))
+                return true;
+        if ((i & 7) == 0) {
+            lc_mpsc_status_t st = LC_MPSC_EMPTY;
+            for (int l = 0; l < LC__LANES; l++) {
+                lc_mpsc_status_t ls = lc_mpsc_peek(&loop->lanes[l].q);
+                if (ls == LC_MPSC_OK)
+                    return true;
+                if (ls == LC_MPSC_BUSY)
+                    st = LC_MPSC_BUSY;
+            }
+            /* BUSY for this long: the producer in its window is not running, it was preempted
+             * there, and everything pushed behind it is hidden until it runs again. Spinning on
+             * would hold a core it may be waiting for (2-vCPU VMs showed thousands of such stalls
+             * a second under two producers). Sleep instead: that producer reads the sleeping flag
+             * after its push (lc__loop_post()), so it wakes us as soon as it has linked (or, at
+             * worst, LC__STALL_POLL later). */
+            if (st == LC_MPSC_BUSY) {
+                if (++busy == LC__BUSY_CHECKS)
+                    return false;
+            } else {
+                busy = 0;
+            }
         }
         lc_mpsc_cpu_relax();
         if ((i & 63) == 0) {
@@ -1335,22 +1382,22 @@ static void poll_io(lc_loop_t *loop)
      * relaxed stores: R2's release publishes them to a producer's R1. */
     atomic_store_explicit(&loop->wake_sent, false, memory_order_relaxed);
     atomic_store_explicit(&loop->sleeping, true, memory_order_relaxed);
-    /* R2. acq_rel: release pairs with a producer's R1 (S1 before its L), acquire with R1's
-     * release (its push before our drain). */
-    atomic_fetch_add_explicit(&loop->inbound.prod_word, 0, memory_order_acq_rel);
+    /* R2, on every lane's word. acq_rel: release pairs with a producer's R1 (S1 before its L),
+     * acquire with R1's release (its push before our drain). */
+    for (int i = 0; i < LC__LANES; i++)
+        atomic_fetch_add_explicit(&loop->lanes[i].q.prod_word, 0, memory_order_acq_rel);
     loop->ts_stats.sleeps++;
-    lc_mpsc_status_t st;
-    if (drain_inbound(loop, &st) != 0) {
+    bool stalled;
+    if (drain_inbound(loop, &stalled) != 0) {
         /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
         atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
-    /* BUSY behind a node: the push in its window owes no wake-up (lc__loop_post()), so bound
-     * the sleep; it normally wakes us itself, as soon as it runs. */
-    bool stalled = st == LC_MPSC_BUSY && !lc_mpsc_on_stub(&loop->inbound);
     /* A sleeping loop keeps no finished handles from the producers. */
     ts_flush(loop);
+    /* A lane BUSY behind a node: the push in its window owes no wake-up (lc__loop_post()), so
+     * bound the sleep; it normally wakes us itself, as soon as it runs. */
     arm_timer_fd(loop, stalled ? lc__now() + LC__STALL_POLL : INFINITY);
     uv_run(&loop->uv, UV_RUN_ONCE);
     /* relaxed: a producer that still reads true only makes a spurious eventfd write. */

@@ -1,10 +1,11 @@
 /* Cross-thread calls into a loop: call_soon_threadsafe and its zero-allocation form.
  *
- * Every loop has one inbound lock-free MPSC queue (threadsafe/mpsc.h). A post from any thread
- * pushes a message onto it; the loop drains the queue at the start of each iteration and appends
- * the messages, in the order they were pushed, to its ready queue: they run in that iteration's
- * batch, after the callbacks already ready. Callbacks from one producer run in the order it
- * posted them.
+ * Every loop has a few inbound lock-free MPSC queues ("lanes", threadsafe/mpsc.h); a thread
+ * always posts to the same lane, and threads are spread over the lanes, so that producers do not
+ * contend with each other. A post from any thread pushes a message onto its lane; the loop drains
+ * the lanes at the start of each iteration and appends their messages to its ready queue: they
+ * run in that iteration's batch, after the callbacks already ready. Callbacks from one producer
+ * run in the order it posted them; posts from different threads have no order between them.
  *
  * Wake-ups coalesce. A loop announces that it is about to sleep (a flag, then a re-check of the
  * queue); a producer writes the loop's eventfd only if the loop announced it and nobody has

@@ -593,9 +593,10 @@ static void test_threadsafe_stalled_push_behind_node_is_found(void **state)
     lc__call_priv *c = (lc__call_priv *)(void *)b.call._priv;
     c->q.kind = LC__K_POSTED;
     c->cb = amsg_cb;
-    atomic_fetch_add(&loop->inbound.prod_word, LC__POST_ONE);
+    lc_mpsc_t *in = &lc__post_lane(loop)->q; /* this thread's lane, where a went */
+    atomic_fetch_add(&in->prod_word, LC__POST_ONE);
     atomic_store_explicit(&c->q.mnode.next, NULL, memory_order_relaxed);
-    lc_mpsc_node_t *prev = atomic_exchange(&loop->inbound._tail, &c->q.mnode);
+    lc_mpsc_node_t *prev = atomic_exchange(&in->_tail, &c->q.mnode);
     usleep(30000); /* the loop finds a's node held back (BUSY), and sleeps */
     assert_int_equal(atomic_load(&a.runs), 0);
     atomic_store_explicit(&prev->next, &c->q.mnode, memory_order_release); /* the link lands */
