@@ -121,9 +121,9 @@ static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_u
  * the loop frees the old. So handles go round instead:
  *
  *   - The loop collects the handles whose last reference it dropped into a local chain
- *     (ts_batch, linked through q.next) and publishes the chain every LC__TS_PUBLISH handles,
- * before it sleeps and when it closes: one CAS pushes the whole chain onto the loop's return stack,
- * ts_free.
+ *     (ts_batch, linked through q.next) and publishes it every LC__TS_PUBLISH handles, before
+ *     it sleeps and when it closes: one CAS pushes the whole chain onto its return stack,
+ *     ts_free.
  *   - A producer takes handles from its thread's cache (tls_ts). When that is empty, it takes
  *     loop's whole return stack with one exchange; when that is empty too, it mallocs.
  *   - There is no ABA: only the loop pushes, and producers never pop single nodes (they swap the
