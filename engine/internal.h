@@ -164,6 +164,7 @@ struct lc_loop_s {
     double spin_budget;
     double last_inbound; /* lc__now() after the last iteration whose drains found messages */
     bool inbound_seen;   /* a drain found messages since last_inbound was set */
+    uint32_t io_skips;   /* poll_io() returns in a row that did not poll I/O (spin hits) */
     lc_loop_threadsafe_stats_t ts_stats;
 
     /* Timer heap: a 4-ary min-heap on (when, seq). Cancelled timers stay in it, flagged, until

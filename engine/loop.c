@@ -1302,6 +1302,10 @@ static uint64_t poll_timeout_ms(lc_loop_t *loop)
  * the loop's announcement. */
 #define LC__STALL_POLL 0.001
 
+/* How many iterations in a row a spinning loop may run cross-thread work without polling its
+ * sockets (poll_io()): I/O waits behind at most this many ready batches. */
+#define LC__IO_SKIPS_MAX 16
+
 /* Spins on the inbound lanes (and I/O, without blocking) while cross-thread work arrived less
  * than spin_budget ago, until something is ready or the budget or the next timer runs out, or
  * the queue stays BUSY (a preempted producer). Returns true if something became ready. */
@@ -1345,6 +1349,7 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start
         if ((i & 63) == 0) {
             /* I/O and the clock, every 64 spins (a zero-timeout epoll_wait is a system call). */
             uv_run(&loop->uv, UV_RUN_NOWAIT);
+            loop->io_skips = 0;
             if (!ready_empty(loop) || loop->stopping)
                 return true;
             if (lc__now() >= deadline)
@@ -1369,8 +1374,17 @@ static void poll_io(lc_loop_t *loop)
             loop->last_inbound = now;
         }
         if (now - loop->last_inbound < loop->spin_budget) {
-            if (spin_before_sleep(loop, timeout_ms, now))
-                return; /* the next iteration drains and runs it */
+            if (spin_before_sleep(loop, timeout_ms, now)) {
+                /* The next iteration drains and runs what came. A producer that answers each
+                 * callback at once lands in the spin's first polls every time, which would keep
+                 * the sockets from ever being polled: poll them (zero timeout) at least once
+                 * every LC__IO_SKIPS_MAX such returns. */
+                if (++loop->io_skips >= LC__IO_SKIPS_MAX) {
+                    loop->io_skips = 0;
+                    uv_run(&loop->uv, UV_RUN_NOWAIT);
+                }
+                return;
+            }
             timeout_ms = poll_timeout_ms(loop);
         }
     }
