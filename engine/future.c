@@ -17,9 +17,15 @@ int lc_loop_create_future(lc_loop_t *loop, lc_future_t **out)
         return r;
     lc_future_t *fut = loop->future_cache;
     if (fut != NULL) {
+        /* A cached future keeps its callback array (a second done callback then costs no
+         * allocation: run_in_executor's watcher plus the user's, for example). */
+        lc__done_entry *more = fut->more;
+        uint32_t cap = fut->cap_callbacks;
         loop->future_cache = *(lc_future_t **)fut;
         loop->future_cache_len--;
         memset(fut, 0, sizeof(*fut));
+        fut->more = more;
+        fut->cap_callbacks = cap;
     } else {
         fut = calloc(1, sizeof(*fut));
         if (fut == NULL)
@@ -55,15 +61,16 @@ static void future_destroy(lc_future_t *fut)
     }
     if (fut->result_dtor != NULL && fut->state == LC__F_RESULT)
         fut->result_dtor(fut->result);
-    if (fut->more != NULL)
-        free(fut->more);
-    /* Plain futures go back to the loop's cache (tasks are bigger blocks: free()). The loop is
-     * alive here: this future holds a reference, dropped just below. */
+    /* Plain futures go back to the loop's cache with their callback array (tasks are bigger
+     * blocks: free()). The loop is alive here: this future holds a reference, dropped just
+     * below. */
     if (!fut->is_task && loop->future_cache_len < LC__HANDLE_CACHE_MAX) {
         *(lc_future_t **)fut = loop->future_cache;
         loop->future_cache = fut;
         loop->future_cache_len++;
     } else {
+        if (fut->more != NULL)
+            free(fut->more);
         free(fut);
     }
     lc__loop_unref(loop);

@@ -521,6 +521,7 @@ static void loop_destroy(lc_loop_t *loop)
 {
     while (loop->future_cache != NULL) {
         lc_future_t *next = *(lc_future_t **)loop->future_cache;
+        free(loop->future_cache->more); /* cached futures keep their callback arrays */
         free(loop->future_cache);
         loop->future_cache = next;
     }
