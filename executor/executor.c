@@ -180,6 +180,10 @@ struct lc_executor_s {
     /* The workers' CPUs (see process_cpus); has_cpus false: they inherit their creator's. */
     bool has_cpus;
     cpu_set_t cpus;
+    /* Whether avg_ns is under SHORT_NS: read by every submission that finds no idle worker, so it
+     * sits on this read-mostly line, apart from avg_ns, and is written only when it flips (a
+     * worker's relaxed load and store: a heuristic; a lost flip is redone at the next batch). */
+    _Atomic bool short_jobs;
     char pad0[LC_MPSC_PAD];
 
     /* Written by submitters: jobs pushed. seq_cst RMW after the push, seq_cst reads by workers
@@ -450,7 +454,7 @@ static void wake_workers(lc_executor_t *ex, unsigned target)
 static bool jobs_short(lc_executor_t *ex)
 {
     /* relaxed: a heuristic, see the field. */
-    return atomic_load_explicit(&ex->avg_ns, memory_order_relaxed) < SHORT_NS;
+    return atomic_load_explicit(&ex->short_jobs, memory_order_relaxed);
 }
 
 /* Takes a batch. An idle worker becomes busy first (I -> B, then its look: see the top); a busy
@@ -514,8 +518,11 @@ static int run_batch(lc_executor_t *ex, job_t *batch)
             per_job = 4e9;
         /* relaxed: a heuristic; a lost update between two workers does not matter. */
         uint32_t avg = atomic_load_explicit(&ex->avg_ns, memory_order_relaxed);
-        atomic_store_explicit(&ex->avg_ns, (uint32_t)((double)avg + (per_job - (double)avg) / 8),
-                              memory_order_relaxed);
+        avg = (uint32_t)((double)avg + (per_job - (double)avg) / 8);
+        atomic_store_explicit(&ex->avg_ns, avg, memory_order_relaxed);
+        /* relaxed: see the field; the load keeps the read-mostly line clean while it holds. */
+        if (atomic_load_explicit(&ex->short_jobs, memory_order_relaxed) != (avg < SHORT_NS))
+            atomic_store_explicit(&ex->short_jobs, avg < SHORT_NS, memory_order_relaxed);
         atomic_fetch_add_explicit(&ex->completed, ran, memory_order_relaxed);
     }
     if (skipped > 0) /* relaxed: statistics */
@@ -718,15 +725,18 @@ static void *worker_main(void *arg)
         lc_mpsc_status_t st;
         size_t n = take_batch(ex, &busy, &batch, &st);
         if (n > 0) {
-            if (st != LC_MPSC_EMPTY) {
+            /* relaxed: heuristics, see the fields. */
+            uint32_t avg = atomic_load_explicit(&ex->avg_ns, memory_order_relaxed);
+            if (st == LC_MPSC_OK || (st == LC_MPSC_BUSY && avg >= SHORT_NS)) {
                 /* Jobs are left behind: helpers. Blocking jobs fan out, two per worker that takes
                  * one (a tree of wake-ups); short ones get a helper only when the backlog takes
-                 * this worker longer to drain than a wake-up costs. relaxed: heuristics, see the
-                 * fields. */
+                 * this worker longer to drain than a wake-up costs. A batch of short jobs that
+                 * stopped short of BATCH_MAX on a push in progress (BUSY) left about one job
+                 * behind: no helper, and no read of the submitters' line (the loop's next
+                 * submission would pay for it). relaxed: heuristics, see the fields. */
                 int64_t left =
                     (int64_t)(atomic_load_explicit(&ex->submitted, memory_order_relaxed) -
                               atomic_load_explicit(&ex->taken, memory_order_relaxed));
-                uint32_t avg = atomic_load_explicit(&ex->avg_ns, memory_order_relaxed);
                 if (avg >= SHORT_NS)
                     wake_workers(ex, left >= 2 ? 2 : 1);
                 else if ((double)left * avg > WAKE_COST_NS)
@@ -832,6 +842,7 @@ int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts)
     atomic_init(&ex->hint, false);
     atomic_init(&ex->refs, 1);
     atomic_init(&ex->avg_ns, AVG_INITIAL_NS);
+    atomic_init(&ex->short_jobs, AVG_INITIAL_NS < SHORT_NS);
     atomic_init(&ex->spinning, false);
     atomic_init(&ex->stop_spin, false);
     atomic_init(&ex->orphaned_hint, false);
