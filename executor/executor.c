@@ -22,7 +22,8 @@
  *
  *   I  idle: awake and about to look at the queue (after an empty pop, spinning, just started or
  *      woken)
- *   B  busy: holds a batch; it pops again when the batch is done (without a transition)
+ *   B  busy: holds a batch; it pops again when the batch is done (without a transition; after a
+ *      pause of at most PACE_NS, see "Pacing" below)
  *   S  asleep on work_cv, not yet claimed by a waker
  *   T  asleep on sentinel_cv with a timeout (at most one: the sentinel), not yet claimed
  *
@@ -54,12 +55,28 @@
  * every sleeper that leaves its wait is counted once.
  *
  * One idle worker at a time spins (ex->spinning) on the queue's hint (set by a push that found
- * the queue re-armed, the MPSC's guarantee (G)) before it sleeps. The spin adapts (ex->spin_ns):
- * when jobs arrive while it spins, the next budget is a few times the wait they took (at most
- * spin_budget); when it runs out, half. Spinning pays when jobs follow each other within
- * microseconds; when they are sparse, or when the CPUs are oversubscribed (the spinner then takes
- * the CPU that the thread it waits for needs), it only burns time, and the budget falls to
- * nothing; every 32nd sleep then tries a short spin again.
+ * the queue re-armed, the MPSC's guarantee (G)) before it sleeps, and with short jobs only while
+ * no worker is busy: a busy worker is back at the queue within microseconds and spins then
+ * itself, where a second awake worker would only compete with it for a CPU. The spin adapts
+ * (ex->spin_ns): when jobs arrive while it spins, the next budget is a few times the wait they
+ * took, and no less than the budget before (at most spin_budget): a stream's short gaps within a
+ * burst of submissions must not make the spinner forget the longer gaps between bursts (a loop
+ * that resubmits from its completions submits in bursts, one per iteration); when it runs out,
+ * half. Spinning pays when jobs follow each other within microseconds; when they are sparse, or
+ * when the CPUs are oversubscribed (the spinner then takes the CPU that the thread it waits for
+ * needs), it only burns time, and the budget falls to nothing; every 32nd sleep then tries a
+ * short spin again.
+ *
+ * Pacing. A worker that takes each job as soon as it is pushed makes the submitting loop pay for
+ * it: the loop's next push then writes a queue node that the worker just read, its count of the
+ * submission and its read of ctl miss after the worker's transitions, and the outcomes go back
+ * one or two per message. So a busy worker whose last batch of short jobs held more than one job
+ * (they arrive faster than it looks) but did not fill up (it keeps pace with them) looks again no
+ * sooner than PACE_NS after its previous look, spinning on nothing shared meanwhile (first moving
+ * off the submitter's CPU, as a spinner does): the jobs gather into batches of a few dozen, and
+ * the loop's submissions stay on lines it owns. A batch of one (a lone round trip) or a full batch
+ * (a backlog) is followed by a look at once; a busy worker still looks again within PACE_NS, which
+ * is what the rule "B > 0: a busy worker pops again within microseconds" needs.
  *
  * Where workers run. A thread inherits its creator's affinity mask, and the workers of a group's
  * shared executor are started by the group's loop threads, each pinned to one CPU: so a worker
@@ -69,10 +86,11 @@
  * waker's CPU: once a worker that slept between the jobs of a loop woke on that loop's CPU, its
  * later wake-ups mostly put it there again even with the other CPU idle (measured: 95% of them),
  * and spinning there it takes the CPU from the very thread that submits the next job, which
- * cannot move away when it is a pinned loop. So a worker that is about to spin on the CPU that
- * its last job was submitted from (sched_getcpu() at the submission, kept in the job) first moves
- * to another CPU of the mask (leave_cpu): a narrowed mask migrates it at once, and the full mask
- * is restored right after. This is rare (a few hundred moves in a whole executor_bench run).
+ * cannot move away when it is a pinned loop. So a worker that is about to spin or pace (see
+ * "Pacing") on the CPU that its last job was submitted from (sched_getcpu() at the submission,
+ * kept in the job) first moves to another CPU of the mask (leave_cpu): a narrowed mask migrates
+ * it at once, and the full mask is restored right after. This is rare (a few hundred moves in a
+ * whole executor_bench run).
  *
  * Closing. The closed bit is set with a seq_cst RMW, followed by a read of submitted, as a
  * worker's transition; a submission checks the bit before its push and again after its count. One
@@ -121,6 +139,10 @@
  * budget fell to zero. */
 #define SPIN_MIN_NS 2000u
 #define SPIN_PROBE_SLEEPS 32u
+/* Pacing (see the top): a busy worker whose last batch of short jobs held more than one job but
+ * did not fill up looks at the queue again no sooner than this after its previous look. At a
+ * loop's pace of one submission per 50-100 ns that gathers a few dozen jobs, about BATCH_MAX. */
+#define PACE_NS 3000.0
 /* The most distinct loops whose outcomes one batch sends as chains; more go one by one. */
 #define CHAINS_MAX 8
 
@@ -598,6 +620,17 @@ static int run_batch(lc_executor_t *ex, job_t *batch)
     return cpu;
 }
 
+/* A busy worker's pause before its next look (see the top): a pure spin until deadline (seconds,
+ * now_s()'s clock), which touches no shared line. Bounded by PACE_NS. */
+static void pace(double deadline)
+{
+    for (unsigned i = 1;; i++) {
+        lc_mpsc_cpu_relax();
+        if ((i & 7) == 0 && now_s() >= deadline)
+            return;
+    }
+}
+
 /* The spinning worker's poll, for budget_ns. Returns how long it waited (ns) when the hint said
  * that jobs arrived, or -1 when the budget ran out (or on shutdown). */
 static double spin_wait(lc_executor_t *ex, uint32_t budget_ns)
@@ -638,14 +671,17 @@ static void leave_cpu(lc_executor_t *ex, int cpu)
         sched_setaffinity(0, sizeof(ex->cpus), &ex->cpus);
 }
 
-/* The next spin budget (see the top): after a hit, a few times the wait it took (jobs come at
- * that pace); after a miss, half. */
+/* The next spin budget (see the top): after a hit, at least a few times the wait it took (jobs
+ * come at that pace), and no less than before (a stream's short gaps within a burst must not make
+ * the spinner forget the longer ones between bursts); after a miss, half. */
 static uint32_t next_spin_budget(lc_executor_t *ex, uint32_t budget, double waited_ns)
 {
     double max = ex->spin * 1e9;
     if (waited_ns < 0)
         return budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
     double next = 4 * waited_ns + SPIN_MIN_NS;
+    if (next < budget)
+        next = budget;
     return (uint32_t)(next < max ? next : max);
 }
 
@@ -719,11 +755,20 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
 
     bool may_spin = true, busy = false;
-    int last_cpu = -1; /* the CPU the last job was submitted from */
+    int last_cpu = -1;    /* the CPU the last job was submitted from */
+    size_t last_n = 0;    /* the size of the last batch */
+    double last_look = 0; /* when this worker last popped */
     for (;;) {
         job_t *batch;
         lc_mpsc_status_t st;
+        if (busy && last_n > 1 && last_n < BATCH_MAX && jobs_short(ex)) {
+            leave_cpu(ex, last_cpu); /* as a spinner does: not against the submitter */
+            pace(last_look + PACE_NS * 1e-9);
+        }
+        last_look = now_s();
         size_t n = take_batch(ex, &busy, &batch, &st);
+        if (n > 0)
+            last_n = n;
         if (n > 0) {
             /* relaxed: heuristics, see the fields. */
             uint32_t avg = atomic_load_explicit(&ex->avg_ns, memory_order_relaxed);
@@ -751,9 +796,13 @@ static void *worker_main(void *arg)
             continue;
         }
         bool expected = false;
-        /* relaxed: the budget is a heuristic; the flag only limits spinners to one. */
+        /* relaxed: the budget is a heuristic; the flag only limits spinners to one; ctl is only
+         * read for a heuristic here (a busy worker with short jobs is back at the queue within
+         * microseconds and spins then itself: a second awake worker would only compete with it
+         * for the CPU). */
         uint32_t budget = atomic_load_explicit(&ex->spin_ns, memory_order_relaxed);
         if (may_spin && budget > 0 &&
+            (CTL_B(atomic_load_explicit(&ex->ctl, memory_order_relaxed)) == 0 || !jobs_short(ex)) &&
             atomic_compare_exchange_strong_explicit(&ex->spinning, &expected, true,
                                                     memory_order_relaxed, memory_order_relaxed)) {
             leave_cpu(ex, last_cpu);

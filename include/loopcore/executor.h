@@ -19,10 +19,12 @@
  * of the process's affinity mask (its main thread's), whichever thread started them: a group's
  * pinned loop thread does not pass its single CPU on. Submission takes no lock: the job goes on a
  * lock-free queue. A worker takes jobs in batches while they are short (one at a time once they
- * block) and takes the next batch as soon as it finished one, so a busy worker drains many jobs
- * per wake-up, and the outcomes of a batch travel to each loop as one message. An idle worker
- * polls the queue for a short spin budget before it sleeps (first moving off the CPU that its
- * last job was submitted from, where it would compete with the submitter). A submission wakes a
+ * block) and takes the next batch as soon as it finished one (short jobs that trickle in, more
+ * than one per batch but too few to fill one, are gathered for a few microseconds first), so a
+ * busy worker drains many jobs per wake-up, and the outcomes of a batch travel to each loop as
+ * one message. An idle worker polls the queue for a short spin budget before it sleeps (one at a
+ * time, and with short jobs only while no worker is busy; first moving off the CPU that its last
+ * job was submitted from, where it would compete with the submitter). A submission wakes a
  * sleeping worker (one futex call) only when no worker is idle and, for short jobs, no busy
  * worker will be back within microseconds; should those busy workers all get stuck in long jobs,
  * a sleeping worker (the sentinel, which wakes every 1 to 8 ms while jobs run) takes the job. Jobs

@@ -1161,6 +1161,75 @@ static void test_executor_workers_of_a_pinned_loop_use_every_cpu(void **state)
     free(c);
 }
 
+/* A stream of short jobs, many in flight, each completion submitting the next (the shape of
+ * executor_bench's roundtrips): workers pace their looks at the queue and keep one spinner through
+ * the gaps; every job still runs once and reaches the loop, and once the stream stops the spin
+ * decays and the idle process uses next to no CPU. */
+#define STREAM_JOBS 50000
+#define STREAM_WINDOW 256
+
+typedef struct {
+    lc_work_t req;
+    lc_loop_t *loop;
+    unsigned *submitted, *completed, *bad;
+} stream_req_t;
+
+static int stream_work(lc_work_t *req)
+{
+    (void)req;
+    return 0;
+}
+
+static void stream_after(lc_work_t *req, int status)
+{
+    stream_req_t *q = lc_container_of(req, stream_req_t, req);
+    (*q->completed)++;
+    if (status != 0 || !pthread_equal(pthread_self(), g_test_thread))
+        (*q->bad)++;
+    if (*q->submitted < STREAM_JOBS) {
+        (*q->submitted)++;
+        if (lc_loop_queue_work(q->loop, NULL, &q->req, stream_work, stream_after) != 0)
+            (*q->bad)++;
+    }
+}
+
+static bool stream_done(void *arg)
+{
+    const stream_req_t *qs = arg;
+    return *qs[0].completed == STREAM_JOBS;
+}
+
+static void test_executor_stream_of_short_jobs_then_idle(void **state)
+{
+    lc_loop_t *loop = *state;
+    reset_globals();
+    stream_req_t *qs = calloc(STREAM_WINDOW, sizeof(*qs));
+    assert_non_null(qs);
+    unsigned submitted = 0, completed = 0, bad = 0;
+    for (int i = 0; i < STREAM_WINDOW; i++) {
+        qs[i] = (stream_req_t){
+            .loop = loop, .submitted = &submitted, .completed = &completed, .bad = &bad};
+        submitted++;
+        assert_int_equal(lc_loop_queue_work(loop, NULL, &qs[i].req, stream_work, stream_after), 0);
+    }
+    run_until(loop, stream_done, qs);
+    assert_int_equal(submitted, STREAM_JOBS);
+    assert_int_equal(completed, STREAM_JOBS);
+    assert_int_equal(bad, 0);
+
+    /* Idle, the loop and its executor alive: the spin (at most LC_EXECUTOR_DEFAULT_SPIN per
+     * sleep, halved at each miss) is long over after 100 ms; in the next 300 ms the process uses
+     * a few ms of CPU at most. */
+    sleep_ms(100);
+    double t0 = cpu_time_s();
+    sleep_ms(300);
+    double used = cpu_time_s() - t0;
+    print_message("idle after the stream: %.1f ms of CPU in 300 ms\n", used * 1e3);
+    assert_true(used < 0.06);
+    free(qs);
+    gate_destroy(&g_gate);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1196,6 +1265,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_executor_group_set_default_executor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_executor_workers_of_a_pinned_loop_use_every_cpu, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_executor_stream_of_short_jobs_then_idle, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
