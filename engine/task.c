@@ -10,8 +10,8 @@
  * one way back: the done callback lc__task_wakeup() on the future it awaits, which future.c queues
  * as a plain ready-queue entry (lc__task_wakeup_run, no handle: see internal.h). Cancelling does
  * not add a second one, it cancels that future, whose callbacks then run; a cancellation that
- * comes after the future completed finds the wake-up already queued. So no wake-up is ever stale, and no
- * queued callback needs a reference to the task: a task cannot finish while it is suspended,
+ * comes after the future completed finds the wake-up already queued. So no wake-up is ever stale,
+ * and no queued callback needs a reference to the task: a task cannot finish while it is suspended,
  * except through lc_loop_close(), which discards the queues first.
  *
  * A task holds a reference to itself from creation until its coroutine has returned, so it
