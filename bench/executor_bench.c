@@ -599,33 +599,12 @@ static bool run_python(const char *script, const char *loop_name, figures_t *f)
     lc_bench_append_quoted(cmd, sizeof(cmd), script);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof(cmd) - len, " --loop %s", loop_name);
-    fflush(stdout);
-    fflush(stderr);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        fprintf(stderr, "executor_bench: popen(%s): %s\n", cmd, strerror(errno));
+    char who[64], line[512];
+    snprintf(who, sizeof(who), "executor_bench: %s", loop_name);
+    if (!lc_bench_run_peer(who, cmd, "roundtrips=", line, sizeof(line)))
         return false;
-    }
-    char line[512] = "";
-    bool got = false;
-    char buf[512];
-    while (fgets(buf, sizeof(buf), p) != NULL) {
-        if (strncmp(buf, "roundtrips=", 11) == 0) {
-            memcpy(line, buf, sizeof(line));
-            got = true;
-        }
-    }
-    int status = pclose(p);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "executor_bench: %s peer unavailable (python exit status %d): NA\n",
-                loop_name,
-                status == -1        ? -1
-                : WIFEXITED(status) ? WEXITSTATUS(status)
-                                    : 128);
-        return false;
-    }
-    if (!got || sscanf(line, "roundtrips=%lf rtt_p50_us=%lf rtt_p99_us=%lf blocking_ms=%lf",
-                       &f->roundtrips, &f->rtt_p50, &f->rtt_p99, &f->blocking) != 4) {
+    if (sscanf(line, "roundtrips=%lf rtt_p50_us=%lf rtt_p99_us=%lf blocking_ms=%lf", &f->roundtrips,
+               &f->rtt_p50, &f->rtt_p99, &f->blocking) != 4) {
         fprintf(stderr, "executor_bench: %s peer printed no figures: NA\n", loop_name);
         return false;
     }

@@ -190,33 +190,12 @@ static bool run_python(const char *script, const char *loop_name, long n, double
     lc_bench_append_quoted(cmd, sizeof(cmd), script);
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof(cmd) - len, " --loop %s --n %ld", loop_name, n);
-    fflush(stdout);
-    fflush(stderr);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        fprintf(stderr, "loop_bench: popen(%s): %s\n", cmd, strerror(errno));
+    char who[64], line[512];
+    snprintf(who, sizeof(who), "loop_bench: %s", loop_name);
+    if (!lc_bench_run_peer(who, cmd, "call_soon=", line, sizeof(line)))
         return false;
-    }
-    char line[512] = "";
-    bool got = false;
-    char buf[512];
-    while (fgets(buf, sizeof(buf), p) != NULL) {
-        if (strncmp(buf, "call_soon=", 10) == 0) {
-            memcpy(line, buf, sizeof(line));
-            got = true;
-        }
-    }
-    int status = pclose(p);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "loop_bench: %s peer unavailable (python exit status %d): NA\n", loop_name,
-                status == -1        ? -1
-                : WIFEXITED(status) ? WEXITSTATUS(status)
-                                    : 128);
-        return false;
-    }
     long long a, b, c;
-    if (!got ||
-        sscanf(line, "call_soon=%lld call_later=%lld call_later_cancel=%lld", &a, &b, &c) != 3) {
+    if (sscanf(line, "call_soon=%lld call_later=%lld call_later_cancel=%lld", &a, &b, &c) != 3) {
         fprintf(stderr, "loop_bench: %s peer printed no figures: NA\n", loop_name);
         return false;
     }

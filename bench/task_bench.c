@@ -267,32 +267,12 @@ static bool run_python(const char *script, const char *loop_name, long n, long n
     size_t len = strlen(cmd);
     snprintf(cmd + len, sizeof(cmd) - len, " --loop %s --n %ld --tasks %ld --pairs %ld --batch %ld",
              loop_name, n, ntasks, pairs, batch);
-    fflush(stdout);
-    fflush(stderr);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        fprintf(stderr, "task_bench: popen(%s): %s\n", cmd, strerror(errno));
+    char who[64], line[512];
+    snprintf(who, sizeof(who), "task_bench: %s", loop_name);
+    if (!lc_bench_run_peer(who, cmd, "await_resume=", line, sizeof(line)))
         return false;
-    }
-    char line[512] = "";
-    bool got = false;
-    char buf[512];
-    while (fgets(buf, sizeof(buf), p) != NULL) {
-        if (strncmp(buf, "await_resume=", 13) == 0) {
-            memcpy(line, buf, sizeof(line));
-            got = true;
-        }
-    }
-    int status = pclose(p);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "task_bench: %s peer unavailable (python exit status %d): NA\n", loop_name,
-                status == -1        ? -1
-                : WIFEXITED(status) ? WEXITSTATUS(status)
-                                    : 128);
-        return false;
-    }
     double a, b;
-    if (!got || sscanf(line, "await_resume=%lf task_create_finish=%lf", &a, &b) != 2) {
+    if (sscanf(line, "await_resume=%lf task_create_finish=%lf", &a, &b) != 2) {
         fprintf(stderr, "task_bench: %s peer printed no figures: NA\n", loop_name);
         return false;
     }

@@ -881,36 +881,17 @@ static py_result run_python(const char *script, const char *loop_name, long tota
     snprintf(cmd + len, sizeof(cmd) - len,
              " --loop %s --total %ld --samples %ld --reps %d --timeout %d", loop_name, total,
              samples, reps, PY_TIMEOUT_S - 10);
-    fflush(stdout);
-    fflush(stderr);
     char name[64];
     snprintf(name, sizeof(name), "python %s", loop_name);
     part(name, PY_TIMEOUT_S + 30);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        fprintf(stderr, "threadsafe_bench: popen(%s): %s\n", cmd, strerror(errno));
-        part_done();
-        return res;
-    }
-    char line[512] = "", buf[512];
-    bool got = false;
-    while (fgets(buf, sizeof(buf), p) != NULL) {
-        if (strncmp(buf, "p1=", 3) == 0) {
-            memcpy(line, buf, sizeof(line));
-            got = true;
-        }
-    }
-    int status = pclose(p);
+    char who[64], line[512];
+    snprintf(who, sizeof(who), "threadsafe_bench: %s", loop_name);
+    bool ok = lc_bench_run_peer(who, cmd, "p1=", line, sizeof(line));
     part_done();
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "threadsafe_bench: %s peer unavailable (exit status %d): NA\n", loop_name,
-                status == -1        ? -1
-                : WIFEXITED(status) ? WEXITSTATUS(status)
-                                    : 128);
+    if (!ok)
         return res;
-    }
-    if (!got || sscanf(line, "p1=%lf p2=%lf p4=%lf lat_p50=%lf lat_p99=%lf", &res.p[0], &res.p[1],
-                       &res.p[2], &res.lat50, &res.lat99) != 5) {
+    if (sscanf(line, "p1=%lf p2=%lf p4=%lf lat_p50=%lf lat_p99=%lf", &res.p[0], &res.p[1],
+               &res.p[2], &res.lat50, &res.lat99) != 5) {
         fprintf(stderr, "threadsafe_bench: %s peer printed no figures: NA\n", loop_name);
         return res;
     }

@@ -1,11 +1,13 @@
 #include "bench/support/runfiles.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define WORKSPACE "loopcore"
@@ -62,4 +64,39 @@ double lc_bench_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+bool lc_bench_run_peer(const char *who, const char *cmd, const char *prefix, char *line, size_t cap)
+{
+    fflush(stdout);
+    fflush(stderr);
+    if (cap > 0)
+        line[0] = '\0';
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        fprintf(stderr, "%s: popen(%s): %s\n", who, cmd, strerror(errno));
+        return false;
+    }
+    size_t plen = strlen(prefix);
+    bool got = false;
+    char buf[512];
+    while (fgets(buf, sizeof(buf), p) != NULL) {
+        if (strncmp(buf, prefix, plen) == 0 && cap > 0) {
+            snprintf(line, cap, "%s", buf);
+            got = true;
+        }
+    }
+    int status = pclose(p);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "%s peer unavailable (exit status %d): NA\n", who,
+                status == -1        ? -1
+                : WIFEXITED(status) ? WEXITSTATUS(status)
+                                    : 128);
+        return false;
+    }
+    if (!got) {
+        fprintf(stderr, "%s peer printed no figures: NA\n", who);
+        return false;
+    }
+    return true;
 }
