@@ -333,6 +333,32 @@ static int check_writable(const lc_transport_t *t)
     return 0;
 }
 
+/* Sends what the socket takes of iov[0..n) now (one send() or sendmsg(), MSG_NOSIGNAL): *done is
+ * the bytes sent (0 if the socket is full). Returns false after a fatal error, which was reported
+ * through connection_lost as asyncio does (the caller's write then returns 0). */
+static bool send_now(lc_transport_t *t, const struct iovec *iov, size_t n, size_t *done)
+{
+    ssize_t r;
+    do {
+        if (n == 1) {
+            r = send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            struct msghdr msg = {.msg_iov = (struct iovec *)iov,
+                                 .msg_iovlen = n < IOV_MAX ? n : IOV_MAX};
+            r = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+        }
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            fatal_error(t, -errno, "Fatal write error on socket transport");
+            return false;
+        }
+        r = 0;
+    }
+    *done = (size_t)r;
+    return true;
+}
+
 int lc_transport_write(lc_transport_t *t, const void *data, size_t len)
 {
     if (t == NULL || (data == NULL && len > 0))
@@ -343,20 +369,8 @@ int lc_transport_write(lc_transport_t *t, const void *data, size_t len)
     size_t done = 0;
     if (t->wlen == 0) {
         /* Try the socket first; queue only the rest. */
-        ssize_t n;
-        do
-            n = send(t->fd, data, len, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                /* Reported through connection_lost, as asyncio does. */
-                fatal_error(t, -errno, "Fatal write error on socket transport");
-                return 0;
-            }
-            n = 0;
-        }
-        done = (size_t)n;
-        if (done == len)
+        struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+        if (!send_now(t, &iov, 1, &done) || done == len)
             return 0;
     }
     r = wbuf_append(t, (const char *)data + done, len - done);
@@ -383,25 +397,8 @@ int lc_transport_writelines(lc_transport_t *t, const struct iovec *bufs, size_t 
     if (total == 0)
         return 0;
     size_t done = 0;
-    if (t->wlen == 0) {
-        struct msghdr msg = {0};
-        msg.msg_iov = (struct iovec *)bufs;
-        msg.msg_iovlen = nbufs < IOV_MAX ? nbufs : IOV_MAX;
-        ssize_t n;
-        do
-            n = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                fatal_error(t, -errno, "Fatal write error on socket transport");
-                return 0;
-            }
-            n = 0;
-        }
-        done = (size_t)n;
-        if (done == total)
-            return 0;
-    }
+    if (t->wlen == 0 && (!send_now(t, bufs, nbufs, &done) || done == total))
+        return 0;
     for (size_t i = 0; i < nbufs; i++) {
         size_t l = bufs[i].iov_len;
         if (done >= l) {
