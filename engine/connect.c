@@ -205,20 +205,29 @@ static void connector_try_next(connector *c)
 
 static void connector_resolved(int status, struct addrinfo *res, void *arg);
 
-static void connector_local_resolved(int status, struct addrinfo *res, void *arg)
+/* The common start of a resolution's callback: false when the connector is finished (abandoned:
+ * freed with res; or the resolution failed: the connection fails with its error). */
+static bool connector_resolution_ok(connector *c, int status, struct addrinfo *res)
 {
-    connector *c = arg;
     c->resolving = false;
     if (c->abandoned) {
         if (res != NULL)
             uv_freeaddrinfo(res);
         connector_free(c);
-        return;
+        return false;
     }
     if (status != 0) {
         connector_fail(c, status);
-        return;
+        return false;
     }
+    return true;
+}
+
+static void connector_local_resolved(int status, struct addrinfo *res, void *arg)
+{
+    connector *c = arg;
+    if (!connector_resolution_ok(c, status, res))
+        return;
     c->local = res;
     struct addrinfo hints = {0};
     hints.ai_family = c->family;
@@ -236,17 +245,8 @@ static void connector_local_resolved(int status, struct addrinfo *res, void *arg
 static void connector_resolved(int status, struct addrinfo *res, void *arg)
 {
     connector *c = arg;
-    c->resolving = false;
-    if (c->abandoned) {
-        if (res != NULL)
-            uv_freeaddrinfo(res);
-        connector_free(c);
+    if (!connector_resolution_ok(c, status, res))
         return;
-    }
-    if (status != 0) {
-        connector_fail(c, status);
-        return;
-    }
     c->addrs = res;
     c->next = res;
     connector_try_next(c);
