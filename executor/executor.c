@@ -823,18 +823,31 @@ static void *worker_main(void *arg)
 }
 
 /* With no worker able to start, fails every queued job with err (their loops get them back). */
+/* Sends each job of a chain (taken off the queue, never run) back to its loop with status, one
+ * by one; skip, if it is in the chain, is unlinked but not sent. Returns whether skip was there. */
+static bool send_back(job_t *jobs, int status, const job_t *skip)
+{
+    bool found = false;
+    for (job_t *j = jobs; j != NULL;) {
+        job_t *next = j->chain;
+        j->chain = NULL;
+        if (j == skip) {
+            found = true;
+        } else {
+            j->status = status;
+            post_chain_unowned(j);
+        }
+        j = next;
+    }
+    return found;
+}
+
 static void fail_all_queued(lc_executor_t *ex, int err)
 {
     pthread_mutex_lock(&ex->mu);
     job_t *jobs = ex->nthreads == 0 ? pop_all(ex, NULL) : NULL;
     pthread_mutex_unlock(&ex->mu);
-    for (job_t *j = jobs; j != NULL;) {
-        job_t *next = j->chain;
-        j->chain = NULL;
-        j->status = err;
-        post_chain_unowned(j);
-        j = next;
-    }
+    send_back(jobs, err, NULL);
 }
 
 /* ---- Creating and shutting down -------------------------------------------------------------- */
@@ -945,13 +958,7 @@ int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending)
     pthread_mutex_unlock(&ex->mu);
     if (n > 0) /* relaxed: statistics */
         atomic_fetch_add_explicit(&ex->cancelled, n, memory_order_relaxed);
-    for (job_t *j = unrun; j != NULL;) {
-        job_t *next = j->chain;
-        j->chain = NULL;
-        j->status = LC_ECANCELLED;
-        post_chain_unowned(j);
-        j = next;
-    }
+    send_back(unrun, LC_ECANCELLED, NULL);
     if (wait) {
         pthread_mutex_lock(&ex->mu);
         while (ex->nthreads > 0)
@@ -1192,19 +1199,8 @@ static int submit_late(lc_executor_t *ex, job_t *j)
     pthread_mutex_lock(&ex->mu);
     job_t *back = ex->nthreads == 0 ? pop_all(ex, NULL) : NULL;
     pthread_mutex_unlock(&ex->mu);
-    int r = 0;
-    for (job_t *b = back; b != NULL;) {
-        job_t *next = b->chain;
-        b->chain = NULL;
-        if (b == j) {
-            r = LC_ECLOSED; /* ours: the caller takes it back */
-        } else {
-            b->status = LC_ECANCELLED;
-            post_chain_unowned(b);
-        }
-        b = next;
-    }
-    return r;
+    /* Ours (j) is not sent: the caller takes it back. */
+    return send_back(back, LC_ECANCELLED, j) ? LC_ECLOSED : 0;
 }
 
 /* Pushes j on ex's queue and wakes a worker if the rule at the top says so. Any thread. */
