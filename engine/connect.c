@@ -115,6 +115,8 @@ static void connector_connected(connector *c)
 static void connector_poll_cb(uv_poll_t *p, int status, int events)
 {
     (void)events;
+    if (!lc__io_enter((uv_handle_t *)p))
+        return;
     connector *c = p->data;
     int err = 0;
     socklen_t len = sizeof(err);

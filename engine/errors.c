@@ -84,8 +84,9 @@ void lc_loop_default_exception_handler(lc_loop_t *loop, const lc_exception_conte
 {
     if (ctx == NULL)
         return;
-    /* One write, so lines from several threads do not interleave. Keys sorted by name, as
-     * asyncio's default handler prints them (message and exception are left out of the list). */
+    /* One write, so lines from several threads do not interleave. The keys sorted by name, as
+     * asyncio's default handler prints them (message and exception are left out of the list),
+     * then the error last, where asyncio prints the exception's traceback. */
     char buf[1024];
     int n = snprintf(buf, sizeof(buf), "loopcore: %s\n",
                      ctx->message != NULL ? ctx->message : "Unhandled exception in event loop");

@@ -712,10 +712,11 @@ int lc_get_event_loop(lc_loop_t **out)
     if (tls_current == NULL) {
         if (tls_current_was_set)
             return LC_ENOCURRENTLOOP;
+        /* Implicit: the slot stays the library's (tls_current_was_set is the user's word), so
+         * once this loop is freed (lc_loop_free() empties the slot) the next call makes another. */
         int r = lc_new_event_loop(&tls_current);
         if (r != 0)
             return r;
-        tls_current_was_set = true;
     }
     *out = tls_current;
     return 0;
@@ -1159,11 +1160,12 @@ static void run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
         log_slow_callback("Handle", (void *)fn, arg, dt);
 }
 
+/* Runs the iteration's ready batch: what was queued before its poll (loop->batch_end);
+ * callbacks it schedules go behind it, for the next iteration. The ring may grow while the batch
+ * runs: read it through the loop each time. */
 static void run_ready_batch(lc_loop_t *loop)
 {
-    /* The batch is what is queued now; callbacks it schedules go behind it, for the next
-     * iteration. The ring may grow while the batch runs: read it through the loop each time. */
-    uint64_t end = loop->ready_tail;
+    uint64_t end = loop->batch_end;
     while (loop->ready_head != end) {
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
         if (e.fn != NULL)
@@ -1182,9 +1184,10 @@ static void run_due_timers(lc_loop_t *loop)
 {
     if (loop->heap_len == 0)
         return;
-    double now = lc__now();
-    /* Take every due timer off the heap first, in order; timers scheduled by these callbacks
-     * (even with when <= now) wait for the next iteration. */
+    /* Due means due when the poll returned (asyncio's end_time): timers scheduled by this
+     * iteration's callbacks, even with when <= now, wait for the next one, as do those that came
+     * due while the batch ran. Take every due timer off the heap first, in order. */
+    double now = loop->iter_now;
     uint32_t n = 0;
     while (loop->heap_len > 0 && loop->heap[0].when <= now) {
         if (n == loop->due_cap) {
@@ -1419,6 +1422,25 @@ static void poll_io(lc_loop_t *loop)
     atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
 }
 
+/* The poll has returned: the batch begins. Reads the clock for the due timers first, so that
+ * a timer scheduled by the batch (even with a past when) waits for the next iteration. */
+static void begin_batch(lc_loop_t *loop)
+{
+    loop->batch_pending = false;
+    loop->iter_now = loop->heap_len > 0 ? lc__now() : -INFINITY;
+    run_ready_batch(loop);
+}
+
+bool lc__io_enter_slow(lc_loop_t *loop, uv_handle_t *h)
+{
+    /* A handle the batch stopped or closed has nothing to report. One that was already stopped
+     * still gets its callback: libuv stops a timer before its callback, and a poll before it
+     * reports an error. */
+    bool was_active = uv_is_active(h);
+    begin_batch(loop);
+    return !uv_is_closing(h) && (!was_active || uv_is_active(h));
+}
+
 int lc_loop_run_forever(lc_loop_t *loop)
 {
     if (loop == NULL)
@@ -1435,17 +1457,24 @@ int lc_loop_run_forever(lc_loop_t *loop)
     atomic_store_explicit(&loop->thread, (unsigned long)pthread_self(), memory_order_relaxed);
     atomic_store_explicit(&loop->running, true, memory_order_relaxed);
 
+    /* One iteration is asyncio's _run_once (rules 1a-2c): poll first (timeout 0 when anything is
+     * ready or a stop is pending), then one batch made of the callbacks ready before the poll,
+     * the poll's I/O callbacks and the timers due when the poll returned, in that order; a stop()
+     * ends the run after the batch in which it was called, with no further poll. libuv runs the
+     * I/O callbacks inside the poll, so the first of them runs the ready batch before its own
+     * work (lc__io_enter()); when no I/O callback ran, the batch runs after the poll. */
     for (;;) {
-        bool stop_before = loop->stopping;
         drain_inbound(loop, NULL);
-        run_ready_batch(loop);
-        if (loop->stopping && !stop_before)
-            break; /* stop() in this batch: no further poll (rule 2b) */
+        loop->batch_end = loop->ready_tail;
+        loop->batch_pending = true;
         poll_io(loop);
+        if (loop->batch_pending)
+            begin_batch(loop);
         run_due_timers(loop);
         if (loop->stopping)
             break;
     }
+    loop->batch_pending = false;
 
     loop->stopping = false;
     atomic_store_explicit(&loop->running, false, memory_order_relaxed);

@@ -194,6 +194,8 @@ static void accept_backoff(lc_server_t *s, int err, int fd)
 static void listener_cb(uv_poll_t *p, int status, int events)
 {
     (void)events;
+    if (!lc__io_enter((uv_handle_t *)p))
+        return;
     listener *l = p->data;
     lc_server_t *s = l->server;
     if (status < 0 || !s->serving)

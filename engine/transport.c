@@ -461,7 +461,10 @@ bool lc_transport_is_closing(const lc_transport_t *t) { return t == NULL || t->c
 
 static void transport_poll_cb(uv_poll_t *p, int status, int events)
 {
+    if (!lc__io_enter((uv_handle_t *)p))
+        return;
     lc_transport_t *t = p->data;
+    events &= (int)t->events; /* what the iteration's batch may have stopped watching */
     if (status < 0) {
         int err = 0;
         socklen_t len = sizeof(err);

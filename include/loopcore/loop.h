@@ -41,7 +41,8 @@ int lc_get_running_loop(lc_loop_t **out);
 /** Stores the current loop of this thread in *out: the running loop inside a callback, else the one
  *  set with lc_set_event_loop(). If none is set and lc_set_event_loop() was never called in this
  *  thread, creates a loop, sets it as current and returns it (asyncio does this on the main thread
- *  only; loopcore does it on every thread, since C programs have no "main thread" policy). Such a
+ *  only; loopcore does it on every thread, since C programs have no "main thread" policy); once
+ *  that loop is freed with lc_loop_free(), the next call creates another. Such a
  *  loop is owned by the thread's current-loop slot: release it with lc_set_event_loop(NULL) after
  *  lc_loop_close() + lc_loop_free(), or free it yourself. Returns 0, LC_ENOCURRENTLOOP (set to NULL
  *  by the user) or LC_ENOMEM. */
@@ -178,8 +179,10 @@ int lc_loop_set_exception_handler(lc_loop_t *loop, lc_exception_handler_fn handl
  *  argument. */
 lc_exception_handler_fn lc_loop_get_exception_handler(const lc_loop_t *loop, void **arg);
 
-/** The default handler: writes the message, then one "key: value" line per other key that is set
- *  (sorted by name; the error as its name and text) to stderr. Callable from a custom handler. */
+/** The default handler: writes the message, then one "key: value" line per other key that is set,
+ *  sorted by name (future, handle, protocol, socket, transport), and last the error as its name
+ *  and text (as asyncio prints the exception last, after the keys), to stderr. Callable from a
+ *  custom handler. */
 void lc_loop_default_exception_handler(lc_loop_t *loop, const lc_exception_context_t *context);
 
 /** Calls the loop's current exception handler with context (passed through unchanged). Any thread

@@ -47,6 +47,8 @@ typedef struct {
 
 static void reader_cb(uv_poll_t *p, int status, int events)
 {
+    if (!lc__io_enter((uv_handle_t *)p)) /* as every engine I/O callback does */
+        return;
     reader_t *r = (reader_t *)p;
     assert_int_equal(status, 0);
     assert_true(events & UV_READABLE);
@@ -125,6 +127,32 @@ static void test_loop_get_event_loop_per_thread(void **state)
     (void)state;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, event_loop_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+/* The implicitly created loop, closed and freed: the slot is empty and the user never set it, so
+ * the next call creates a new loop (the header's promise), as often as needed. */
+static void *implicit_loop_again_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        lc_loop_t *a = NULL, *b = NULL;
+        assert_int_equal(lc_get_event_loop(&a), 0);
+        assert_non_null(a);
+        assert_false(lc_loop_is_closed(a));
+        assert_int_equal(lc_get_event_loop(&b), 0);
+        assert_ptr_equal(a, b);
+        assert_int_equal(lc_loop_close(a), 0);
+        assert_int_equal(lc_loop_free(a), 0);
+    }
+    return NULL;
+}
+
+static void test_loop_get_event_loop_after_implicit_freed(void **state)
+{
+    (void)state;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, implicit_loop_again_thread, NULL), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
 }
 
@@ -278,6 +306,149 @@ static void test_loop_stop_in_batch_skips_poll(void **state)
     lc_test_assert_log(&log, (int[]){1, 2, 100}, 3);
     reader_stop(&r);
     close(sv[0]);
+    close(sv[1]);
+}
+
+/* Rule 2c: `call_soon(stop); run_forever()` runs one whole iteration: the poll comes first, then
+ * the ready callbacks, the I/O callbacks of sockets readable before the run, and the due timers,
+ * in that order. */
+static void test_loop_stop_soon_runs_one_iteration(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_log_t log = {0};
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(write(sv[1], "r", 1), 1); /* R is readable before the run */
+    reader_t r;
+    reader_start(loop, &r, sv[0], &log, 100);
+    lc_test_event_t t = {&log, 200};
+    assert_int_equal(lc_loop_call_later(loop, -1, lc_test_log_cb, &t, NULL), 0); /* T: due */
+    step_t s = step(loop, &log, 1, 2, true); /* S: stop(), and queue a successor */
+    assert_int_equal(lc_loop_call_soon(loop, step_cb, &s, NULL), 0);
+
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){1, 100, 200}, 3); /* [S, R, T]; S's successor waits */
+
+    /* The same run again, with the socket still readable: the successor, then R again. */
+    log.n = 0;
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){2, 101}, 2);
+    reader_stop(&r);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* The batch runs before the poll's I/O callbacks even when it is begun by one of them: a timer
+ * scheduled by the batch with a past when, and a timer that comes due while the batch runs, wait
+ * for the next iteration (asyncio takes the due timers against the clock when the poll
+ * returned). */
+static void late_timer_cb(void *arg)
+{
+    step_t *s = arg;
+    lc_test_log_push(s->log, s->value);
+    s->next = (lc_test_event_t){s->log, s->successor};
+    assert_int_equal(lc_loop_call_later(s->loop, -1, lc_test_log_cb, &s->next, NULL), 0);
+    lc_loop_stop(s->loop);
+}
+
+static void test_loop_timer_scheduled_by_batch_waits(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_log_t log = {0};
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(write(sv[1], "r", 1), 1);
+    reader_t r;
+    reader_start(loop, &r, sv[0], &log, 100);
+    step_t s = step(loop, &log, 1, 300, true);
+    assert_int_equal(lc_loop_call_soon(loop, late_timer_cb, &s, NULL), 0);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){1, 100}, 2);
+    log.n = 0;
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){101, 300}, 2);
+    reader_stop(&r);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* The same with a transport: data already in the socket is delivered in the `call_soon(stop)`
+ * run, after the ready callbacks; a ready callback that pauses reading first keeps it out of
+ * the iteration, although the poll saw the socket readable. */
+typedef struct {
+    lc_test_log_t *log;
+    lc_transport_t *t;
+    int lost;
+} order_proto_t;
+
+static void op_made(lc_transport_t *t, void *user) { ((order_proto_t *)user)->t = t; }
+static void op_data(lc_transport_t *t, const char *data, size_t len, void *user)
+{
+    (void)t;
+    (void)len;
+    lc_test_log_push(((order_proto_t *)user)->log, 100 + data[0]);
+}
+static void op_lost(lc_transport_t *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ((order_proto_t *)user)->lost++;
+}
+static const lc_protocol_t order_proto = {
+    .connection_made = op_made, .data_received = op_data, .connection_lost = op_lost};
+static int order_factory(void *arg, const lc_protocol_t **proto, void **user)
+{
+    *proto = &order_proto;
+    *user = arg;
+    return 0;
+}
+
+static void pause_and_stop_cb(void *arg)
+{
+    order_proto_t *op = arg;
+    lc_test_log_push(op->log, 2);
+    assert_int_equal(lc_transport_pause_reading(op->t), 0);
+    lc_loop_stop(lc_transport_get_loop(op->t));
+}
+
+static void test_loop_transport_io_after_ready_batch(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_log_t log = {0};
+    order_proto_t op = {.log = &log};
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, order_factory, &op, sv[0], &fut), 0);
+    assert_int_equal(lc_loop_run_until_complete(loop, fut, NULL), 0);
+    lc_future_unref(fut);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0); /* connection_made */
+    assert_non_null(op.t);
+
+    assert_int_equal(write(sv[1], "\x01", 1), 1);
+    step_t s = step(loop, &log, 1, 0, true);
+    assert_int_equal(lc_loop_call_soon(loop, step_cb, &s, NULL), 0);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){1, 101}, 2);
+
+    log.n = 0;
+    assert_int_equal(write(sv[1], "\x02", 1), 1);
+    assert_int_equal(lc_loop_call_soon(loop, pause_and_stop_cb, &op, NULL), 0);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){2}, 1);
+
+    assert_int_equal(lc_transport_resume_reading(op.t), 0);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){2, 102}, 2);
+
+    lc_transport_abort(op.t);
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    assert_int_equal(op.lost, 1);
     close(sv[1]);
 }
 
@@ -482,6 +653,10 @@ int main(void)
         T(test_loop_stop_is_cleared_after_run),
         T(test_loop_stop_in_batch_finishes_batch),
         T(test_loop_stop_in_batch_skips_poll),
+        T(test_loop_stop_soon_runs_one_iteration),
+        T(test_loop_get_event_loop_after_implicit_freed),
+        T(test_loop_timer_scheduled_by_batch_waits),
+        T(test_loop_transport_io_after_ready_batch),
         T(test_loop_zero_and_negative_delays_run_after_ready),
         T(test_loop_close_refused_while_running),
         cmocka_unit_test(test_loop_close_discards_pending),
