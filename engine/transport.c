@@ -329,7 +329,7 @@ static int check_writable(const lc_transport_t *t)
     if (t->closing)
         return LC_ECLOSED;
     if (t->want_eof)
-        return -EPIPE;
+        return LC_EPIPE;
     return 0;
 }
 

@@ -18,6 +18,9 @@
 #define LC_ETIMEDOUT (-ETIMEDOUT)
 #define LC_ENOTSUP (-ENOTSUP)
 #define LC_ENOENT (-ENOENT)
+/* Also what a transport's write returns after write_eof (asyncio: "Cannot call write() after
+ * write_eof()"); lc_strerror() gives libuv's text, "broken pipe". */
+#define LC_EPIPE (-EPIPE)
 
 /* The future or task was cancelled (asyncio.CancelledError): a status of its own, not a failure. */
 #define LC_ECANCELLED (-5001)
