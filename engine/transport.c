@@ -6,6 +6,7 @@
  * mark (uvloop's behaviour, asyncio rule 15c); accepted sockets must also be handed between loops
  * as plain fds. The system calls are the same ones libuv would make. */
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -532,14 +533,15 @@ bool lc_transport_is_reading(const lc_transport_t *t)
 
 int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low)
 {
-    if (t == NULL)
+    /* -1 derives the other mark as asyncio does; any other negative value is an error. */
+    if (t == NULL || high < -1 || low < -1)
         return LC_EINVAL;
-    if (high < 0 && low < 0) {
+    if (high == -1 && low == -1) {
         high = LC__DEFAULT_HIGH;
         low = high / 4;
-    } else if (high < 0) {
-        high = 4 * low;
-    } else if (low < 0) {
+    } else if (high == -1) {
+        high = low > LONG_MAX / 4 ? LONG_MAX : 4 * low; /* saturates */
+    } else if (low == -1) {
         low = high / 4;
     }
     if (high < low)

@@ -97,9 +97,11 @@ int lc_transport_pause_reading(lc_transport_t *t);
 int lc_transport_resume_reading(lc_transport_t *t);
 bool lc_transport_is_reading(const lc_transport_t *t);
 
-/** Sets the write-buffer watermarks in bytes; -1 for "derive": high only gives low = high / 4,
- *  low only gives high = 4 * low, neither gives the defaults (64 KiB, 16 KiB). Returns LC_EINVAL
- *  when high < low. May call pause_writing / resume_writing at once. */
+/** Sets the write-buffer watermarks in bytes; -1 (and only -1) means "derive": high alone gives
+ *  low = high / 4, low alone gives high = 4 * low (saturated at LONG_MAX when 4 * low would
+ *  overflow), neither gives the defaults (64 KiB, 16 KiB). Returns 0, or LC_EINVAL (nothing
+ *  changed) for a NULL t, a negative value other than -1, or high < low. May call pause_writing
+ *  / resume_writing at once. */
 int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low);
 int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, size_t *high);
 /** Bytes queued and not yet written to the socket. */

@@ -1,0 +1,195 @@
+/* Transports on one TCP connection each (127.0.0.1, a raw socket as the peer): write-buffer
+ * limits. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/support/loop_fixture.h"
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static void run_for(lc_loop_t *loop, double seconds)
+{
+    lc_handle_t *h = NULL;
+    assert_int_equal(lc_loop_call_later(loop, seconds, lc_test_stop_cb, loop, &h), 0);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_handle_cancel(h);
+    lc_handle_release(h);
+}
+
+/* Runs the loop until *var reaches want, in 10 ms slices, for at most 10 s. */
+static void wait_for(lc_loop_t *loop, const int *var, int want)
+{
+    for (int i = 0; i < 1000 && *var < want; i++)
+        run_for(loop, 0.01);
+}
+
+/* A connection's protocol: counts, keeps state on the heap from connection_made to
+ * connection_lost (so a missing connection_lost is a leak ASan reports), and closes or aborts
+ * its partner's transport from its connection_lost (a proxy's two sides). */
+typedef struct conn_s {
+    lc_loop_t *loop;
+    int made, lost, lost_err;
+    double lost_at;
+    char *state;
+    lc_transport_t *t;
+    struct conn_s *partner;
+    bool abort_partner;
+    bool keep_ref; /* hold a reference from connection_made (the test unrefs) */
+} conn_t;
+
+static void conn_made(lc_transport_t *t, void *user)
+{
+    conn_t *c = user;
+    c->made++;
+    c->t = t;
+    c->state = malloc(64);
+    assert_non_null(c->state);
+    if (c->keep_ref)
+        lc_transport_ref(t);
+}
+
+static void conn_lost(lc_transport_t *t, int err, void *user)
+{
+    conn_t *c = user;
+    assert_ptr_equal(c->t, t);
+    c->lost++;
+    c->lost_err = err;
+    c->lost_at = lc_loop_time(c->loop);
+    c->t = NULL;
+    free(c->state);
+    c->state = NULL;
+    if (c->partner != NULL && c->partner->t != NULL) {
+        if (c->abort_partner)
+            assert_int_equal(lc_transport_abort(c->partner->t), 0);
+        else
+            assert_int_equal(lc_transport_close(c->partner->t), 0);
+    }
+}
+
+static const lc_protocol_t conn_proto = {
+    .connection_made = conn_made,
+    .connection_lost = conn_lost,
+};
+
+static int conn_factory(void *arg, const lc_protocol_t **proto, void **user)
+{
+    *proto = &conn_proto;
+    *user = arg;
+    return 0;
+}
+
+/* A TCP connection on 127.0.0.1: the accepted side becomes a transport with conn_proto and c, the
+ * connecting side is returned in *peer (non-blocking). small_bufs shrinks the peer's receive
+ * buffer (before connect, so the window stays small) and the transport's send buffer, so that a
+ * peer that does not read makes writes queue quickly. */
+static lc_transport_t *tcp_transport(lc_loop_t *loop, conn_t *c, bool small_bufs, int *peer)
+{
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(ls, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&sin, &len), 0);
+    int p = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(p >= 0);
+    int small = 16384;
+    if (small_bufs)
+        assert_int_equal(setsockopt(p, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(connect(p, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    int fd = accept(ls, NULL, NULL);
+    assert_true(fd >= 0);
+    close(ls);
+    if (small_bufs)
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(fcntl(p, F_SETFL, fcntl(p, F_GETFL) | O_NONBLOCK), 0);
+    c->loop = loop;
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, conn_factory, c, fd, &fut), 0);
+    void *res = NULL;
+    assert_int_equal(lc_loop_run_until_complete(loop, fut, &res), 0);
+    lc_future_unref(fut);
+    assert_non_null(res);
+    assert_int_equal(c->made, 1);
+    *peer = p;
+    return res;
+}
+
+/* ---- write-buffer limits --------------------------------------------------------------------- */
+
+static void assert_limits(lc_transport_t *t, size_t want_high, size_t want_low)
+{
+    size_t low = 0, high = 0;
+    assert_int_equal(lc_transport_get_write_buffer_limits(t, &low, &high), 0);
+    assert_int_equal(high, want_high);
+    assert_int_equal(low, want_low);
+}
+
+static void test_transport_write_buffer_limits(void **state)
+{
+    lc_loop_t *loop = *state;
+    conn_t c = {0};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, false, &peer);
+    assert_limits(t, 65536, 16384);
+    /* Only -1 means "derive"; any other negative value is refused and changes nothing. */
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -5, 10), LC_EINVAL);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 100, -7), LC_EINVAL);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -2, -1), LC_EINVAL);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -1, -2), LC_EINVAL);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, LONG_MIN, LONG_MIN), LC_EINVAL);
+    assert_limits(t, 65536, 16384);
+    /* high < low. */
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 10, 20), LC_EINVAL);
+    assert_limits(t, 65536, 16384);
+    /* Both given; equal; zero. */
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 1000, 10), 0);
+    assert_limits(t, 1000, 10);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 500, 500), 0);
+    assert_limits(t, 500, 500);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 0, 0), 0);
+    assert_limits(t, 0, 0);
+    /* high only: low = high / 4. */
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 40000, -1), 0);
+    assert_limits(t, 40000, 10000);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, 3, -1), 0);
+    assert_limits(t, 3, 0);
+    /* low only: high = 4 * low, saturated at LONG_MAX. */
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -1, 5000), 0);
+    assert_limits(t, 20000, 5000);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -1, LONG_MAX / 4), 0);
+    assert_limits(t, (size_t)(LONG_MAX / 4) * 4, LONG_MAX / 4);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -1, LONG_MAX / 4 + 1), 0);
+    assert_limits(t, LONG_MAX, LONG_MAX / 4 + 1);
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -1, LONG_MAX), 0);
+    assert_limits(t, LONG_MAX, LONG_MAX);
+    /* Neither: the defaults. */
+    assert_int_equal(lc_transport_set_write_buffer_limits(t, -1, -1), 0);
+    assert_limits(t, 65536, 16384);
+    assert_int_equal(lc_transport_set_write_buffer_limits(NULL, -1, -1), LC_EINVAL);
+    lc_transport_abort(t);
+    wait_for(loop, &c.lost, 1);
+    assert_int_equal(c.lost, 1);
+    close(peer);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    lc_test_watchdog(120);
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, lc_test_loop_setup, lc_test_loop_teardown)
+        T(test_transport_write_buffer_limits),
+#undef T
+    };
+    return cmocka_run_group_tests_name("transport", tests, NULL, NULL);
+}
