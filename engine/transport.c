@@ -169,8 +169,11 @@ static void schedule_lost(lc_transport_t *t, int err)
         t->events = 0;
     }
     if (lc_loop_call_soon(t->loop, call_connection_lost, t, NULL) != 0) {
-        /* Only on a closed loop or out of memory: release without the callback. */
-        transport_release(t);
+        /* The loop is closed: this transport was closed or aborted while lc_loop_close() runs
+         * (from another protocol's connection_lost, a proxy closing its other side), and no
+         * later iteration will run the call. Or out of memory. Either way deliver it now, as
+         * force_close would have: every connection_made gets its connection_lost. */
+        call_connection_lost(t);
     }
 }
 

@@ -11,7 +11,10 @@
  * (writes return LC_ECLOSED). connection_lost is called exactly once per connection_made, on the
  * loop thread, through call_soon (as asyncio does); the protocol frees its own state there. If the
  * loop is closed while the connection is open, lc_loop_close() calls it (err LC_ECLOSED, or the
- * error already recorded), so no protocol state is left behind.
+ * error already recorded), so no protocol state is left behind. A transport closed or aborted
+ * while lc_loop_close() runs (by another protocol's connection_lost: a proxy closing its other
+ * side) gets its connection_lost at once, inside that close / abort call, since a closed loop
+ * runs no more callbacks; so does one whose call_soon fails for want of memory.
  *
  * Every function here is loop-thread only. */
 #ifndef LOOPCORE_STREAM_H

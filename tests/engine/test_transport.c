@@ -1,5 +1,5 @@
 /* Transports on one TCP connection each (127.0.0.1, a raw socket as the peer): write-buffer
- * limits. */
+ * limits, connection_lost for transports closed while the loop closes. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -182,6 +182,68 @@ static void test_transport_write_buffer_limits(void **state)
     close(peer);
 }
 
+/* ---- connection_lost while the loop closes --------------------------------------------------- */
+
+/* Two connections linked as a proxy's sides: each one's connection_lost closes (or aborts) the
+ * other. lc_loop_close() delivers the first; the second, closed from inside it, must still get
+ * its own. */
+static void linked_close_on_loop_close(bool abort_partner)
+{
+    lc_loop_t *loop = NULL;
+    assert_int_equal(lc_new_event_loop(&loop), 0);
+    conn_t a = {.abort_partner = abort_partner}, b = {.abort_partner = abort_partner};
+    a.partner = &b;
+    b.partner = &a;
+    int pa, pb;
+    tcp_transport(loop, &a, false, &pa);
+    tcp_transport(loop, &b, false, &pb);
+    run_for(loop, 0.01);
+    assert_int_equal(lc_loop_close(loop), 0);
+    assert_int_equal(a.made, 1);
+    assert_int_equal(b.made, 1);
+    assert_int_equal(a.lost, 1);
+    assert_int_equal(b.lost, 1);
+    /* The one the loop closed gets LC_ECLOSED; the other was closed by its partner: 0. */
+    assert_true((a.lost_err == LC_ECLOSED && b.lost_err == 0) ||
+                (a.lost_err == 0 && b.lost_err == LC_ECLOSED));
+    assert_int_equal(lc_loop_free(loop), 0);
+    close(pa);
+    close(pb);
+}
+
+static void test_transport_linked_close_during_loop_close(void **state)
+{
+    (void)state;
+    linked_close_on_loop_close(false);
+}
+
+static void test_transport_linked_abort_during_loop_close(void **state)
+{
+    (void)state;
+    linked_close_on_loop_close(true);
+}
+
+/* The same pair while the loop runs: each gets connection_lost once, through call_soon. */
+static void test_transport_linked_close_while_running(void **state)
+{
+    lc_loop_t *loop = *state;
+    conn_t a = {0}, b = {0};
+    a.partner = &b;
+    b.partner = &a;
+    int pa, pb;
+    lc_transport_t *ta = tcp_transport(loop, &a, false, &pa);
+    tcp_transport(loop, &b, false, &pb);
+    assert_int_equal(lc_transport_close(ta), 0);
+    assert_int_equal(a.lost, 0); /* not from inside close */
+    wait_for(loop, &b.lost, 1);
+    assert_int_equal(a.lost, 1);
+    assert_int_equal(b.lost, 1);
+    assert_int_equal(a.lost_err, 0);
+    assert_int_equal(b.lost_err, 0);
+    close(pa);
+    close(pb);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -189,6 +251,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, lc_test_loop_setup, lc_test_loop_teardown)
         T(test_transport_write_buffer_limits),
+        cmocka_unit_test(test_transport_linked_close_during_loop_close),
+        cmocka_unit_test(test_transport_linked_abort_during_loop_close),
+        T(test_transport_linked_close_while_running),
 #undef T
     };
     return cmocka_run_group_tests_name("transport", tests, NULL, NULL);
