@@ -92,16 +92,17 @@ static void transport_closed_cb(uv_handle_t *h)
     lc_transport_unref(t); /* the connection's reference */
 }
 
-/* Releases the socket and the poll handle; the memory goes with the last reference. */
+/* Releases the poll handle and the socket, once (later calls do nothing). The connection's
+ * reference is dropped in the poll handle's close callback, never here, so t stays valid for the
+ * rest of the current callback: callers may still read it after a synchronous connection_lost.
+ * uv_close first, as libuv asks (it stops watching the fd before the fd goes). */
 static void transport_release(lc_transport_t *t)
 {
+    if (!t->poll_open)
+        return;
+    t->poll_open = false;
     lc__loop_remove_resource(t->loop, &t->res);
-    if (t->poll_open) {
-        t->poll_open = false;
-        uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
-    } else {
-        lc_transport_unref(t);
-    }
+    uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
     if (t->fd >= 0) {
         close(t->fd);
         t->fd = -1;
