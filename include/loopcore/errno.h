@@ -46,6 +46,10 @@
 #define LC_ESENDFILENOTAVAILABLE (-5011)
 /* lc_await / lc_sleep called outside a task (asyncio: "await" outside a coroutine). */
 #define LC_ENOTTASK (-5012)
+/* A transport's send timeout ran out: data stayed queued with no byte taken by the socket for
+ * lc_transport_set_send_timeout()'s seconds (connection_lost's error; not the socket's own
+ * -ETIMEDOUT). */
+#define LC_ESENDTIMEOUT (-5013)
 
 /** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
 const char *lc_strerror(int err);

@@ -110,6 +110,20 @@ int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, s
 /** Bytes queued and not yet written to the socket. */
 size_t lc_transport_get_write_buffer_size(const lc_transport_t *t);
 
+/** Send timeout (nginx's send_timeout; not in asyncio): while data is queued (not yet taken by
+ *  the socket) and no byte of it is taken for `seconds`, the transport is aborted: the queued
+ *  data is dropped, the socket is reset (SO_LINGER 0, so the kernel drops what it holds too) and
+ *  closed, and connection_lost gets LC_ESENDTIMEOUT. It applies while open and while close()
+ *  flushes (a peer that never reads would otherwise keep a closing transport forever). The clock
+ *  starts when data is first queued, again at every byte the socket takes, and again at this
+ *  call. 0 disables it (the default); INFINITY is accepted and never fires. Costs nothing to
+ *  writes the socket takes at once: one timer, armed only while data is queued and re-armed
+ *  lazily when it fires. Any state (no effect once the connection is lost). Returns 0, or
+ *  LC_EINVAL for a NULL t or a negative or NaN seconds. */
+int lc_transport_set_send_timeout(lc_transport_t *t, double seconds);
+/** The send timeout in seconds; 0 when disabled (and for a NULL t). */
+double lc_transport_get_send_timeout(const lc_transport_t *t);
+
 /** Replaces the protocol (set_protocol); the old one gets no more callbacks. */
 int lc_transport_set_protocol(lc_transport_t *t, const lc_protocol_t *proto, void *user);
 /** The protocol table and, in *user if not NULL, its user pointer. */

@@ -1,5 +1,5 @@
 /* Transports on one TCP connection each (127.0.0.1, a raw socket as the peer): write-buffer
- * limits, connection_lost for transports closed while the loop closes. */
+ * limits, connection_lost for transports closed while the loop closes, the send timeout. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -34,7 +34,9 @@ static void wait_for(lc_loop_t *loop, const int *var, int want)
 
 /* A connection's protocol: counts, keeps state on the heap from connection_made to
  * connection_lost (so a missing connection_lost is a leak ASan reports), and closes or aborts
- * its partner's transport from its connection_lost (a proxy's two sides). */
+ * its partner's transport from its connection_lost (a proxy's two sides). Tests keep theirs in
+ * static storage: after a failed assertion the teardown's loop close still calls connection_lost
+ * on it. */
 typedef struct conn_s {
     lc_loop_t *loop;
     int made, lost, lost_err;
@@ -137,7 +139,8 @@ static void assert_limits(lc_transport_t *t, size_t want_high, size_t want_low)
 static void test_transport_write_buffer_limits(void **state)
 {
     lc_loop_t *loop = *state;
-    conn_t c = {0};
+    static conn_t c;
+    c = (conn_t){0};
     int peer;
     lc_transport_t *t = tcp_transport(loop, &c, false, &peer);
     assert_limits(t, 65536, 16384);
@@ -191,7 +194,9 @@ static void linked_close_on_loop_close(bool abort_partner)
 {
     lc_loop_t *loop = NULL;
     assert_int_equal(lc_new_event_loop(&loop), 0);
-    conn_t a = {.abort_partner = abort_partner}, b = {.abort_partner = abort_partner};
+    static conn_t a, b;
+    a = (conn_t){.abort_partner = abort_partner};
+    b = (conn_t){.abort_partner = abort_partner};
     a.partner = &b;
     b.partner = &a;
     int pa, pb;
@@ -227,7 +232,9 @@ static void test_transport_linked_abort_during_loop_close(void **state)
 static void test_transport_linked_close_while_running(void **state)
 {
     lc_loop_t *loop = *state;
-    conn_t a = {0}, b = {0};
+    static conn_t a, b;
+    a = (conn_t){0};
+    b = (conn_t){0};
     a.partner = &b;
     b.partner = &a;
     int pa, pb;
@@ -244,6 +251,174 @@ static void test_transport_linked_close_while_running(void **state)
     close(pb);
 }
 
+/* ---- send timeout ---------------------------------------------------------------------------- */
+
+/* Writes n chunks of 64 KiB to t, whose peer has read nothing yet: at least 1 MiB of it stays in
+ * the transport's buffer (the socket buffers are small). */
+static void fill_until_queued(lc_transport_t *t, int n)
+{
+    static char chunk[65536];
+    memset(chunk, 'q', sizeof(chunk));
+    for (int i = 0; i < n; i++)
+        assert_int_equal(lc_transport_write(t, chunk, sizeof(chunk)), 0);
+    assert_true(lc_transport_get_write_buffer_size(t) >= (1u << 20));
+}
+
+/* Reads and drops what the peer has until EOF or a reset (the transport's socket is closed), for
+ * at most 10 s. Returns true if it came. */
+static bool peer_sees_close(int peer)
+{
+    static char buf[65536];
+    for (int i = 0; i < 10000; i++) {
+        ssize_t n = recv(peer, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return true;
+        if (n < 0 && errno != EAGAIN)
+            return false;
+        if (n < 0)
+            usleep(1000);
+    }
+    return false;
+}
+
+static void test_transport_send_timeout_arguments_and_default(void **state)
+{
+    lc_loop_t *loop = *state;
+    static conn_t c;
+    c = (conn_t){0};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, false, &peer);
+    assert_true(lc_transport_get_send_timeout(t) == 0.0); /* disabled by default */
+    assert_int_equal(lc_transport_set_send_timeout(t, -1.0), LC_EINVAL);
+    assert_int_equal(lc_transport_set_send_timeout(t, NAN), LC_EINVAL);
+    assert_int_equal(lc_transport_set_send_timeout(t, -INFINITY), LC_EINVAL);
+    assert_int_equal(lc_transport_set_send_timeout(NULL, 1.0), LC_EINVAL);
+    assert_true(lc_transport_get_send_timeout(t) == 0.0);
+    assert_int_equal(lc_transport_set_send_timeout(t, 2.5), 0);
+    assert_true(lc_transport_get_send_timeout(t) == 2.5);
+    assert_int_equal(lc_transport_set_send_timeout(t, INFINITY), 0); /* never */
+    assert_true(isinf(lc_transport_get_send_timeout(t)));
+    assert_int_equal(lc_transport_set_send_timeout(t, 0), 0);
+    assert_true(lc_transport_get_send_timeout(t) == 0.0);
+    assert_true(lc_transport_get_send_timeout(NULL) == 0.0);
+    lc_transport_abort(t);
+    wait_for(loop, &c.lost, 1);
+    assert_int_equal(c.lost, 1);
+    close(peer);
+}
+
+/* Disabled (the default): a close() to a peer that never reads waits for the flush. */
+static void test_transport_send_timeout_off_close_waits(void **state)
+{
+    lc_loop_t *loop = *state;
+    static conn_t c;
+    c = (conn_t){0};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, true, &peer);
+    fill_until_queued(t, 32);
+    assert_int_equal(lc_transport_close(t), 0);
+    run_for(loop, 0.6);
+    assert_int_equal(c.lost, 0);
+    assert_true(lc_transport_is_closing(t));
+    assert_true(lc_transport_get_write_buffer_size(t) > 0);
+    assert_int_equal(lc_transport_abort(t), 0);
+    wait_for(loop, &c.lost, 1);
+    assert_int_equal(c.lost, 1);
+    assert_int_equal(c.lost_err, 0);
+    close(peer);
+}
+
+/* The main case: close() to a peer that never reads. Set after close(), the timeout counts from
+ * the set; the transport is aborted with LC_ESENDTIMEOUT and its socket closed. */
+static void test_transport_send_timeout_reclaims_closing_transport(void **state)
+{
+    lc_loop_t *loop = *state;
+    static conn_t c;
+    c = (conn_t){.keep_ref = true};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, true, &peer);
+    fill_until_queued(t, 32);
+    assert_int_equal(lc_transport_close(t), 0);
+    double set_at = lc_loop_time(loop);
+    assert_int_equal(lc_transport_set_send_timeout(t, 0.2), 0);
+    wait_for(loop, &c.lost, 1);
+    assert_int_equal(c.lost, 1);
+    assert_int_equal(c.lost_err, LC_ESENDTIMEOUT);
+    assert_true(c.lost_at >= set_at + 0.2);
+    assert_int_equal(lc_transport_get_fd(t), LC_ECLOSED);
+    assert_int_equal(lc_transport_get_write_buffer_size(t), 0);
+    lc_transport_unref(t);
+    assert_true(peer_sees_close(peer));
+    close(peer);
+}
+
+/* While open, too: writes pile up for a peer that never reads. */
+static void test_transport_send_timeout_aborts_open_transport(void **state)
+{
+    lc_loop_t *loop = *state;
+    static conn_t c;
+    c = (conn_t){0};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, true, &peer);
+    assert_int_equal(lc_transport_set_send_timeout(t, 0.2), 0);
+    double queued_at = lc_loop_time(loop);
+    fill_until_queued(t, 32);
+    assert_false(lc_transport_is_closing(t));
+    wait_for(loop, &c.lost, 1);
+    assert_int_equal(c.lost, 1);
+    assert_int_equal(c.lost_err, LC_ESENDTIMEOUT);
+    assert_true(c.lost_at >= queued_at + 0.2);
+    assert_true(peer_sees_close(peer));
+    close(peer);
+}
+
+/* A peer that reads slowly (at most 16 KiB every 20 ms) makes progress all the time: a close()
+ * that takes several timeouts to flush is not aborted, and the peer gets every byte. */
+typedef struct {
+    lc_loop_t *loop;
+    int fd;
+    size_t got;
+    int done; /* 1: EOF; 2: an error */
+} slow_reader_t;
+
+static void slow_read(void *arg)
+{
+    slow_reader_t *r = arg;
+    static char buf[16384];
+    ssize_t n = recv(r->fd, buf, sizeof(buf), 0);
+    if (n > 0)
+        r->got += (size_t)n;
+    if (n == 0 || (n < 0 && errno != EAGAIN)) {
+        r->done = n == 0 ? 1 : 2;
+        return;
+    }
+    assert_int_equal(lc_loop_call_later(r->loop, 0.02, slow_read, r, NULL), 0);
+}
+
+static void test_transport_send_timeout_spares_slow_reader(void **state)
+{
+    lc_loop_t *loop = *state;
+    static conn_t c;
+    c = (conn_t){0};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, true, &peer);
+    assert_int_equal(lc_transport_set_send_timeout(t, 0.5), 0);
+    fill_until_queued(t, 24); /* 1.5 MiB: 96 reads at least, about 2 s (four timeouts) */
+    double closed_at = lc_loop_time(loop);
+    assert_int_equal(lc_transport_close(t), 0);
+    slow_reader_t r = {.loop = loop, .fd = peer};
+    assert_int_equal(lc_loop_call_soon(loop, slow_read, &r, NULL), 0);
+    for (int i = 0; i < 3000 && r.done == 0; i++)
+        run_for(loop, 0.01);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.got, 24u * 65536u);
+    wait_for(loop, &c.lost, 1);
+    assert_int_equal(c.lost, 1);
+    assert_int_equal(c.lost_err, 0);
+    assert_true(c.lost_at - closed_at > 2 * 0.5); /* it did outlast the timeout */
+    close(peer);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -254,6 +429,11 @@ int main(void)
         cmocka_unit_test(test_transport_linked_close_during_loop_close),
         cmocka_unit_test(test_transport_linked_abort_during_loop_close),
         T(test_transport_linked_close_while_running),
+        T(test_transport_send_timeout_arguments_and_default),
+        T(test_transport_send_timeout_off_close_waits),
+        T(test_transport_send_timeout_reclaims_closing_transport),
+        T(test_transport_send_timeout_aborts_open_transport),
+        T(test_transport_send_timeout_spares_slow_reader),
 #undef T
     };
     return cmocka_run_group_tests_name("transport", tests, NULL, NULL);
