@@ -26,6 +26,7 @@ static const lc__errdesc lc_errors[] = {
      "Non-thread-safe operation invoked on an event loop other than the current one"},
     {LC_ESENDFILENOTAVAILABLE, "LC_ESENDFILENOTAVAILABLE", "sendfile is not available"},
     {LC_ENOTTASK, "LC_ENOTTASK", "await outside a task"},
+    {LC_ESENDTIMEOUT, "LC_ESENDTIMEOUT", "send timed out: the peer took no data"},
 };
 
 static const lc__errdesc *find_error(int err)

@@ -1,11 +1,14 @@
 /* Stream transports on a uv_poll_t: one read() per readiness, writes tried at once and queued
- * only for what the socket does not take, asyncio's flow control and close semantics.
+ * only for what the socket does not take, asyncio's flow control and close semantics, and a send
+ * timeout for peers that stop reading.
  *
  * Why uv_poll and our own read/write rather than uv_tcp_t: libuv's stream writes report progress
  * only when a whole write request completes, so resume_writing could not come at the low-water
  * mark (uvloop's behaviour, asyncio rule 15c); accepted sockets must also be handed between loops
  * as plain fds. The system calls are the same ones libuv would make. */
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -44,12 +47,18 @@ struct lc_transport_s {
     char *wbuf;
     size_t whead, wlen, wcap;
     size_t high, low;
+    /* Send timeout (0: off). The timer is armed only while data is queued, and re-armed lazily:
+     * last_progress is when data was queued on an empty buffer or the socket last took some. */
+    double send_timeout;
+    double last_progress;
+    lc_handle_t *send_timer;
 };
 
 static __thread char tls_read_buf[LC__READ_BUF_SIZE];
 
 static void transport_poll_cb(uv_poll_t *p, int status, int events);
 static void schedule_lost(lc_transport_t *t, int err);
+static void send_timer_stop(lc_transport_t *t);
 
 int lc__set_nonblocking(int fd)
 {
@@ -91,16 +100,18 @@ static void transport_closed_cb(uv_handle_t *h)
     lc_transport_unref(t); /* the connection's reference */
 }
 
-/* Releases the socket and the poll handle; the memory goes with the last reference. */
+/* Releases the poll handle and the socket, once (later calls do nothing). The connection's
+ * reference is dropped in the poll handle's close callback, never here, so t stays valid for the
+ * rest of the current callback: callers may still read it after a synchronous connection_lost.
+ * uv_close first, as libuv asks (it stops watching the fd before the fd goes). */
 static void transport_release(lc_transport_t *t)
 {
+    if (!t->poll_open)
+        return;
+    t->poll_open = false;
     lc__loop_remove_resource(t->loop, &t->res);
-    if (t->poll_open) {
-        t->poll_open = false;
-        uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
-    } else {
-        lc_transport_unref(t);
-    }
+    send_timer_stop(t);
+    uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
     if (t->fd >= 0) {
         close(t->fd);
         t->fd = -1;
@@ -168,8 +179,11 @@ static void schedule_lost(lc_transport_t *t, int err)
         t->events = 0;
     }
     if (lc_loop_call_soon(t->loop, call_connection_lost, t, NULL) != 0) {
-        /* Only on a closed loop or out of memory: release without the callback. */
-        transport_release(t);
+        /* The loop is closed: this transport was closed or aborted while lc_loop_close() runs
+         * (from another protocol's connection_lost, a proxy closing its other side), and no
+         * later iteration will run the call. Or out of memory. Either way deliver it now, as
+         * force_close would have: every connection_made gets its connection_lost. */
+        call_connection_lost(t);
     }
 }
 
@@ -237,6 +251,71 @@ static void do_read(lc_transport_t *t)
         lc_transport_close(t);
 }
 
+/* ---- Send timeout ---------------------------------------------------------------------------- */
+
+static void send_timer_cb(void *arg);
+
+static void send_timer_arm(lc_transport_t *t, double when)
+{
+    /* Out of memory (or a closed loop): no timer, the transport waits as it would without one. */
+    if (lc_loop_call_at(t->loop, when, send_timer_cb, t, &t->send_timer) != 0)
+        t->send_timer = NULL;
+}
+
+static void send_timer_stop(lc_transport_t *t)
+{
+    if (t->send_timer != NULL) {
+        lc_handle_cancel(t->send_timer);
+        lc_handle_release(t->send_timer);
+        t->send_timer = NULL;
+    }
+}
+
+/* Data was queued on an empty buffer, or the timeout set with data queued: the clock starts. An
+ * armed timer is left as it is; if it fires early it re-arms itself for the new deadline. */
+static void send_timer_start(lc_transport_t *t)
+{
+    t->last_progress = lc_loop_time(t->loop);
+    if (t->send_timer == NULL && isfinite(t->send_timeout))
+        send_timer_arm(t, t->last_progress + t->send_timeout);
+}
+
+static void send_timer_cb(void *arg)
+{
+    lc_transport_t *t = arg;
+    lc_handle_release(t->send_timer);
+    t->send_timer = NULL;
+    /* Nothing queued now (the next byte queued arms it again), or lost already. */
+    if (t->wlen == 0 || t->lost_scheduled || !(t->send_timeout > 0))
+        return;
+    double deadline = t->last_progress + t->send_timeout;
+    if (lc_loop_time(t->loop) < deadline) {
+        send_timer_arm(t, deadline); /* the socket took data since it was armed */
+        return;
+    }
+    /* Reset rather than close: the kernel would otherwise keep the unsent bytes of a peer that
+     * does not read, and the socket with them, for minutes. */
+    struct linger lg = {1, 0};
+    setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    schedule_lost(t, LC_ESENDTIMEOUT);
+}
+
+int lc_transport_set_send_timeout(lc_transport_t *t, double seconds)
+{
+    if (t == NULL || !(seconds >= 0)) /* NaN too */
+        return LC_EINVAL;
+    t->send_timeout = seconds > 0 ? seconds : 0;
+    send_timer_stop(t);
+    if (t->send_timeout > 0 && t->wlen > 0 && !t->lost_scheduled)
+        send_timer_start(t);
+    return 0;
+}
+
+double lc_transport_get_send_timeout(const lc_transport_t *t)
+{
+    return t != NULL ? t->send_timeout : 0;
+}
+
 /* ---- Writing --------------------------------------------------------------------------------- */
 
 static void maybe_pause_writing(lc_transport_t *t)
@@ -259,6 +338,7 @@ static void maybe_resume_writing(lc_transport_t *t)
 
 static int wbuf_append(lc_transport_t *t, const char *data, size_t len)
 {
+    bool was_empty = t->wlen == 0;
     if (t->whead + t->wlen + len > t->wcap) {
         if (t->wlen + len <= t->wcap && t->whead > 0) {
             memmove(t->wbuf, t->wbuf + t->whead, t->wlen);
@@ -279,6 +359,8 @@ static int wbuf_append(lc_transport_t *t, const char *data, size_t len)
     }
     memcpy(t->wbuf + t->whead + t->wlen, data, len);
     t->wlen += len;
+    if (was_empty && t->send_timeout > 0)
+        send_timer_start(t);
     return 0;
 }
 
@@ -303,6 +385,7 @@ static void finish_drained(lc_transport_t *t)
 
 static void do_flush(lc_transport_t *t)
 {
+    size_t before = t->wlen;
     while (t->wlen > 0) {
         ssize_t n = send(t->fd, t->wbuf + t->whead, t->wlen, MSG_NOSIGNAL);
         if (n < 0) {
@@ -316,6 +399,8 @@ static void do_flush(lc_transport_t *t)
         t->whead += (size_t)n;
         t->wlen -= (size_t)n;
     }
+    if (t->send_timeout > 0 && t->wlen < before)
+        t->last_progress = lc_loop_time(t->loop); /* once per flush, not per send() */
     if (t->wlen == 0)
         finish_drained(t);
     if (!t->lost_scheduled) {
@@ -329,7 +414,7 @@ static int check_writable(const lc_transport_t *t)
     if (t->closing)
         return LC_ECLOSED;
     if (t->want_eof)
-        return -EPIPE;
+        return LC_EPIPE;
     return 0;
 }
 
@@ -535,14 +620,15 @@ bool lc_transport_is_reading(const lc_transport_t *t)
 
 int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low)
 {
-    if (t == NULL)
+    /* -1 derives the other mark as asyncio does; any other negative value is an error. */
+    if (t == NULL || high < -1 || low < -1)
         return LC_EINVAL;
-    if (high < 0 && low < 0) {
+    if (high == -1 && low == -1) {
         high = LC__DEFAULT_HIGH;
         low = high / 4;
-    } else if (high < 0) {
-        high = 4 * low;
-    } else if (low < 0) {
+    } else if (high == -1) {
+        high = low > LONG_MAX / 4 ? LONG_MAX : 4 * low; /* saturates */
+    } else if (low == -1) {
         low = high / 4;
     }
     if (high < low)

@@ -18,6 +18,9 @@
 #define LC_ETIMEDOUT (-ETIMEDOUT)
 #define LC_ENOTSUP (-ENOTSUP)
 #define LC_ENOENT (-ENOENT)
+/* Also what a transport's write returns after write_eof (asyncio: "Cannot call write() after
+ * write_eof()"); lc_strerror() gives libuv's text, "broken pipe". */
+#define LC_EPIPE (-EPIPE)
 
 /* The future or task was cancelled (asyncio.CancelledError): a status of its own, not a failure. */
 #define LC_ECANCELLED (-5001)
@@ -43,6 +46,10 @@
 #define LC_ESENDFILENOTAVAILABLE (-5011)
 /* lc_await / lc_sleep called outside a task (asyncio: "await" outside a coroutine). */
 #define LC_ENOTTASK (-5012)
+/* A transport's send timeout ran out: data stayed queued with no byte taken by the socket for
+ * lc_transport_set_send_timeout()'s seconds (connection_lost's error; not the socket's own
+ * -ETIMEDOUT). */
+#define LC_ESENDTIMEOUT (-5013)
 
 /** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
 const char *lc_strerror(int err);

@@ -11,7 +11,10 @@
  * (writes return LC_ECLOSED). connection_lost is called exactly once per connection_made, on the
  * loop thread, through call_soon (as asyncio does); the protocol frees its own state there. If the
  * loop is closed while the connection is open, lc_loop_close() calls it (err LC_ECLOSED, or the
- * error already recorded), so no protocol state is left behind.
+ * error already recorded), so no protocol state is left behind. A transport closed or aborted
+ * while lc_loop_close() runs (by another protocol's connection_lost: a proxy closing its other
+ * side) gets its connection_lost at once, inside that close / abort call, since a closed loop
+ * runs no more callbacks; so does one whose call_soon fails for want of memory.
  *
  * Every function here is loop-thread only. */
 #ifndef LOOPCORE_STREAM_H
@@ -97,13 +100,29 @@ int lc_transport_pause_reading(lc_transport_t *t);
 int lc_transport_resume_reading(lc_transport_t *t);
 bool lc_transport_is_reading(const lc_transport_t *t);
 
-/** Sets the write-buffer watermarks in bytes; -1 for "derive": high only gives low = high / 4,
- *  low only gives high = 4 * low, neither gives the defaults (64 KiB, 16 KiB). Returns LC_EINVAL
- *  when high < low. May call pause_writing / resume_writing at once. */
+/** Sets the write-buffer watermarks in bytes; -1 (and only -1) means "derive": high alone gives
+ *  low = high / 4, low alone gives high = 4 * low (saturated at LONG_MAX when 4 * low would
+ *  overflow), neither gives the defaults (64 KiB, 16 KiB). Returns 0, or LC_EINVAL (nothing
+ *  changed) for a NULL t, a negative value other than -1, or high < low. May call pause_writing
+ *  / resume_writing at once. */
 int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low);
 int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, size_t *high);
 /** Bytes queued and not yet written to the socket. */
 size_t lc_transport_get_write_buffer_size(const lc_transport_t *t);
+
+/** Send timeout (nginx's send_timeout; not in asyncio): while data is queued (not yet taken by
+ *  the socket) and no byte of it is taken for `seconds`, the transport is aborted: the queued
+ *  data is dropped, the socket is reset (SO_LINGER 0, so the kernel drops what it holds too) and
+ *  closed, and connection_lost gets LC_ESENDTIMEOUT. It applies while open and while close()
+ *  flushes (a peer that never reads would otherwise keep a closing transport forever). The clock
+ *  starts when data is first queued, again at every byte the socket takes, and again at this
+ *  call. 0 disables it (the default); INFINITY is accepted and never fires. Costs nothing to
+ *  writes the socket takes at once: one timer, armed only while data is queued and re-armed
+ *  lazily when it fires. Any state (no effect once the connection is lost). Returns 0, or
+ *  LC_EINVAL for a NULL t or a negative or NaN seconds. */
+int lc_transport_set_send_timeout(lc_transport_t *t, double seconds);
+/** The send timeout in seconds; 0 when disabled (and for a NULL t). */
+double lc_transport_get_send_timeout(const lc_transport_t *t);
 
 /** Replaces the protocol (set_protocol); the old one gets no more callbacks. */
 int lc_transport_set_protocol(lc_transport_t *t, const lc_protocol_t *proto, void *user);

@@ -55,10 +55,45 @@ static void test_errors_strerror_and_names(void **state)
     assert_string_equal(lc_strerror(-99999), "unknown error");
     assert_string_equal(lc_err_name(12345), "UNKNOWN");
     /* Every loopcore code has its own text. */
-    for (int code = LC_ESENDFILENOTAVAILABLE; code <= LC_ECANCELLED; code++) {
+    for (int code = LC_ESENDTIMEOUT; code <= LC_ECANCELLED; code++) {
         assert_string_not_equal(lc_strerror(code), "unknown error");
         assert_true(strncmp(lc_err_name(code), "LC_E", 4) == 0);
     }
+}
+
+/* Every LC_E... name that a public header mentions (tests/engine/gen_public_error_codes.sh writes
+ * the list at build time, from the headers, against loopcore/errno.h alone). */
+typedef struct {
+    const char *name, *header;
+    int defined, value;
+} lc_test_public_code;
+extern const lc_test_public_code lc_test_public_codes[];
+extern const size_t lc_test_public_codes_len;
+
+static void test_errors_every_code_in_the_headers_is_defined_with_a_text(void **state)
+{
+    (void)state;
+    /* The scan found the codes (errno.h alone defines 20). */
+    assert_true(lc_test_public_codes_len >= 20);
+    int bad = 0;
+    for (size_t i = 0; i < lc_test_public_codes_len; i++) {
+        const lc_test_public_code *c = &lc_test_public_codes[i];
+        if (!c->defined) {
+            print_error("%s is named in %s but not defined in include/loopcore/errno.h\n", c->name,
+                        c->header);
+            bad++;
+            continue;
+        }
+        const char *text = lc_strerror(c->value);
+        if (c->value >= 0 || strcmp(text, "unknown error") == 0 ||
+            strncmp(text, "Unknown system error", 20) == 0 ||
+            strcmp(lc_err_name(c->value), "UNKNOWN") == 0) {
+            print_error("%s (%d, named in %s) has no lc_strerror() text: \"%s\"\n", c->name,
+                        c->value, c->header, text);
+            bad++;
+        }
+    }
+    assert_int_equal(bad, 0);
 }
 
 /* ---- exception handler ----------------------------------------------------------------------- */
@@ -286,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, lc_test_loop_setup, lc_test_loop_teardown)
         cmocka_unit_test(test_errors_strerror_and_names),
+        cmocka_unit_test(test_errors_every_code_in_the_headers_is_defined_with_a_text),
         T(test_errors_custom_handler_gets_context_unchanged),
         T(test_errors_default_handler_prints_sorted_keys),
         cmocka_unit_test(test_errors_debug_from_environment),
