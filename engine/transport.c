@@ -116,6 +116,14 @@ static void transport_release(lc_transport_t *t)
         close(t->fd);
         t->fd = -1;
     }
+    /* Leave the server now, as asyncio's _detach after connection_lost: its active count and
+     * wait_closed follow the connections, not the memory (which users' references may keep, and
+     * which goes only when the poll handle's close callback has run, in a later poll). */
+    if (t->server != NULL) {
+        lc_server_t *s = t->server;
+        t->server = NULL;
+        lc__server_connection_gone(s);
+    }
 }
 
 /* The loop is being closed with this transport open. Every connection_made still gets its one
