@@ -143,6 +143,14 @@ int lc_loop_submit(lc_loop_t *target, lc_submit_fn fn, void *arg, lc_future_t **
  *  running another loop (waiting there could deadlock; use lc_loop_submit). */
 int lc_loop_submit_wait(lc_loop_t *target, lc_submit_fn fn, void *arg, void **result);
 
+/** lc_loop_submit_wait() to loop index of g, except that a loop that will not run again does not
+ *  keep the caller waiting: once loop index's thread has left its loop (lc_group_stop), or when
+ *  it has no thread and never will (the group was stopped before it started, or its start
+ *  failed), this returns LC_ECLOSED and fn never runs (the message stays queued until
+ *  lc_group_free() closes the loop, which releases it). Same thread rule and other returns as
+ *  lc_loop_submit_wait(). */
+int lc_group_submit_wait(lc_group_t *g, unsigned index, lc_submit_fn fn, void *arg, void **result);
+
 /** lc_loop_submit() to loop index of g. Same thread rule and returns. */
 int lc_group_submit(lc_group_t *g, unsigned index, lc_submit_fn fn, void *arg, lc_future_t **fut);
 
