@@ -40,6 +40,10 @@ struct lc_server_s {
      * server's hand-off mode). */
     void (*accept_hook)(int fd, void *arg);
     void *accept_hook_arg;
+    /* If set, called once when the server is closed and has no connection left (a group server
+     * counting its loops down, lc__server_set_drained_hook). */
+    void (*drained_hook)(void *arg);
+    void *drained_hook_arg;
     /* References: the creator's (lc_server_free), one per open connection, one per libuv handle
      * still closing; the memory goes with the last. */
     uint32_t refs;
@@ -86,8 +90,14 @@ static void resolve_waiters(lc_server_t *s, bool all)
 
 static void maybe_done(lc_server_t *s)
 {
-    if (s->closed)
-        resolve_waiters(s, s->active == 0);
+    if (!s->closed)
+        return;
+    resolve_waiters(s, s->active == 0);
+    if (s->active == 0 && s->drained_hook != NULL) {
+        void (*hook)(void *arg) = s->drained_hook;
+        s->drained_hook = NULL;
+        hook(s->drained_hook_arg);
+    }
 }
 
 void lc__server_connection_gone(lc_server_t *s)
@@ -141,17 +151,38 @@ int lc_server_close(lc_server_t *s)
 static void server_force_close(lc__resource *r)
 {
     lc_server_t *s = lc_container_of(r, lc_server_t, res);
+    /* Held across the close: its drained hook may drop the last other reference (a group
+     * server whose memory goes with the hook frees this server then). */
+    s->refs++;
     /* If a create_server is still resolving, its callback finds the server closed and fails
      * the future (with the loop closed, nobody hears of it) and drops the last references. */
     lc_server_close(s);
     for (size_t i = 0; i < s->nwaiters; i++)
         lc_future_unref((lc_future_t *)((uintptr_t)s->waiters[i] & ~(uintptr_t)1));
     s->nwaiters = 0;
+    server_unref(s);
 }
 
 /* ---- Accepting ------------------------------------------------------------------------------- */
 
 static void listener_cb(uv_poll_t *p, int status, int events);
+
+/* Makes an accepted fd a transport of s, counted in s->active until it is freed. Takes fd. */
+static int server_take(lc_server_t *s, int fd)
+{
+    s->active++;
+    s->refs++; /* dropped by lc__server_connection_gone */
+    int err;
+    /* TCP_NODELAY on accepted TCP connections too (fails harmlessly on AF_UNIX). */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (lc__transport_new(s->loop, fd, s->factory, s->factory_arg, s, &err) == NULL) {
+        /* The factory refused it (or no memory): the fd is closed already. */
+        lc__server_connection_gone(s);
+        return err;
+    }
+    return 0;
+}
 
 static void set_accepting(lc_server_t *s, bool on)
 {
@@ -223,17 +254,7 @@ static void listener_cb(uv_poll_t *p, int status, int events)
             s->accept_hook(fd, s->accept_hook_arg);
             continue;
         }
-        s->active++;
-        s->refs++; /* dropped by lc__server_connection_gone */
-        int err;
-        /* TCP_NODELAY on accepted TCP connections too (fails harmlessly on AF_UNIX). */
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (lc__transport_new(s->loop, fd, s->factory, s->factory_arg, s, &err) == NULL) {
-            /* The factory refused it (or no memory): the fd is closed already. */
-            s->active--;
-            server_unref(s);
-        }
+        (void)server_take(s, fd);
     }
 }
 
@@ -241,6 +262,21 @@ void lc__server_set_accept_hook(lc_server_t *s, void (*hook)(int fd, void *arg),
 {
     s->accept_hook = hook;
     s->accept_hook_arg = arg;
+}
+
+void lc__server_set_drained_hook(lc_server_t *s, void (*hook)(void *arg), void *arg)
+{
+    s->drained_hook = hook;
+    s->drained_hook_arg = arg;
+}
+
+int lc__server_adopt(lc_server_t *s, int fd)
+{
+    if (s->closed) {
+        close(fd);
+        return LC_ECLOSED;
+    }
+    return server_take(s, fd);
 }
 
 /* ---- Listening ------------------------------------------------------------------------------- */
@@ -356,6 +392,13 @@ static lc_server_t *server_new(lc_loop_t *loop, lc_protocol_factory_fn factory, 
     s->res.force_close = server_force_close;
     lc__loop_add_resource(loop, &s->res);
     return s;
+}
+
+lc_server_t *lc__server_new_bare(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg)
+{
+    if (loop->closed)
+        return NULL;
+    return server_new(loop, factory, factory_arg, 0, 0);
 }
 
 /* Adds a bound socket to the server (takes fd). */

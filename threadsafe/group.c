@@ -28,6 +28,7 @@ typedef struct member_s {
     pthread_t thread;    /* valid when has_thread */
     bool has_thread;     /* written under group->mu by lc_group_start */
     bool ready;          /* guarded by group->mu: the hook ran, or the loop failed to run */
+    bool left;           /* guarded by group->mu: the thread has left its loop for good */
     lc_call_t stop_call; /* posted once by lc_group_stop; handed back by close if never run */
 } member_t;
 
@@ -106,6 +107,12 @@ static void *loop_thread(void *arg)
     if (r != 0)
         mark_ready(m, r); /* the hook never ran: do not leave lc_group_start waiting */
     lc_set_event_loop(NULL);
+    /* Nothing runs this loop's queue any more (a group starts once): lc_group_submit_wait
+     * callers stop waiting for it. */
+    pthread_mutex_lock(&m->group->mu);
+    m->left = true;
+    pthread_cond_broadcast(&m->group->cv);
+    pthread_mutex_unlock(&m->group->mu);
     return NULL;
 }
 
@@ -656,6 +663,96 @@ int lc_loop_submit_wait(lc_loop_t *target, lc_submit_fn fn, void *arg, void **re
     if (result != NULL)
         *result = w.result;
     return w.status;
+}
+
+/* ---- Blocking calls that a stopped loop does not hold up ------------------------------------- */
+
+/* One lc_group_submit_wait call. On the heap: a caller that stops waiting (its loop will never
+ * run again) leaves the message behind, and the loop's close hands it back and frees it. done and
+ * abandoned are guarded by the group's mutex, which also publishes result and status. */
+typedef struct group_wait_s {
+    lc_call_t call;
+    lc_group_t *g;
+    lc_loop_t *target;
+    lc_submit_fn fn;
+    void *arg;
+    void *result;
+    int status;
+    bool done;
+    bool abandoned;
+} group_wait_t;
+
+/* Whether loop m will never run its queue again: its thread left it, or it has no thread and
+ * never will (the start failed before it, or the group was stopped before it started). g->mu. */
+static bool member_gone(const lc_group_t *g, const member_t *m)
+{
+    return m->left || (g->state == G_STARTED && !m->has_thread) ||
+           (g->state == G_CREATED && g->stop_requested);
+}
+
+static void group_wait_at_target(lc_call_t *call, int status)
+{
+    group_wait_t *w = lc_container_of(call, group_wait_t, call);
+    /* Abandoned only once the target's thread left its loop: then this is the close handing the
+     * message back (status LC_ECLOSED), and fn and arg are not touched. */
+    if (status == 0)
+        status = w->fn(w->target, w->arg, &w->result);
+    lc_group_t *g = w->g;
+    pthread_mutex_lock(&g->mu);
+    w->status = status;
+    w->done = true;
+    bool abandoned = w->abandoned;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    if (abandoned)
+        free(w);
+}
+
+int lc_group_submit_wait(lc_group_t *g, unsigned index, lc_submit_fn fn, void *arg, void **result)
+{
+    if (result != NULL)
+        *result = NULL;
+    if (g == NULL || index >= g->n || fn == NULL)
+        return LC_EINVAL;
+    member_t *m = &g->members[index];
+    lc_loop_t *running;
+    if (lc_get_running_loop(&running) == 0) {
+        if (running != m->loop)
+            return LC_EBUSY;
+        void *res = NULL;
+        int r = fn(m->loop, arg, &res);
+        if (result != NULL)
+            *result = res;
+        return r;
+    }
+    group_wait_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return LC_ENOMEM;
+    w->g = g;
+    w->target = m->loop;
+    w->fn = fn;
+    w->arg = arg;
+    int r = lc_loop_post_threadsafe(m->loop, &w->call, group_wait_at_target);
+    if (r != 0) {
+        free(w);
+        return r;
+    }
+    pthread_mutex_lock(&g->mu);
+    while (!w->done && !member_gone(g, m))
+        pthread_cond_wait(&g->cv, &g->mu);
+    if (!w->done) {
+        /* The loop left without running it (a message the loop took in its last batch ran
+         * before the thread set left, so it is done). */
+        w->abandoned = true;
+        pthread_mutex_unlock(&g->mu);
+        return LC_ECLOSED;
+    }
+    pthread_mutex_unlock(&g->mu);
+    r = w->status;
+    if (result != NULL)
+        *result = w->result;
+    free(w);
+    return r;
 }
 
 int lc_group_broadcast_wait(lc_group_t *g, lc_submit_fn fn, void *arg)

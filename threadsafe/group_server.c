@@ -4,10 +4,14 @@
  *
  * libuv 1.44 has no flag for SO_REUSEPORT, and loopcore's servers take an already bound socket
  * (lc_server_opts.use_sock), so the sockets are made here: socket, setsockopt, bind; each loop
- * then listens on its own in lc_loop_create_server. */
+ * then listens on its own in lc_loop_create_server. Hand-offs become transports of the target
+ * loop's server with lc__server_adopt (engine/internal.h): no future per connection. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,11 +20,37 @@
 #include "engine/stream_internal.h"
 #include "loopcore/group.h"
 
-typedef struct {
-    lc_server_t *server; /* this loop's server (reuse-port: every loop; hand-off: loop 0) */
-    int fd;              /* its listening fd, or -1 */
-    long connections;    /* taken by this loop; its own thread only */
+/* Lifetime and counting across threads.
+ *
+ * References (refs): the creator's (dropped at the end of lc_group_server_close), one per loop
+ * whose server has its drained hook pending, one per hand-off message in flight. The memory goes
+ * with the last; so a hand-off that a loop runs or hands back after the close still finds gs.
+ *
+ * Counting: each loop has its own lc_server_t (reuse-port: its listener; hand-off: loop 0's
+ * listener, a socketless one on the others), and every connection the loop serves, accepted
+ * there or handed to it, is a transport of that server: its active count lives on its own
+ * thread. When a loop's server is closed and empty, its drained hook (run on that loop's thread,
+ * or on the thread that closes the loop) counts the group's undrained loops down under mu; the
+ * hook that reaches zero takes the wait_closed futures and posts each to the loop that owns it,
+ * where it is resolved. A hand-off that arrives once its loop's server is closed closes its fd,
+ * so a drained loop stays drained. */
+typedef struct gs_member_s {
+    lc_group_server_t *gs;
+    lc_loop_t *loop;
+    /* This loop's server (reuse-port: its listener; hand-off: loop 0's listener, the others'
+     * socketless one). Loop thread only once created; NULL once the close step ran there. */
+    lc_server_t *server;
+    int fd;           /* its listening fd, or -1 */
+    long connections; /* taken by this loop; its own thread only */
 } gs_member;
+
+/* A wait_closed future on its way to the loop that owns it. */
+typedef struct gs_waiter_s {
+    lc_call_t call;
+    struct gs_waiter_s *next;
+    lc_loop_t *origin;
+    lc_future_t *fut; /* the waiter's reference; origin's thread only */
+} gs_waiter;
 
 struct lc_group_server_s {
     lc_group_t *group;
@@ -30,17 +60,52 @@ struct lc_group_server_s {
     int port;
     unsigned n;
     gs_member *m;
+    int backlog;
     /* Hand-off: the next loop to get a connection (loop 0's thread only). */
     unsigned next;
+    /* See the top of the file. Increments are relaxed: each is made by a thread that already
+     * holds a reference, so the count cannot reach zero meanwhile, and a new reference publishes
+     * nothing (serve_on_loop: the creator's, held by the caller of lc_group_create_server;
+     * handoff_accept: loop 0's hook reference, held while loop 0's server is open, and the
+     * accept hook only runs while it is open). Decrements are acq_rel: the release orders all
+     * that this thread did with gs (and, through the close step, with the servers) before its
+     * drop; the acquire of the drop that reaches zero makes all of it visible to the thread that
+     * frees gs. */
+    _Atomic uint32_t refs;
+    pthread_mutex_t mu; /* guards the three below */
+    unsigned undrained; /* loops whose server is not yet closed and empty */
+    bool drained;       /* undrained reached zero: wait_closed resolves at once */
+    gs_waiter *waiters; /* pending wait_closed futures (not yet taken by the last hook) */
 };
 
-/* A connection on its way to another loop. */
+/* A connection on its way to another loop; holds a reference to gs. */
 typedef struct {
     lc_call_t call;
     lc_group_server_t *gs;
     unsigned index;
     int fd;
 } handoff_msg;
+
+/* ---- Lifetime -------------------------------------------------------------------------------- */
+
+static void gs_ref(lc_group_server_t *gs)
+{
+    atomic_fetch_add_explicit(&gs->refs, 1, memory_order_relaxed);
+}
+
+static void gs_unref(lc_group_server_t *gs)
+{
+    if (atomic_fetch_sub_explicit(&gs->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* Every drained hook has run, so every server is closed. Those whose close step never ran
+     * (the loop stopped first) were closed by their loop's close, on this thread (the hooks of
+     * those loops run there, after every loop thread was joined): release them here. */
+    for (unsigned i = 0; i < gs->n; i++)
+        lc_server_free(gs->m[i].server);
+    pthread_mutex_destroy(&gs->mu);
+    free(gs->m);
+    free(gs);
+}
 
 static int make_socket(const struct sockaddr *sa, socklen_t len, int backlog_unused)
 {
@@ -63,30 +128,54 @@ static int make_socket(const struct sockaddr *sa, socklen_t len, int backlog_unu
 
 /* ---- Running on a loop ----------------------------------------------------------------------- */
 
-typedef struct {
-    lc_group_server_t *gs;
-    unsigned index;
-    int backlog;
-} serve_arg;
+/* The future's loop: resolve it (the waiter's post arrived), or release it (status LC_ECLOSED:
+ * the loop was closed with the waiter queued; this is the thread that closes it). */
+static void waiter_run(lc_call_t *call, int status)
+{
+    gs_waiter *w = lc_container_of(call, gs_waiter, call);
+    if (status == 0 && !lc_future_done(w->fut))
+        lc_future_set_result(w->fut, NULL);
+    lc_future_unref(w->fut);
+    free(w);
+}
+
+/* Loop i's server is closed and has no connection left (lc__server_set_drained_hook). */
+static void member_drained(void *arg)
+{
+    gs_member *mb = arg;
+    lc_group_server_t *gs = mb->gs;
+    gs_waiter *w = NULL;
+    pthread_mutex_lock(&gs->mu);
+    if (--gs->undrained == 0) {
+        gs->drained = true;
+        w = gs->waiters;
+        gs->waiters = NULL;
+    }
+    pthread_mutex_unlock(&gs->mu);
+    while (w != NULL) {
+        gs_waiter *next = w->next; /* once posted, w is the origin's */
+        /* A refused post: the origin is closed; group.h says which thread may then release. */
+        if (lc_loop_post_threadsafe(w->origin, &w->call, waiter_run) != 0)
+            waiter_run(&w->call, LC_ECLOSED);
+        w = next;
+    }
+    gs_unref(gs);
+}
 
 static void handoff_run(lc_call_t *call, int status)
 {
     handoff_msg *m = lc_container_of(call, handoff_msg, call);
-    if (status != 0) {
-        close(m->fd); /* the target loop closed first: this connection is dropped */
-        free(m);
-        return;
-    }
-    lc_loop_t *loop = lc_group_loop(m->gs->group, m->index);
-    lc_future_t *fut = NULL;
-    /* The future is resolved already (the transport exists or the fd was closed). */
-    if (lc_loop_connect_accepted_socket(loop, m->gs->factory, m->gs->factory_arg, m->fd, &fut) ==
-        0) {
-        if (lc_future_result(fut, NULL) == 0)
-            m->gs->m[m->index].connections++;
-        lc_future_unref(fut);
-    }
+    lc_group_server_t *gs = m->gs;
+    gs_member *mb = &gs->m[m->index];
+    /* status != 0: the target was closed first (this is the closing thread). A closed server
+     * (the close step ran here): too late, like a connection left in a closed listener's
+     * backlog. Either way the connection is dropped. */
+    if (status != 0 || mb->server == NULL)
+        close(m->fd);
+    else if (lc__server_adopt(mb->server, m->fd) == 0)
+        mb->connections++;
     free(m);
+    gs_unref(gs);
 }
 
 /* Loop 0's accept hook in hand-off mode. */
@@ -103,53 +192,64 @@ static void handoff_accept(int fd, void *arg)
     m->gs = gs;
     m->index = target;
     m->fd = fd;
+    gs_ref(gs); /* the message's */
     /* Loop 0's own share goes through its queue too: the same order and path for every loop. */
-    if (lc_loop_post_threadsafe(lc_group_loop(gs->group, target), &m->call, handoff_run) != 0) {
+    if (lc_loop_post_threadsafe(gs->m[target].loop, &m->call, handoff_run) != 0) {
         close(fd);
         free(m);
+        gs_unref(gs);
     }
 }
 
 static int serve_on_loop(lc_loop_t *loop, void *arg, void **result)
 {
     (void)result;
-    serve_arg *sa = arg;
-    lc_group_server_t *gs = sa->gs;
-    gs_member *mb = &gs->m[sa->index];
-    lc_future_t *fut = NULL;
-    int r = lc_loop_create_server(
-        loop, gs->factory, gs->factory_arg,
-        &(lc_server_opts){.use_sock = true, .sock = mb->fd, .backlog = sa->backlog}, &fut);
-    if (r != 0)
-        return r;
-    void *server = NULL;
-    r = lc_future_result(fut, &server); /* done at once for an existing socket */
-    lc_future_unref(fut);
-    if (r != 0)
-        return r;
-    /* The server serves a dup of the fd; keep ours for lc_group_server_sockets and close it
-     * with the server. */
-    close(mb->fd);
-    int fds[1];
-    size_t n = 1;
-    lc_server_sockets(server, fds, &n);
-    mb->fd = n > 0 ? fds[0] : -1;
+    gs_member *mb = arg;
+    lc_group_server_t *gs = mb->gs;
+    lc_server_t *server = NULL;
+    if (mb->fd >= 0) {
+        lc_future_t *fut = NULL;
+        int r = lc_loop_create_server(
+            loop, gs->factory, gs->factory_arg,
+            &(lc_server_opts){.use_sock = true, .sock = mb->fd, .backlog = gs->backlog}, &fut);
+        if (r != 0)
+            return r;
+        r = lc_future_result(fut, (void **)&server); /* done at once for an existing socket */
+        lc_future_unref(fut);
+        if (r != 0)
+            return r;
+        /* The server serves a dup of the fd; keep ours for lc_group_server_sockets and close
+         * it with the server. */
+        close(mb->fd);
+        int fds[1];
+        size_t n = 1;
+        lc_server_sockets(server, fds, &n);
+        mb->fd = n > 0 ? fds[0] : -1;
+        if (gs->mode == LC_GROUP_SERVER_HANDOFF)
+            lc__server_set_accept_hook(server, handoff_accept, gs);
+    } else {
+        /* Hand-off, loops 1..n-1: a server with no socket, for the connections handed here. */
+        server = lc__server_new_bare(loop, gs->factory, gs->factory_arg);
+        if (server == NULL)
+            return LC_ENOMEM;
+    }
     mb->server = server;
-    if (gs->mode == LC_GROUP_SERVER_HANDOFF)
-        lc__server_set_accept_hook(server, handoff_accept, gs);
+    gs_ref(gs); /* the hook's */
+    lc__server_set_drained_hook(server, member_drained, mb);
     return 0;
 }
 
+/* A loop's close step: its server stops listening (loop 0 in hand-off mode: no more accepts, so
+ * no more hand-offs) and adopts nothing more; the hook fires now or with its last connection. */
 static int close_on_loop(lc_loop_t *loop, void *arg, void **result)
 {
     (void)loop;
     (void)result;
     gs_member *mb = arg;
-    if (mb->server != NULL) {
-        lc_server_free(mb->server);
-        mb->server = NULL;
-    }
+    lc_server_t *server = mb->server;
+    mb->server = NULL; /* the last gs_unref frees the servers still listed: not this one */
     mb->fd = -1;
+    lc_server_free(server);
     return 0;
 }
 
@@ -208,9 +308,16 @@ int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *
     gs->factory = factory;
     gs->factory_arg = factory_arg;
     gs->mode = o.mode;
+    gs->backlog = o.backlog;
     gs->n = n;
-    for (unsigned i = 0; i < n; i++)
+    atomic_init(&gs->refs, 1); /* the creator's */
+    pthread_mutex_init(&gs->mu, NULL);
+    gs->undrained = n;
+    for (unsigned i = 0; i < n; i++) {
+        gs->m[i].gs = gs;
+        gs->m[i].loop = lc_group_loop(g, i);
         gs->m[i].fd = -1;
+    }
     /* Bind every socket first: with port 0 the first bind picks it and the rest reuse it. */
     unsigned nsock = o.mode == LC_GROUP_SERVER_REUSEPORT ? n : 1;
     for (unsigned i = 0; i < nsock && r == 0; i++) {
@@ -233,20 +340,22 @@ int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *
                 ((struct sockaddr_in6 *)&ss)->sin6_port = port;
         }
     }
-    /* Each loop listens on its own socket, on its own thread. */
-    for (unsigned i = 0; i < nsock && r == 0; i++) {
-        serve_arg sa = {gs, i, o.backlog};
-        r = lc_loop_submit_wait(lc_group_loop(g, i), serve_on_loop, &sa, NULL);
+    /* Each loop serves on its own thread (hand-off: loops 1..n-1 with a socketless server).
+     * Loop 0 last in hand-off mode: it hands connections to the others once it listens. */
+    for (unsigned k = 0; k < n && r == 0; k++) {
+        unsigned i = o.mode == LC_GROUP_SERVER_HANDOFF ? (k + 1) % n : k;
+        r = lc_group_submit_wait(g, i, serve_on_loop, &gs->m[i], NULL);
     }
     if (r != 0) {
+        /* The close steps release what was made; gs goes with the last hook (connections a
+         * reuse-port loop took meanwhile stay served until they close). */
         for (unsigned i = 0; i < n; i++) {
             if (gs->m[i].server != NULL)
-                lc_loop_submit_wait(lc_group_loop(g, i), close_on_loop, &gs->m[i], NULL);
+                lc_group_submit_wait(g, i, close_on_loop, &gs->m[i], NULL);
             else if (gs->m[i].fd >= 0)
                 close(gs->m[i].fd);
         }
-        free(gs->m);
-        free(gs);
+        gs_unref(gs);
         return r == LC_ECLOSED ? LC_EINVALIDSTATE : r;
     }
     *out = gs;
@@ -288,32 +397,86 @@ static int read_handed(lc_loop_t *loop, void *arg, void **result)
     return 0;
 }
 
-long lc_group_server_connections(lc_group_server_t *gs, unsigned index)
+/* The connections this loop serves now, accepted here or handed here. */
+static int read_active(lc_loop_t *loop, void *arg, void **result)
+{
+    (void)loop;
+    gs_member *mb = arg;
+    *result = (void *)(intptr_t)(mb->server != NULL ? (long)lc_server_active(mb->server) : 0);
+    return 0;
+}
+
+static long read_member(lc_group_server_t *gs, unsigned index, lc_submit_fn fn)
 {
     if (gs == NULL || index >= gs->n)
         return LC_EINVAL;
     void *res = NULL;
-    gs_member *mb = &gs->m[index];
-    int r = lc_loop_submit_wait(lc_group_loop(gs->group, index),
-                                gs->mode == LC_GROUP_SERVER_HANDOFF ? read_handed : read_accepted,
-                                mb, &res);
+    int r = lc_group_submit_wait(gs->group, index, fn, &gs->m[index], &res);
     return r != 0 ? r : (long)(intptr_t)res;
+}
+
+long lc_group_server_connections(lc_group_server_t *gs, unsigned index)
+{
+    return read_member(
+        gs, index, gs != NULL && gs->mode == LC_GROUP_SERVER_HANDOFF ? read_handed : read_accepted);
+}
+
+long lc_group_server_active(lc_group_server_t *gs, unsigned index)
+{
+    return read_member(gs, index, read_active);
+}
+
+int lc_group_server_wait_closed(lc_group_server_t *gs, lc_future_t **fut)
+{
+    if (fut != NULL)
+        *fut = NULL;
+    if (gs == NULL || fut == NULL)
+        return LC_EINVAL;
+    lc_loop_t *origin;
+    if (lc_get_running_loop(&origin) != 0)
+        return LC_ENORUNNINGLOOP;
+    gs_waiter *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return LC_ENOMEM;
+    lc_future_t *f;
+    int r = lc_loop_create_future(origin, &f);
+    if (r != 0) {
+        free(w);
+        return r;
+    }
+    w->origin = origin;
+    w->fut = lc_future_ref(f);
+    pthread_mutex_lock(&gs->mu);
+    bool drained = gs->drained;
+    if (!drained) {
+        w->next = gs->waiters;
+        gs->waiters = w;
+    }
+    pthread_mutex_unlock(&gs->mu);
+    if (drained) {
+        lc_future_set_result(f, NULL);
+        lc_future_unref(w->fut);
+        free(w);
+    }
+    *fut = f;
+    return 0;
 }
 
 int lc_group_server_close(lc_group_server_t *gs)
 {
     if (gs == NULL)
         return LC_EINVAL;
-    /* Loop 0 first: in hand-off mode it is the one that accepts. Then every loop in turn, also
-     * those with no server: each wait runs behind the hand-offs loop 0 posted before it closed
-     * (they were pushed before this call's post), so no message still refers to gs after. */
+    /* Loop 0 first: in hand-off mode it is the one that accepts, and once its step ran nothing
+     * new is handed off. Hand-offs still queued find their loop's server closed (or not yet, if
+     * they run first: then that loop counts them) and hold references of their own, so gs
+     * outlives them. A loop that has stopped (lc_group_stop) does not keep this waiting: its
+     * server closes with the loop, in lc_group_free(). */
     int first = 0;
     for (unsigned i = 0; i < gs->n; i++) {
-        int r = lc_loop_submit_wait(lc_group_loop(gs->group, i), close_on_loop, &gs->m[i], NULL);
+        int r = lc_group_submit_wait(gs->group, i, close_on_loop, &gs->m[i], NULL);
         if (r != 0 && r != LC_ECLOSED && first == 0)
             first = r;
     }
-    free(gs->m);
-    free(gs);
+    gs_unref(gs);
     return first;
 }

@@ -143,6 +143,14 @@ int lc_loop_submit(lc_loop_t *target, lc_submit_fn fn, void *arg, lc_future_t **
  *  running another loop (waiting there could deadlock; use lc_loop_submit). */
 int lc_loop_submit_wait(lc_loop_t *target, lc_submit_fn fn, void *arg, void **result);
 
+/** lc_loop_submit_wait() to loop index of g, except that a loop that will not run again does not
+ *  keep the caller waiting: once loop index's thread has left its loop (lc_group_stop), or when
+ *  it has no thread and never will (the group was stopped before it started, or its start
+ *  failed), this returns LC_ECLOSED and fn never runs (the message stays queued until
+ *  lc_group_free() closes the loop, which releases it). Same thread rule and other returns as
+ *  lc_loop_submit_wait(). */
+int lc_group_submit_wait(lc_group_t *g, unsigned index, lc_submit_fn fn, void *arg, void **result);
+
 /** lc_loop_submit() to loop index of g. Same thread rule and returns. */
 int lc_group_submit(lc_group_t *g, unsigned index, lc_submit_fn fn, void *arg, lc_future_t **fut);
 
@@ -167,9 +175,12 @@ typedef enum {
     /* One listening socket per loop on the same address with SO_REUSEPORT: the kernel spreads
      * the connections (by a hash of the 4-tuple). */
     LC_GROUP_SERVER_REUSEPORT = 0,
-    /* Loop 0 accepts; each connection goes to the loops in turn, through their inbound queues
-     * (lc_loop_connect_accepted_socket on the target). For kernels or traffic where reuse-port
-     * hashing balances badly (few clients, long connections). */
+    /* Loop 0 accepts; each connection goes to the loops in turn, through their inbound queues,
+     * and becomes a connection of the target loop's server there (loops 1..n-1 have one with no
+     * socket). For kernels or traffic where reuse-port hashing balances badly (few clients, long
+     * connections). A connection still on its way when its target's part of the server is
+     * closed (lc_group_server_close) or when the target is closed is dropped: its fd is closed,
+     * as a connection left in a closed listener's backlog would be. */
     LC_GROUP_SERVER_HANDOFF,
 } lc_group_server_mode;
 
@@ -180,6 +191,21 @@ typedef struct lc_group_server_opts_s {
     int backlog;      /* 0 means 100 (per socket) */
     lc_group_server_mode mode;
 } lc_group_server_opts;
+
+/* Counting and wait_closed. Every loop of a group server has a server of its own (its listener,
+ * or in hand-off mode on loops 1..n-1 one with no socket), and every connection a loop serves,
+ * accepted there or handed to it, counts as active on that loop until its transport is freed:
+ * each count lives on its loop's thread. When a loop's server is closed and its count is zero,
+ * that loop (its thread, or the thread that closes it) counts the group server's undrained loops
+ * down; the loop that reaches zero posts each wait_closed future to the loop that owns it, which
+ * resolves it (asyncio 3.12: closed, and no connection active anywhere). Nothing is polled; the
+ * only cross-thread traffic is one short mutex section per loop and one post per future.
+ *
+ * Lifetime. The group server's memory is reference-counted: lc_group_server_close() drops the
+ * caller's reference, but hand-offs still on their way, and each loop's server until it is
+ * drained, hold their own, so gs's memory outlives every message and connection that refers to
+ * it. To the caller, gs is gone once lc_group_server_close() is called. Close before
+ * lc_group_free(). */
 
 /** Serves host:port on every loop of the started group g: the factory runs on the thread of the
  *  loop that gets the connection (lc_get_running_loop tells which), so factory_arg must be safe
@@ -197,11 +223,33 @@ int lc_group_server_port(const lc_group_server_t *gs);
 int lc_group_server_sockets(const lc_group_server_t *gs, int *fds, size_t *n);
 
 /** Connections loop index has taken so far (accepted there, or handed to it). Blocks like
- *  lc_loop_submit_wait (not from a loop thread). Returns the count, or a negative error. */
+ *  lc_group_submit_wait (not from a loop thread). Returns the count, or a negative error
+ *  (LC_ECLOSED: that loop no longer runs). */
 long lc_group_server_connections(lc_group_server_t *gs, unsigned index);
 
-/** Stops listening on every loop and waits for it (accepted connections stay open), then frees
- *  gs. Not from a loop thread of the group. Returns 0 or an error (gs is freed anyway). */
+/** Connections loop index serves now (accepted there or handed to it, and not yet closed): the
+ *  group server's active count is the sum over its loops. Blocks like
+ *  lc_group_server_connections, same returns. */
+long lc_group_server_active(lc_group_server_t *gs, unsigned index);
+
+/** asyncio's Server.wait_closed(): *fut (a new future of the calling loop, one reference for the
+ *  caller) resolves, with result NULL, on the calling loop's thread once gs is closed and no
+ *  connection is active on any of its loops, handed-off ones included. Call it before
+ *  lc_group_server_close() (which makes gs unusable to the caller); the future stays valid.
+ *  Must be called on a running loop's thread, any loop (not only one of the group). Returns 0,
+ *  LC_EINVAL, LC_ENORUNNINGLOOP or LC_ENOMEM.
+ *  If the future's loop is closed before the future resolves, the future stays pending and the
+ *  group server's reference to it is dropped by the thread that drains the group server: use a
+ *  loop of the same group (lc_group_free() closes them all on one thread) or keep the loop open
+ *  until the future is done. A group freed with connections still open drains while its loops
+ *  close, so the future stays pending then. */
+int lc_group_server_wait_closed(lc_group_server_t *gs, lc_future_t **fut);
+
+/** Stops listening on every loop and waits for it (accepted connections stay open; wait_closed
+ *  waits for them), then drops the caller's reference to gs (see "Lifetime" above). Loop 0 goes
+ *  first, so that nothing is handed off once it returns. A loop that has stopped (lc_group_stop)
+ *  is not waited for: its part of the server closes when lc_group_free() closes the loop. Not
+ *  from a loop thread of the group. Returns 0 or an error (gs is released anyway). */
 int lc_group_server_close(lc_group_server_t *gs);
 
 #ifdef __cplusplus
