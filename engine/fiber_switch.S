@@ -30,6 +30,28 @@ lc__fiber_trampoline:
     .cfi_endproc
     .size   lc__fiber_trampoline, .-lc__fiber_trampoline
 
+/* Under -fcf-protection (__CET__: 1 IBT, 2 SHSTK), mark the object IBT compatible, or the linker
+ * drops the marking of the whole binary: the linker ANDs the markers of all the objects it links.
+ * The trampoline and the resume points of lc__fiber_jump (fiber.h) are landing pads (endbr64).
+ * SHSTK is deliberately not claimed, even when the C code is marked for it: a switch moves the
+ * stack pointer to another fiber's stack but leaves the thread's shadow stack where it was, so the
+ * first `ret` after a switch would not match it. Leaving it out clears SHSTK from every binary
+ * that links the fibers, which then runs without a shadow stack rather than faulting where one is
+ * enforced. (Supporting it means a shadow stack per fiber and switching it: rdsspq / rstorssp.) */
+#if defined(__CET__) && (__CET__ & 1) != 0
+    .pushsection .note.gnu.property, "a"
+    .balign 8
+    .long   4                       /* name size */
+    .long   16                      /* descriptor size */
+    .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz  "GNU"
+    .long   0xc0000002              /* GNU_PROPERTY_X86_FEATURE_1_AND */
+    .long   4
+    .long   1                       /* GNU_PROPERTY_X86_FEATURE_1_IBT */
+    .long   0
+    .popsection
+#endif
+
 #elif !defined(LC_FIBER_UCONTEXT) && defined(__aarch64__)
 
     .text
