@@ -1,8 +1,9 @@
 /* Fibers: guarded mmap'd stacks and the context switch (see fiber.h for the backends). */
 
 /* _longjmp onto another stack is what the ucontext backend does on every switch; glibc's
- * fortified _longjmp (__longjmp_chk, with -D_FORTIFY_SOURCE, which Bazel's toolchain passes)
- * aborts when the target frame is not above the current one on the same stack. */
+ * fortified _longjmp (__longjmp_chk, with -D_FORTIFY_SOURCE, which -c opt builds pass: see
+ * bazel/copts.bzl) aborts when the target frame is not above the current one on the same stack.
+ * The assembly backend needs no such exception, but nothing here has a fortified form either. */
 #undef _FORTIFY_SOURCE
 
 #define LC__FIBER_IMPL 1 /* the out-of-line switch functions of the ucontext backend */

@@ -30,6 +30,19 @@ lc__fiber_trampoline:
     .cfi_endproc
     .size   lc__fiber_trampoline, .-lc__fiber_trampoline
 
+/* Under -fcf-protection (__CET__: 1 IBT, 2 SHSTK), mark the object IBT compatible, or the linker
+ * drops the marking of the whole binary: the linker ANDs the markers of all the objects it links.
+ * The trampoline and the resume points of lc__fiber_jump (fiber.h) are landing pads (endbr64).
+ * SHSTK is deliberately not claimed, even when the C code is marked for it: a switch moves the
+ * stack pointer to another fiber's stack but leaves the thread's shadow stack where it was, so the
+ * first `ret` after a switch would not match it. Leaving it out clears SHSTK from every binary
+ * that links the fibers, which then runs without a shadow stack rather than faulting where one is
+ * enforced. (Supporting it means a shadow stack per fiber and switching it: rdsspq / rstorssp.) */
+#if defined(__CET__) && (__CET__ & 1) != 0
+#define LC_GNU_PROPERTY_TYPE 0xc0000002 /* GNU_PROPERTY_X86_FEATURE_1_AND */
+#define LC_GNU_PROPERTY_BITS 1          /* GNU_PROPERTY_X86_FEATURE_1_IBT */
+#endif
+
 #elif !defined(LC_FIBER_UCONTEXT) && defined(__aarch64__)
 
     .text
@@ -61,19 +74,25 @@ lc__fiber_trampoline:
 #define LC_GNU_PROPERTY_PAC 0
 #endif
 #if LC_GNU_PROPERTY_BTI != 0 || LC_GNU_PROPERTY_PAC != 0
+#define LC_GNU_PROPERTY_TYPE 0xc0000000 /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
+#define LC_GNU_PROPERTY_BITS (LC_GNU_PROPERTY_BTI | LC_GNU_PROPERTY_PAC)
+#endif
+
+#endif
+
+/* The marker chosen above: one property of 4 bytes in a GNU note. */
+#ifdef LC_GNU_PROPERTY_TYPE
     .pushsection .note.gnu.property, "a"
     .balign 8
     .long   4                       /* name size */
     .long   16                      /* descriptor size */
     .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
     .asciz  "GNU"
-    .long   0xc0000000              /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
-    .long   4
-    .long   LC_GNU_PROPERTY_BTI | LC_GNU_PROPERTY_PAC
-    .long   0
+    .long   LC_GNU_PROPERTY_TYPE
+    .long   4                       /* property size */
+    .long   LC_GNU_PROPERTY_BITS
+    .long   0                       /* padding to 8 bytes */
     .popsection
-#endif
-
 #endif
 
 /* No executable stack for the objects linked with this one. */

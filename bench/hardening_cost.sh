@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# hardening_cost.sh [--rounds R] [--n N] [--duration T] [--size B] [--conns C] [--port P]
+# The cost of issue 11's hardening: builds the benchmarks with -c opt twice, hardened (the
+# default) and with --config=nohardening (.bazelrc: each has its own output tree), then runs the
+# two builds' binaries interleaved, round after round (hardened, unhardened, hardened, ...):
+#   loop_bench --no-python --n N           call_soon, call_later, call_later_cancel (ops/s)
+#   echo_server --loops 1 + lcbench --mode echo --size B -t1 -cC -dT
+#                                          messages/s, the server's CPU per message, p99 latency
+# The echo server is pinned to CPU 0 and lcbench (the hardened build's, for both servers) to
+# CPU 1 when there are two CPUs; both servers stay up for the whole run, on ports P and P+1, and
+# the server's CPU is read from /proc/<pid>/stat around each load.
+# Prints one line per metric, with the medians over the rounds:
+#   metric=<name> hardened=<v> unhardened=<v> ratio=<hardened/unhardened> unit=<u> better=<higher|lower> rounds=R
+# and each round's figures on stderr. Defaults: 8 rounds, N 1000000, 5s loads of 1024 bytes over
+# 32 connections, port 19600. Measure on a quiet machine; a short trial:
+#   bench/hardening_cost.sh --rounds 1 --n 100000 --duration 1s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=8
+n=1000000
+duration=5s
+size=1024
+conns=32
+port=19600
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) rounds=$2 ;;
+    --n) n=$2 ;;
+    --duration) duration=$2 ;;
+    --size) size=$2 ;;
+    --conns) conns=$2 ;;
+    --port) port=$2 ;;
+    *)
+        sed -n '2,3p' "$0" >&2
+        exit 2
+        ;;
+    esac
+    shift 2
+done
+
+targets=(//bench:loop_bench //bench:echo_server //bench:lcbench)
+work=$(mktemp -d)
+server_pids=()
+cleanup() {
+    for pid in "${server_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Build both, and copy the binaries out so that a later build cannot change them mid-run.
+variants=(hardened unhardened)
+declare -A opts=([hardened]="-c opt" [unhardened]="-c opt --config=nohardening")
+for v in "${variants[@]}"; do
+    # shellcheck disable=SC2086 # opts are words
+    bazel build ${opts[$v]} "${targets[@]}" >&2
+    # shellcheck disable=SC2086
+    bin=$(bazel info ${opts[$v]} bazel-bin 2>/dev/null)
+    mkdir -p "$work/$v"
+    cp "$bin/bench/loop_bench" "$bin/bench/echo_server" "$bin/bench/lcbench/lcbench" "$work/$v/"
+done
+echo "hardening_cost: binaries in $work; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+server_cpu=""
+client_cpu=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset > /dev/null; then
+    server_cpu="taskset -c 0"
+    client_cpu="taskset -c 1"
+fi
+
+# The two echo servers, on port and port + 1.
+declare -A srv_port srv_pid
+p=$port
+for v in "${variants[@]}"; do
+    if (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
+        echo "hardening_cost: port $p is in use (--port)" >&2
+        exit 1
+    fi
+    $server_cpu "$work/$v/echo_server" --loops 1 --port "$p" > /dev/null 2>&1 &
+    srv_pid[$v]=$!
+    server_pids+=("$!")
+    srv_port[$v]=$p
+    p=$((p + 1))
+done
+for v in "${variants[@]}"; do
+    for _ in $(seq 1 100); do
+        (exec 3<> "/dev/tcp/127.0.0.1/${srv_port[$v]}") 2> /dev/null && break
+        sleep 0.1
+    done
+done
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# One figure per line in $work/<variant>.<metric>.
+record() { echo "$3" >> "$work/$1.$2"; }
+
+for r in $(seq 1 "$rounds"); do
+    for v in "${variants[@]}"; do
+        # loop_bench: its own best of 3 per workload.
+        out=$($server_cpu "$work/$v/loop_bench" --no-python --n "$n" 2> /dev/null)
+        for b in call_soon call_later call_later_cancel; do
+            val=$(sed -nE "s/^bench=$b ours=([0-9.]+) .*/\1/p" <<< "$out")
+            record "$v" "loop_bench_$b" "$val"
+            echo "round $r $v loop_bench $b $val ops/s" >&2
+        done
+
+        # echo: the hardened lcbench against this variant's server.
+        t0=$(cpu_ticks "${srv_pid[$v]}")
+        json=$($client_cpu "$work/hardened/lcbench" --mode echo --size "$size" -t1 -c"$conns" \
+            -d"$duration" --json "tcp://127.0.0.1:${srv_port[$v]}")
+        t1=$(cpu_ticks "${srv_pid[$v]}")
+        rps=$(sed -E 's/.*"requests_per_s":([0-9.]+).*/\1/' <<< "$json")
+        reqs=$(sed -E 's/.*"requests":([0-9]+),.*/\1/' <<< "$json")
+        p99=$(sed -E 's/.*"p99":([0-9.]+).*/\1/' <<< "$json")
+        cpu=$(awk -v d=$((t1 - t0)) -v t="$ticks" -v q="$reqs" \
+            'BEGIN { printf "%.3f", (q > 0 ? d / t * 1e6 / q : 0) }')
+        record "$v" echo_msgs_per_s "$rps"
+        record "$v" echo_server_cpu_us_per_msg "$cpu"
+        record "$v" echo_p99_us "$p99"
+        echo "round $r $v echo ${rps} msgs/s, server ${cpu} us/msg, p99 ${p99} us" >&2
+    done
+done
+
+median() {
+    sort -g "$1" |
+        awk '{v[NR] = $1} END { printf "%.10g\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+while read -r metric unit better; do
+    h=$(median "$work/hardened.$metric")
+    u=$(median "$work/unhardened.$metric")
+    ratio=$(awk -v h="$h" -v u="$u" 'BEGIN { if (u > 0) printf "%.3f", h / u; else print "NA" }')
+    echo "metric=$metric hardened=$h unhardened=$u ratio=$ratio unit=$unit better=$better rounds=$rounds"
+done << 'EOF'
+loop_bench_call_soon ops_per_s higher
+loop_bench_call_later ops_per_s higher
+loop_bench_call_later_cancel ops_per_s higher
+echo_msgs_per_s msgs_per_s higher
+echo_server_cpu_us_per_msg us_per_msg lower
+echo_p99_us us lower
+EOF
+echo "hardening_cost: load average at the end $(cut -d' ' -f1-3 /proc/loadavg)" >&2
