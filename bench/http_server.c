@@ -1,7 +1,7 @@
 /* http_server: HTTP/1.1 on a loopcore group, for benchmarks and the demo (issue 6).
  *
  *   http_server [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff]
- *               [--idle-timeout SECONDS] [--quiet]
+ *               [--idle-timeout SECONDS] [--send-timeout SECONDS] [--quiet]
  *
  * GET /plaintext (and GET /, as the peers harness requests) answers "Hello, World!" (text/plain)
  * and GET /json {"message":"Hello, World!"}
@@ -11,6 +11,14 @@
  * the connection closes; more than 100 header lines or 8 KiB of header bytes give 431, a URL
  * longer than 2 KiB 414, and those close too. A connection idle for --idle-timeout seconds
  * (default 60) is closed. Requests are parsed with llhttp (Debian's node-llhttp).
+ *
+ * Flow control (asyncio's): when a connection's write buffer goes above the high-water mark (the
+ * client sends requests but does not read the responses), the server stops reading from it until
+ * resume_writing; a connection so paused is not idle. --send-timeout SECONDS (default 60, nginx's
+ * send_timeout): a connection whose queued responses make no progress for that long is to be
+ * aborted; the value is parsed and kept, and takes effect once the engine's
+ * lc_transport_set_send_timeout() is called in conn_made (until then a paused connection stays
+ * until its peer reads or goes). Timeouts are positive numbers of seconds, fractions allowed.
  *
  * Runs in the foreground until SIGINT or SIGTERM, then closes the server and the group. */
 #include <errno.h>
@@ -37,8 +45,9 @@ typedef struct conn_s {
     size_t url_len;
     size_t header_bytes;
     unsigned nheaders;
-    int reject;       /* 414 / 431 decided by a callback; 0 otherwise */
-    bool close_after; /* the last response asked for Connection: close */
+    int reject;        /* 414 / 431 decided by a callback; 0 otherwise */
+    bool close_after;  /* the last response asked for Connection: close */
+    bool write_paused; /* between pause_writing and resume_writing: not reading, not idle */
     char url[MAX_URL];
 } conn_t;
 
@@ -60,6 +69,7 @@ typedef struct {
 
 static __thread loop_state_t ls;
 static double idle_timeout = 60;
+static double send_timeout = 60;
 static llhttp_settings_t settings;
 
 static const char plaintext_body[] = "Hello, World!";
@@ -219,6 +229,7 @@ static int on_message_complete(llhttp_t *p)
 static void conn_made(lc_transport_t *t, void *user)
 {
     conn_t *c = user;
+    /* send timeout: applied by lc_transport_set_send_timeout() once the engine has it */
     c->t = t;
     c->last_active = ls.now;
     c->prev = NULL;
@@ -263,10 +274,30 @@ static void conn_lost(lc_transport_t *t, int err, void *user)
     free(c);
 }
 
+/* Flow control: while the peer does not take our responses (the write buffer is above the
+ * high-water mark), read no more requests from it. What one read's pipelined requests produce is
+ * still written (bounded by one read); nothing more is queued until resume_writing. */
+static void conn_pause_writing(lc_transport_t *t, void *user)
+{
+    conn_t *c = user;
+    c->write_paused = true;
+    lc_transport_pause_reading(t);
+}
+
+static void conn_resume_writing(lc_transport_t *t, void *user)
+{
+    conn_t *c = user;
+    c->write_paused = false;
+    c->last_active = ls.now; /* the peer read: it is not idle */
+    lc_transport_resume_reading(t);
+}
+
 static const lc_protocol_t http_proto = {
     .connection_made = conn_made,
     .data_received = conn_data,
     .connection_lost = conn_lost,
+    .pause_writing = conn_pause_writing,
+    .resume_writing = conn_resume_writing,
 };
 
 static int http_factory(void *arg, const lc_protocol_t **proto, void **user)
@@ -288,8 +319,10 @@ static void sweep(void *arg)
 {
     (void)arg;
     ls.now = lc_loop_time(ls.loop);
+    /* A connection paused by back-pressure is not idle: it waits for its peer to read, which the
+     * send timeout bounds (closing it here would only leave it flushing, stuck, all the same). */
     for (conn_t *c = ls.conns; c != NULL; c = c->next)
-        if (ls.now - c->last_active > idle_timeout)
+        if (!c->write_paused && ls.now - c->last_active > idle_timeout)
             lc_transport_close(c->t); /* connection_lost unlinks it later */
     double period = idle_timeout / 4 < 1.0 ? idle_timeout / 4 : 1.0;
     lc_loop_call_later(ls.loop, period, sweep, NULL, NULL);
@@ -325,9 +358,21 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff] "
-            "[--idle-timeout SECONDS] [--quiet]\n",
+            "[--idle-timeout SECONDS] [--send-timeout SECONDS] [--quiet]\n",
             argv0);
     exit(2);
+}
+
+/* A positive, finite number of seconds (fractions allowed), at most a day. */
+static bool parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || errno != 0 || !(v > 0) || v > 86400)
+        return false;
+    *out = v;
+    return true;
 }
 
 int main(int argc, char **argv)
@@ -355,9 +400,13 @@ int main(int argc, char **argv)
                 usage(argv[0]);
             i++;
         } else if (strcmp(a, "--idle-timeout") == 0 && v != NULL) {
-            idle_timeout = atof(v), i++;
-            if (!(idle_timeout > 0))
+            if (!parse_seconds(v, &idle_timeout))
                 usage(argv[0]);
+            i++;
+        } else if (strcmp(a, "--send-timeout") == 0 && v != NULL) {
+            if (!parse_seconds(v, &send_timeout))
+                usage(argv[0]);
+            i++;
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = true;
         } else {

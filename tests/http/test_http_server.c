@@ -12,31 +12,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/http/server_proc.h"
 #include "tests/support/loop_fixture.h"
 
 static const char *server_path;
 static pid_t server_pid;
 static int port;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double now(void) { return sp_now(); }
 
-static int connect_to(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
+static int connect_to(void) { return sp_connect(port, 0); }
 
 /* Reads until the peer closes, `want` occurrences of "HTTP/1.1 " were seen, or timeout. */
 static size_t read_until(int fd, char *buf, size_t cap, int want, double timeout, bool *closed)
@@ -66,42 +51,37 @@ static size_t read_until(int fd, char *buf, size_t cap, int want, double timeout
     }
 }
 
+/* Starts the server on a free port with --loops 2 --idle-timeout 0.5 and the extra flags. */
+static int start_server(const char *extra1, const char *extra2)
+{
+    port = sp_free_port();
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    char *argv[] = {(char *)server_path,
+                    "--loops",
+                    "2",
+                    "--port",
+                    portstr,
+                    "--idle-timeout",
+                    "0.5",
+                    "--quiet",
+                    (char *)extra1,
+                    (char *)extra2,
+                    NULL};
+    server_pid = sp_start(argv, port);
+    return server_pid > 0 ? 0 : -1;
+}
+
 static int setup(void **state)
 {
     (void)state;
-    /* Pick a free port, then start the server on it. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&sin, sizeof(sin));
-    socklen_t len = sizeof(sin);
-    getsockname(fd, (struct sockaddr *)&sin, &len);
-    port = ntohs(sin.sin_port);
-    close(fd);
-    char portstr[16];
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    server_pid = fork();
-    if (server_pid == 0) {
-        execl(server_path, server_path, "--loops", "2", "--port", portstr, "--idle-timeout", "0.5",
-              "--quiet", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        int c = connect_to();
-        if (c >= 0) {
-            close(c);
-            return 0;
-        }
-        usleep(10000);
-    }
-    return -1;
+    return start_server("--send-timeout", "30");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    kill(server_pid, SIGTERM);
-    int status = 0;
-    waitpid(server_pid, &status, 0);
+    int status = sp_stop(server_pid);
     /* A clean shutdown on SIGTERM. */
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
@@ -249,6 +229,111 @@ static void test_http_idle_connection_times_out(void **state)
     close(fd);
 }
 
+/* How far above its starting RSS a server may go while one client floods it and never reads:
+ * the write high-water mark plus one read's worth of responses is well under 1 MB; without flow
+ * control the server took 100+ MB here in the few seconds of the test. */
+#define RSS_BOUND_KB (64 * 1024)
+
+/* Back-pressure: a client pipelines GET /plaintext as fast as it can and never reads for 3 s.
+ * The server must stop reading from it (pause_writing -> pause_reading) so that its memory stays
+ * bounded; the idle sweep (0.5 s here) must leave the paused connection alone; another client is
+ * served meanwhile; and once the client reads, every request it sent is answered, in order. */
+static void test_http_backpressure_bounds_memory(void **state)
+{
+    (void)state;
+    static const char req[] = "GET /plaintext HTTP/1.1\r\n\r\n";
+    const size_t req_len = sizeof(req) - 1;
+    static char batch[1024 * (sizeof(req) - 1)];
+    for (size_t i = 0; i < sizeof(batch); i += req_len)
+        memcpy(batch + i, req, req_len);
+
+    long rss0 = sp_rss_kb(server_pid);
+    assert_true(rss0 > 0);
+    int fd = sp_connect(port, 32 * 1024);
+    assert_true(fd >= 0);
+    long peak = 0;
+    size_t sent = sp_push(fd, batch, sizeof(batch), 3.0, (size_t)24 << 20, server_pid, &peak);
+    print_message("http_server back-pressure: sent %zu requests (%.1f MB) unread in 3 s; RSS "
+                  "%.1f MB at start, peak %.1f MB (+%.1f MB)\n",
+                  sent / req_len, sent / 1048576.0, rss0 / 1024.0, peak / 1024.0,
+                  (peak - rss0) / 1024.0);
+    if (peak - rss0 >= RSS_BOUND_KB)
+        fail_msg("RSS grew by %ld KiB (bound %d KiB)", peak - rss0, RSS_BOUND_KB);
+
+    /* Another client is served while the first one is stuck. */
+    int other = connect_to();
+    assert_true(other >= 0);
+    assert_int_equal(write(other, req, req_len), (ssize_t)req_len);
+    static char buf[1 << 16];
+    bool closed;
+    read_until(other, buf, sizeof(buf), 1, 5, &closed);
+    assert_non_null(strstr(buf, "\r\n\r\nHello, World!"));
+    close(other);
+
+    /* The stuck client reads at last (finishing the request it was cut off in): every request
+     * is answered. The responses all have the same length (the Date is fixed-width). */
+    size_t got = 0, resp_len = 0;
+    char first[512];
+    size_t first_len = 0;
+    closed = false;
+    double end = now() + 60;
+    while (now() < end) {
+        size_t expected = resp_len > 0 ? (sent + req_len - 1) / req_len * resp_len : 0;
+        if (sent % req_len == 0 && resp_len > 0 && got >= expected)
+            break;
+        struct pollfd pfd = {fd, POLLIN | (sent % req_len != 0 ? POLLOUT : 0), 0};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        if (pfd.revents & POLLOUT) {
+            size_t off = sent % sizeof(batch);
+            ssize_t k = send(fd, batch + off, req_len - sent % req_len, MSG_DONTWAIT);
+            if (k > 0)
+                sent += (size_t)k;
+        }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t k = read(fd, buf, sizeof(buf));
+            if (k <= 0) {
+                closed = true;
+                break;
+            }
+            if (first_len < sizeof(first)) {
+                size_t m =
+                    (size_t)k < sizeof(first) - first_len ? (size_t)k : sizeof(first) - first_len;
+                memcpy(first + first_len, buf, m);
+                first_len += m;
+                char *body = memmem(first, first_len, "\r\n\r\n", 4);
+                if (resp_len == 0 && body != NULL)
+                    resp_len = (size_t)(body + 4 - first) + 13;
+            }
+            got += (size_t)k;
+        }
+    }
+    assert_false(closed);
+    assert_true(resp_len > 0);
+    assert_true(strncmp(first, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    assert_int_equal(got, sent / req_len * resp_len);
+    close(fd);
+}
+
+/* The timeout flags take a positive number of seconds; anything else is a usage error (exit 2). */
+static void test_http_timeout_flags(void **state)
+{
+    (void)state;
+    const char *flags[] = {"--idle-timeout", "--send-timeout"};
+    const char *bad[] = {"0", "-1", "abc", "5s", "", "nan", "1e9"};
+    for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            char *argv[] = {(char *)server_path, (char *)flags[f], (char *)bad[i], NULL};
+            int status = sp_run(argv);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 2)
+                fail_msg("%s '%s': status %#x, wanted exit 2", flags[f], bad[i], status);
+        }
+        char *missing[] = {(char *)server_path, (char *)flags[f], NULL};
+        int status = sp_run(missing);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -259,10 +344,12 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     lc_test_watchdog(120);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_timeout_flags),
         cmocka_unit_test_setup_teardown(test_http_curl_plaintext_json_404, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_keep_alive_and_pipelining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_malformed_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_idle_connection_times_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_backpressure_bounds_memory, setup, teardown),
     };
     return cmocka_run_group_tests_name("http_server", tests, NULL, NULL);
 }
