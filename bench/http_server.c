@@ -1,24 +1,38 @@
-/* http_server: HTTP/1.1 on a loopcore group, for benchmarks and the demo (issue 6).
+/* http_server: HTTP/1.1 on a loopcore group, for benchmarks and the demo (issue 6). This file is
+ * the glue between transports and the request handling, which is in http_proto.c (no sockets).
  *
  *   http_server [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff]
- *               [--idle-timeout SECONDS] [--send-timeout SECONDS] [--quiet]
+ *               [--idle-timeout SECONDS] [--header-timeout SECONDS] [--send-timeout SECONDS]
+ *               [--quiet]
  *
  * GET /plaintext (and GET /, as the peers harness requests) answers "Hello, World!" (text/plain)
- * and GET /json {"message":"Hello, World!"}
- * (application/json), as in the TechEmpower tests; anything else is 404 (405 for a method other
- * than GET or HEAD). Keep-alive and pipelining: every response of one read's worth of pipelined
- * requests is appended to one buffer and sent with one write. A malformed request gets 400 and
- * the connection closes; more than 100 header lines or 8 KiB of header bytes give 431, a URL
- * longer than 2 KiB 414, and those close too. A connection idle for --idle-timeout seconds
- * (default 60) is closed. Requests are parsed with llhttp (Debian's node-llhttp).
+ * and GET /json {"message":"Hello, World!"} (application/json), as in the TechEmpower tests;
+ * HEAD the same without the body; anything else is 404 (405 for a method other than GET or HEAD).
+ * Keep-alive and pipelining: every response of one read's worth of pipelined requests is appended
+ * to one buffer and sent with one write. Exactly one response per request; after one that says
+ * Connection: close nothing more is read or answered and the connection closes. Closing
+ * responses: 400 for a malformed request (also a request line without a version), 505 for a
+ * version other than HTTP/1.x, 431 for more than 100 header lines or 8 KiB of header bytes, 414
+ * for a URL longer than 2 KiB, 405 for CONNECT; an upgrade request (Connection: upgrade) is
+ * answered as a plain request, the upgrade ignored, and the connection then closed. See
+ * http_proto.h.
+ *
+ * Timeouts (positive numbers of seconds, fractions allowed):
+ *   --idle-timeout (default 60): a connection with no request in progress for that long is
+ *     closed. Only requests count: bytes that are no request's (CRLFs between requests) do not.
+ *   --header-timeout (default 60, nginx's client_header_timeout): a request head not complete
+ *     that long after its first byte gets 408 and the connection closes (a client trickling its
+ *     head a byte at a time cannot hold a connection).
+ *   --send-timeout (default 60, nginx's send_timeout): a connection whose queued responses make
+ *     no progress for that long is to be aborted. The value is parsed and kept; it takes effect
+ *     once the engine's lc_transport_set_send_timeout() is called in conn_made (until then a
+ *     paused connection stays until its peer reads or goes).
  *
  * Flow control (asyncio's): when a connection's write buffer goes above the high-water mark (the
  * client sends requests but does not read the responses), the server stops reading from it until
- * resume_writing; a connection so paused is not idle. --send-timeout SECONDS (default 60, nginx's
- * send_timeout): a connection whose queued responses make no progress for that long is to be
- * aborted; the value is parsed and kept, and takes effect once the engine's
- * lc_transport_set_send_timeout() is called in conn_made (until then a paused connection stays
- * until its peer reads or goes). Timeouts are positive numbers of seconds, fractions allowed.
+ * resume_writing, so a connection costs at most the high-water mark plus the responses to one
+ * read. A connection so paused is neither idle nor late with its head: it waits for its peer,
+ * which the send timeout bounds.
  *
  * Runs in the foreground until SIGINT or SIGTERM, then closes the server and the group. */
 #include <errno.h>
