@@ -240,7 +240,7 @@ static void run(const uint8_t *data, size_t size, bool chunked, output_t *o)
     http_conn_init(&c);
     size_t k = 0;
     for (size_t off = 0; off < size; k++) {
-        size_t n = chunked ? 1 + data[size - 1 - k % size] % 23 : size;
+        size_t n = chunked ? 1 + (size_t)(data[size - 1 - k % size] % 23) : size;
         if (n > size - off)
             n = size - off;
         append(o, http_conn_feed(&c, (const char *)data + off, n, (double)k));
