@@ -2,6 +2,7 @@
  * written back from data_received (one read and one write per readiness on the fast path).
  *
  *   echo_server [--loops N] [--port P] [--mode reuseport|handoff] [--nodelay on|off]
+ *               [--send-timeout SECONDS]
  *
  * --loops: loops (threads, one per CPU); default one per CPU of the affinity mask, so
  * `taskset -c 0 echo_server` is a one-loop server. --port: default 19000. --mode: reuseport (one
@@ -9,7 +10,16 @@
  * to the loops in turn). Stays in the foreground until SIGTERM or SIGINT, then closes the server
  * and the group and exits 0. --nodelay off clears TCP_NODELAY on accepted connections (loopcore
  * sets it by default, as asyncio does since 3.6, and so does the peers harness's epoll floor);
- * "off" is for experiments only. Meant for /work/shared/peers/run.sh echo --server-cmd ... */
+ * "off" is for experiments only. Meant for /work/shared/peers/run.sh echo --server-cmd ...
+ *
+ * Flow control (asyncio's): when a connection's write buffer goes above the high-water mark
+ * (pause_writing: the peer is not reading what it is sent), the server stops reading from it, and
+ * reads again on resume_writing; so a client that sends without reading costs at most the
+ * high-water mark plus one read, not everything it sends. --send-timeout SECONDS (default 60,
+ * nginx's send_timeout; > 0): a connection whose queued data makes no progress for that long is to
+ * be aborted, so that a peer that never reads does not hold its connection forever. The value is
+ * parsed and kept; it takes effect once the engine's lc_transport_set_send_timeout() is called in
+ * echo_connection_made (until then such a connection stays, paused, until its peer goes). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +34,7 @@
 #include "loopcore.h"
 
 static bool nodelay = true;
+static double send_timeout = 60; /* seconds, > 0 */
 
 static void echo_data_received(lc_transport_t *t, const char *data, size_t len, void *user)
 {
@@ -33,9 +44,23 @@ static void echo_data_received(lc_transport_t *t, const char *data, size_t len, 
     lc_transport_write(t, data, len);
 }
 
+/* Flow control: stop reading while the peer does not take what is echoed back. */
+static void echo_pause_writing(lc_transport_t *t, void *user)
+{
+    (void)user;
+    lc_transport_pause_reading(t);
+}
+
+static void echo_resume_writing(lc_transport_t *t, void *user)
+{
+    (void)user;
+    lc_transport_resume_reading(t);
+}
+
 static void echo_connection_made(lc_transport_t *t, void *user)
 {
     (void)user;
+    /* send timeout: applied by lc_transport_set_send_timeout() once the engine has it */
     if (!nodelay) {
         int off = 0;
         setsockopt(lc_transport_get_fd(t), IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off));
@@ -44,7 +69,9 @@ static void echo_connection_made(lc_transport_t *t, void *user)
 
 /* No state per connection: EOF closes the transport (eof_received NULL). */
 static const lc_protocol_t echo_protocol = {.connection_made = echo_connection_made,
-                                            .data_received = echo_data_received};
+                                            .data_received = echo_data_received,
+                                            .pause_writing = echo_pause_writing,
+                                            .resume_writing = echo_resume_writing};
 
 static int echo_factory(void *arg, const lc_protocol_t **proto, void **user)
 {
@@ -57,8 +84,20 @@ static int echo_factory(void *arg, const lc_protocol_t **proto, void **user)
 static int usage(void)
 {
     fprintf(stderr, "usage: echo_server [--loops N] [--port P] [--mode reuseport|handoff] "
-                    "[--nodelay on|off]\n");
+                    "[--nodelay on|off] [--send-timeout SECONDS]\n");
     return 2;
+}
+
+/* A positive, finite number of seconds (fractions allowed), at most a day. */
+static bool parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || errno != 0 || !(v > 0) || v > 86400)
+        return false;
+    *out = v;
+    return true;
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -90,6 +129,9 @@ int main(int argc, char **argv)
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
                 return usage();
             nodelay = strcmp(val, "on") == 0;
+        } else if (strcmp(opt, "--send-timeout") == 0) {
+            if (!parse_seconds(val, &send_timeout))
+                return usage();
         } else if (strcmp(opt, "--mode") == 0) {
             if (strcmp(val, "reuseport") == 0)
                 mode = LC_GROUP_SERVER_REUSEPORT;

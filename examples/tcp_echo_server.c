@@ -91,6 +91,10 @@ static void data_received(lc_transport_t *transport, const char *data, size_t le
     printf("Send: ");
     print_repr(data, len);
     printf("\n");
+    /* Flow control is not needed here: one read is echoed and the connection closed, so nothing
+     * more is read and the write buffer holds at most that one read. A server that goes on
+     * echoing pauses reading on pause_writing and resumes on resume_writing (bench/echo_server.c),
+     * or a client that never reads grows its write buffer without bound. */
     int r = lc_transport_write(self->transport, data, len);
     if (r != 0)
         fprintf(stderr, "tcp_echo_server: write: %s\n", lc_strerror(r));
