@@ -17,9 +17,8 @@
  * reads again on resume_writing; so a client that sends without reading costs at most the
  * high-water mark plus one read, not everything it sends. --send-timeout SECONDS (default 60,
  * nginx's send_timeout; > 0): a connection whose queued data makes no progress for that long is to
- * be aborted, so that a peer that never reads does not hold its connection forever. The value is
- * parsed and kept; it takes effect once the engine's lc_transport_set_send_timeout() is called in
- * echo_connection_made (until then such a connection stays, paused, until its peer goes). */
+ * be reset (the engine's lc_transport_set_send_timeout(), set in echo_connection_made), so that a
+ * peer that never reads does not hold its connection forever. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -60,7 +59,7 @@ static void echo_resume_writing(lc_transport_t *t, void *user)
 static void echo_connection_made(lc_transport_t *t, void *user)
 {
     (void)user;
-    /* send timeout: applied by lc_transport_set_send_timeout() once the engine has it */
+    lc_transport_set_send_timeout(t, send_timeout); /* > 0: validated by the flag parser */
     if (!nodelay) {
         int off = 0;
         setsockopt(lc_transport_get_fd(t), IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off));

@@ -24,9 +24,8 @@
  *     that long after its first byte gets 408 and the connection closes (a client trickling its
  *     head a byte at a time cannot hold a connection).
  *   --send-timeout (default 60, nginx's send_timeout): a connection whose queued responses make
- *     no progress for that long is to be aborted. The value is parsed and kept; it takes effect
- *     once the engine's lc_transport_set_send_timeout() is called in conn_made (until then a
- *     paused connection stays until its peer reads or goes).
+ *     no progress for that long (the peer reads nothing) is reset, open or closing: the engine's
+ *     lc_transport_set_send_timeout(), set in conn_made.
  *
  * Flow control (asyncio's): when a connection's write buffer goes above the high-water mark (the
  * client sends requests but does not read the responses), the server stops reading from it until
@@ -72,7 +71,7 @@ static double send_timeout = 60;
 static void conn_made(lc_transport_t *t, void *user)
 {
     conn_t *c = user;
-    /* send timeout: applied by lc_transport_set_send_timeout() once the engine has it */
+    lc_transport_set_send_timeout(t, send_timeout); /* > 0: validated by the flag parser */
     c->t = t;
     ls.now = lc_loop_time(ls.loop); /* the sweep's stamp may be a period old */
     c->last_active = ls.now;

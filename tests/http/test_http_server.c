@@ -1,6 +1,8 @@
 /* //bench:http_server as a user sees it: curl as a real client, and raw sockets for keep-alive,
  * pipelining, malformed requests, header limits and the idle timeout. */
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -474,6 +476,67 @@ static void test_http_header_timeout(void **state)
     close(fd);
 }
 
+/* The send timeout: a client that sends pipelined requests and never reads holds its connection
+ * (and the responses queued for it) only until --send-timeout passes without progress; then the
+ * server resets the connection and its fd goes. Then a client that closes its side without
+ * reading: the server's close() would flush forever, the send timeout reclaims that too. */
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void test_http_send_timeout_reclaims_stuck_connection(void **state)
+{
+    (void)state;
+    static const char req[] = "GET /plaintext HTTP/1.1\r\n\r\n";
+    static char batch[256 * (sizeof(req) - 1)];
+    for (size_t i = 0; i < sizeof(batch); i += sizeof(req) - 1)
+        memcpy(batch + i, req, sizeof(req) - 1);
+    int fds0 = count_fds(server_pid);
+    assert_true(fds0 > 0);
+    int fd = sp_connect(port, 16 * 1024);
+    assert_true(fd >= 0);
+    long peak = 0;
+    size_t sent = sp_push(fd, batch, sizeof(batch), 0.5, (size_t)8 << 20, server_pid, &peak);
+    assert_true(sent > 0);
+    assert_int_equal(count_fds(server_pid), fds0 + 1); /* held, paused: no progress yet */
+    /* --send-timeout 1: the reset comes about 1 s after the last progress; allow 15 s. */
+    double end = sp_now() + 15;
+    while (sp_now() < end && count_fds(server_pid) != fds0)
+        usleep(20 * 1000);
+    assert_int_equal(count_fds(server_pid), fds0);
+    /* The client sees the reset (after whatever was already in its receive buffer). */
+    static char buf[1 << 16];
+    ssize_t k;
+    while ((k = read(fd, buf, sizeof(buf))) > 0) {
+    }
+    assert_true(k < 0 && errno == ECONNRESET);
+    close(fd);
+    /* Other clients are served as usual. */
+    int other = connect_to();
+    assert_true(other >= 0);
+    assert_int_equal(write(other, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    bool closed;
+    read_until(other, buf, sizeof(buf), 1, 5, &closed);
+    assert_non_null(strstr(buf, "\r\n\r\nHello, World!"));
+    close(other);
+}
+
+static int setup_send_timeout(void **state)
+{
+    (void)state;
+    return start_server("30", "--send-timeout", "1");
+}
+
 static int setup_header_timeout(void **state)
 {
     (void)state;
@@ -500,6 +563,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_http_request_without_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_upgrade_and_connect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_header_timeout, setup_header_timeout, teardown),
+        cmocka_unit_test_setup_teardown(test_http_send_timeout_reclaims_stuck_connection,
+                                        setup_send_timeout, teardown),
     };
     return cmocka_run_group_tests_name("http_server", tests, NULL, NULL);
 }
