@@ -307,6 +307,86 @@ static inline int lc__loop_check_thread(lc_loop_t *loop, const char *what)
     return lc__loop_check_thread_slow(loop, what);
 }
 
+/* ---- Handles, for the timers and the inbound queue (engine/loop.c) ------------------------- */
+
+/* Drops the loop's reference to a handle it no longer queues (loop thread). */
+void lc__handle_loop_unref(lc_loop_t *loop, lc_handle_t *h);
+
+/* Drops a queued node without running it (lc_loop_close()). */
+void lc__discard_node(lc_loop_t *loop, lc__qnode *q);
+
+/* Runs a batch taken off the inbound queue (the drain's fallback when the ring cannot grow). */
+void lc__run_chain(lc_loop_t *loop, lc_mpsc_node_t *m);
+
+/* ---- The current loop and debug mode (engine/current.c) ------------------------------------ */
+
+/* The loop running in the calling thread, or NULL; lc_loop_run_forever() sets and clears it. */
+lc_loop_t *lc__running_loop(void);
+void lc__set_running_loop(lc_loop_t *loop);
+
+/* lc_loop_free(): a freed loop stops being the calling thread's current loop. */
+void lc__forget_event_loop(lc_loop_t *loop);
+
+/* Whether LOOPCORE_DEBUG asks new loops for debug mode. */
+bool lc__env_debug(void);
+
+/* Debug mode's report of a callback that ran for dt seconds, at least slow_callback_duration. */
+void lc__log_slow_callback(const char *kind, void *fn, void *arg, double dt);
+void lc__log_slow_handle(const lc_handle_t *h, double dt);
+
+/* ---- Timers, for the scheduler (engine/timers.c) ------------------------------------------- */
+
+/* Creates the timerfd and watches it; 0 or a negative errno. lc__timers_destroy() closes it. */
+int lc__timers_init(lc_loop_t *loop);
+void lc__timers_destroy(lc_loop_t *loop);
+
+/* lc_loop_close(): discards every timer still in the heap and frees the heap. */
+void lc__timers_close(lc_loop_t *loop);
+
+/* Adds e to the heap. Returns 0 or LC_ENOMEM. */
+int lc__timer_push(lc_loop_t *loop, lc__timer_ent e);
+
+/* Rebuilds the heap without its cancelled entries (see lc__timer_cancel()). */
+void lc__timers_compact(lc_loop_t *loop);
+
+/* Pops cancelled entries off the top of the heap (before its top is read). */
+void lc__timers_skip_cancelled(lc_loop_t *loop);
+
+/* Arms the timerfd for the earliest timer, or for limit if that is earlier, or disarms it. */
+void lc__timers_arm(lc_loop_t *loop, double limit);
+
+/* Runs the timers that were due when the iteration's poll returned (loop->iter_now). */
+void lc__timers_run_due(lc_loop_t *loop);
+
+/* ---- The inbound queue and wake-up, loop side (engine/inbound.c) --------------------------- */
+
+/* Creates the eventfd and the lanes; 0 or a negative errno. lc__inbound_start() watches the
+ * eventfd; lc__inbound_destroy() closes it and frees the recycled handles, with the loop's
+ * memory. */
+int lc__inbound_init(lc_loop_t *loop);
+void lc__inbound_start(lc_loop_t *loop);
+void lc__inbound_destroy(lc_loop_t *loop);
+
+/* lc_loop_close(): closes the lanes to producers and discards every message posted before. */
+void lc__inbound_close(lc_loop_t *loop);
+
+/* Moves the messages of the inbound lanes to the ready queue (each iteration). Returns how many. */
+size_t lc__inbound_drain(lc_loop_t *loop, bool *stalled);
+
+/* Spins on the inbound lanes before a sleep (spin_budget). Returns true if something became
+ * ready. */
+bool lc__inbound_spin(lc_loop_t *loop, uint64_t timeout_ms, double start);
+
+/* The loop is about to block in a poll: announces the sleep to producers and looks at the lanes
+ * once more. Returns false if messages came (the announcement is withdrawn: poll without
+ * blocking), else true with *limit the latest time the sleep may last (INFINITY: until woken or
+ * the next timer). lc__inbound_end_sleep() withdraws the announcement after the poll. */
+bool lc__inbound_announce_sleep(lc_loop_t *loop, double *limit);
+void lc__inbound_end_sleep(lc_loop_t *loop);
+
+/* Publishes the loop's batch of finished threadsafe handles (see lc__ts_recycle()). */
+void lc__ts_publish(lc_loop_t *loop);
+
 #define LC__POST_CLOSED 1u
 #define LC__POST_ONE 2u
 

@@ -30,6 +30,16 @@ static __thread lc_loop_t *tls_running;   /* the loop running in this thread */
 static __thread lc_loop_t *tls_current;   /* set_event_loop / get_event_loop */
 static __thread bool tls_current_was_set; /* set_event_loop was called in this thread */
 
+lc_loop_t *lc__running_loop(void) { return tls_running; }
+
+void lc__set_running_loop(lc_loop_t *loop) { tls_running = loop; }
+
+void lc__forget_event_loop(lc_loop_t *loop)
+{
+    if (tls_current == loop)
+        tls_current = NULL;
+}
+
 double lc__now(void)
 {
     struct timespec ts;
@@ -53,7 +63,26 @@ static lc_handle_t *handle_alloc(lc_loop_t *loop)
     return h;
 }
 
-static void ts_recycle(lc_loop_t *loop, lc_handle_t *h);
+/* How many finished handles the loop collects before it publishes them, so that producers get
+ * them back during a long ready batch; the CAS costs one cache-line transfer per this many. */
+#define LC__TS_PUBLISH 128
+
+/* A threadsafe handle whose last reference the loop dropped goes into the batch (loop thread). */
+static inline void lc__ts_recycle(lc_loop_t *loop, lc_handle_t *h)
+{
+    h->q.next = (lc__qnode *)loop->ts_batch;
+    if (loop->ts_batch == NULL)
+        loop->ts_batch_last = h;
+    loop->ts_batch = h;
+    if (++loop->ts_batch_len >= LC__TS_PUBLISH)
+        lc__ts_publish(loop);
+}
+
+static inline void lc__ts_flush(lc_loop_t *loop)
+{
+    if (loop->ts_batch != NULL)
+        lc__ts_publish(loop);
+}
 
 /* Frees a handle whose last reference the loop dropped (loop thread). Handles the user releases
  * last go straight to free(), since the loop may be gone by then. call_soon_threadsafe handles
@@ -61,7 +90,7 @@ static void ts_recycle(lc_loop_t *loop, lc_handle_t *h);
 static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 {
     if (h->q.kind == LC__K_THREADSAFE) {
-        ts_recycle(loop, h);
+        lc__ts_recycle(loop, h);
     } else if (loop->handle_cache_len < LC__HANDLE_CACHE_MAX) {
         h->q.next = (lc__qnode *)loop->handle_cache;
         loop->handle_cache = h;
@@ -72,7 +101,7 @@ static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 }
 
 /* Drops the loop's reference to a handle it no longer queues. */
-static void handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
+void lc__handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
 {
     if (h->q.kind == LC__K_DONE_CB) {
         lc_future_t *fut = h->u.fut;
@@ -88,7 +117,8 @@ static void handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
         handle_free(h, loop);
 }
 
-static void handle_init(lc_handle_t *h, lc_loop_t *loop, lc__handle_kind kind, bool user_ref)
+static inline void lc__handle_init(lc_handle_t *h, lc_loop_t *loop, lc__handle_kind kind,
+                                   bool user_ref)
 {
     h->q.next = NULL;
     h->q.kind = (uint8_t)kind;
@@ -106,7 +136,7 @@ static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_u
     lc_handle_t *h = handle_alloc(loop);
     if (LC_UNLIKELY(h == NULL))
         return LC_ENOMEM;
-    handle_init(h, loop, kind, out_user != NULL);
+    lc__handle_init(h, loop, kind, out_user != NULL);
     if (out_user != NULL)
         *out_user = h;
     *out = h;
@@ -137,10 +167,6 @@ static int handle_new(lc_loop_t *loop, lc__handle_kind kind, lc_handle_t **out_u
  * thread's cache is freed when the thread exits (a pthread key destructor; the main thread's at
  * exit stays reachable); the batch and the stack are freed when the loop's memory is (by then no
  * producer touches the loop: threadsafe.h's lifetime rule). */
-
-/* How many finished handles the loop collects before it publishes them, so that producers get
- * them back during a long ready batch; the CAS costs one cache-line transfer per this many. */
-#define LC__TS_PUBLISH 128
 
 typedef struct {
     lc_handle_t *head; /* recycled handles, linked through q.next */
@@ -195,8 +221,8 @@ lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg
         /* relaxed: only a hint, so that an empty stack costs a shared read and not an exchange
          * that would take the line away from the loop; the exchange below decides. */
         if (atomic_load_explicit(&loop->ts_free, memory_order_relaxed) != NULL) {
-            /* acquire: pairs with the release CAS in ts_publish(); the loop's last uses of these
-             * handles, and the links of the chain, happen-before our reuse of them. */
+            /* acquire: pairs with the release CAS in lc__ts_publish(); the loop's last uses of
+             * these handles, and the links of the chain, happen-before our reuse of them. */
             h = atomic_exchange_explicit(&loop->ts_free, NULL, memory_order_acquire);
         }
         if (h == NULL) {
@@ -209,7 +235,7 @@ lc_handle_t *lc__handle_new_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg
         }
     }
     c->head = (lc_handle_t *)h->q.next;
-    handle_init(h, loop, LC__K_THREADSAFE, user_ref);
+    lc__handle_init(h, loop, LC__K_THREADSAFE, user_ref);
     h->cb.fn = fn;
     h->arg = arg;
     h->q.state = LC__H_READY;
@@ -226,7 +252,7 @@ void lc__handle_free_unposted(lc_handle_t *h)
 }
 
 /* Pushes the loop's batch of finished handles onto its return stack (loop thread). */
-static void ts_publish(lc_loop_t *loop)
+void lc__ts_publish(lc_loop_t *loop)
 {
     lc_handle_t *first = loop->ts_batch, *last = loop->ts_batch_last;
     /* relaxed: the CAS below checks it. */
@@ -234,7 +260,7 @@ static void ts_publish(lc_loop_t *loop)
     do
         last->q.next = (lc__qnode *)top;
     /* release: publishes the chain's links and orders every use of these handles by the loop
-     * (and, through handle_loop_unref()'s acquire, by their users) before a producer's acquire
+     * (and, through lc__handle_loop_unref()'s acquire, by their users) before a producer's acquire
      * exchange in lc__handle_new_threadsafe() takes them. relaxed on failure: we only retry. */
     while (!atomic_compare_exchange_weak_explicit(&loop->ts_free, &top, first, memory_order_release,
                                                   memory_order_relaxed));
@@ -243,21 +269,14 @@ static void ts_publish(lc_loop_t *loop)
     loop->ts_batch_len = 0;
 }
 
-/* A threadsafe handle whose last reference the loop dropped goes into the batch (loop thread). */
-static void ts_recycle(lc_loop_t *loop, lc_handle_t *h)
+/* Recycled threadsafe handles not taken back by a producer, and the eventfd: the loop's memory
+ * is going. No producer touches the loop any more (threadsafe.h's lifetime rule), so the stack is
+ * ours: relaxed. */
+void lc__inbound_destroy(lc_loop_t *loop)
 {
-    h->q.next = (lc__qnode *)loop->ts_batch;
-    if (loop->ts_batch == NULL)
-        loop->ts_batch_last = h;
-    loop->ts_batch = h;
-    if (++loop->ts_batch_len >= LC__TS_PUBLISH)
-        ts_publish(loop);
-}
-
-static inline void ts_flush(lc_loop_t *loop)
-{
-    if (loop->ts_batch != NULL)
-        ts_publish(loop);
+    close(loop->wake_fd);
+    ts_cache_free_list(loop->ts_batch);
+    ts_cache_free_list(atomic_load_explicit(&loop->ts_free, memory_order_relaxed));
 }
 
 /* ---- Ready queue ----------------------------------------------------------------------------- */
@@ -286,7 +305,7 @@ static inline int ready_put(lc_loop_t *loop, lc_call_fn fn, void *arg)
     return lc__ready_put(loop, fn, arg);
 }
 
-static inline bool ready_empty(const lc_loop_t *loop)
+static inline bool lc__ready_empty(const lc_loop_t *loop)
 {
     return loop->ready_head == loop->ready_tail;
 }
@@ -298,12 +317,12 @@ static inline int ready_append(lc_loop_t *loop, lc__qnode *q) { return ready_put
  * 0 clear). The batch stays linked through the nodes' mnode.next. */
 #define LC__READY_CHAIN ((uintptr_t)1)
 
-static inline int ready_append_chain(lc_loop_t *loop, lc_mpsc_node_t *first)
+static inline int lc__ready_append_chain(lc_loop_t *loop, lc_mpsc_node_t *first)
 {
-    return ready_put(loop, NULL, (void *)((uintptr_t)first | LC__READY_CHAIN));
+    return lc__ready_put(loop, NULL, (void *)((uintptr_t)first | LC__READY_CHAIN));
 }
 
-static inline lc_mpsc_node_t *ready_chain_of(void *arg)
+static inline lc_mpsc_node_t *lc__ready_chain_of(void *arg)
 {
     return ((uintptr_t)arg & LC__READY_CHAIN)
                ? (lc_mpsc_node_t *)(void *)((uintptr_t)arg & ~LC__READY_CHAIN)
@@ -357,7 +376,7 @@ static void heap_sift_down(lc_loop_t *loop, uint32_t i, lc__timer_ent e)
     heap[i] = e;
 }
 
-static int heap_push(lc_loop_t *loop, lc__timer_ent e)
+int lc__timer_push(lc_loop_t *loop, lc__timer_ent e)
 {
     if (loop->heap_len == loop->heap_cap) {
         uint32_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
@@ -396,18 +415,16 @@ static lc__timer_ent heap_pop(lc_loop_t *loop)
     return top;
 }
 
-static void handle_loop_unref(lc_loop_t *loop, lc_handle_t *h);
-
 /* Drops a cancelled timer that left the heap. */
 static void timer_drop_cancelled(lc_loop_t *loop, lc_handle_t *h)
 {
     loop->heap_cancelled--;
     h->q.state = LC__H_DROPPED;
-    handle_loop_unref(loop, h);
+    lc__handle_loop_unref(loop, h);
 }
 
 /* Rebuilds the heap without its cancelled entries (Floyd's O(n) heapify). */
-static void heap_compact(lc_loop_t *loop)
+void lc__timers_compact(lc_loop_t *loop)
 {
     uint32_t kept = 0;
     for (uint32_t i = 0; i < loop->heap_len; i++) {
@@ -424,8 +441,21 @@ static void heap_compact(lc_loop_t *loop)
     heap_maybe_shrink(loop);
 }
 
+/* A timer handle was cancelled (lc_handle_cancel()). Left in the heap, flagged: O(1). When
+ * cancelled entries are more than half of a heap of more than 100, rebuild it without them
+ * (asyncio's rule), so they never pile up. Inline: cancelling stays a call-free path. */
+static inline void lc__timer_cancel(lc_handle_t *h)
+{
+    lc_loop_t *loop = h->loop;
+    h->cb.fn = NULL;
+    h->arg = NULL;
+    loop->heap_cancelled++;
+    if (loop->heap_len > 100 && loop->heap_cancelled * 2 > loop->heap_len)
+        lc__timers_compact(loop);
+}
+
 /* Pops cancelled entries off the top, so the top is a live timer (or the heap is empty). */
-static void heap_skip_cancelled(lc_loop_t *loop)
+void lc__timers_skip_cancelled(lc_loop_t *loop)
 {
     while (loop->heap_cancelled > 0 && loop->heap_len > 0) {
         lc_handle_t *h = lc__timer_handle(&loop->heap[0]);
@@ -438,14 +468,11 @@ static void heap_skip_cancelled(lc_loop_t *loop)
 
 /* ---- Loop lifecycle -------------------------------------------------------------------------- */
 
-static bool env_debug(void)
+bool lc__env_debug(void)
 {
     const char *v = getenv("LOOPCORE_DEBUG");
     return v != NULL && v[0] != '\0';
 }
-
-static void wake_cb(uv_poll_t *p, int status, int events);
-static void timer_fd_cb(uv_poll_t *p, int status, int events);
 
 int lc_new_event_loop(lc_loop_t **out)
 {
@@ -460,35 +487,22 @@ int lc_new_event_loop(lc_loop_t **out)
         free(loop);
         return r;
     }
-    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (loop->wake_fd < 0) {
-        r = -errno;
+    r = lc__inbound_init(loop);
+    if (r != 0) {
         uv_loop_close(&loop->uv);
         free(loop);
         return r;
     }
-    loop->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (loop->timer_fd < 0) {
-        r = -errno;
-        close(loop->wake_fd);
+    r = lc__timers_init(loop);
+    if (r != 0) {
+        lc__inbound_destroy(loop);
         uv_loop_close(&loop->uv);
         free(loop);
         return r;
     }
-    loop->timer_armed = INFINITY;
-    uv_poll_init(&loop->uv, &loop->timer_poll, loop->timer_fd);
-    loop->timer_poll.data = loop;
-    uv_poll_start(&loop->timer_poll, UV_READABLE, timer_fd_cb);
-    uv_poll_init(&loop->uv, &loop->wake_poll, loop->wake_fd);
-    loop->wake_poll.data = loop;
-    uv_poll_start(&loop->wake_poll, UV_READABLE, wake_cb);
+    lc__inbound_start(loop);
     loop->uv.data = loop;
-    for (int i = 0; i < LC__LANES; i++)
-        lc_mpsc_init(&loop->lanes[i].q);
-    atomic_init(&loop->sleeping, false);
-    atomic_init(&loop->wake_sent, false);
-    atomic_init(&loop->wake_writes, 0);
-    loop->debug = env_debug();
+    loop->debug = lc__env_debug();
     loop->slow_callback_duration = 0.1;
     loop->refs = 1;
     atomic_init(&loop->running, false);
@@ -525,18 +539,14 @@ static void loop_destroy(lc_loop_t *loop)
         free(loop->future_cache);
         loop->future_cache = next;
     }
-    close(loop->wake_fd);
-    close(loop->timer_fd);
+    lc__inbound_destroy(loop);
+    lc__timers_destroy(loop);
     lc_handle_t *h = loop->handle_cache;
     while (h != NULL) {
         lc_handle_t *next = (lc_handle_t *)h->q.next;
         free(h);
         h = next;
     }
-    /* Recycled threadsafe handles not taken back by a producer. No producer touches the loop any
-     * more (threadsafe.h's lifetime rule), so the stack is ours: relaxed. */
-    ts_cache_free_list(loop->ts_batch);
-    ts_cache_free_list(atomic_load_explicit(&loop->ts_free, memory_order_relaxed));
     free(loop);
 }
 
@@ -552,7 +562,7 @@ bool lc_loop_is_closed(const lc_loop_t *loop) { return loop != NULL && loop->clo
 
 /* Drops a queued node without running it: handles are freed (asyncio rule 6b: not marked
  * cancelled), posted calls are handed back to their owner with LC_ECLOSED. */
-static void discard_node(lc_loop_t *loop, lc__qnode *q)
+void lc__discard_node(lc_loop_t *loop, lc__qnode *q)
 {
     loop->ts_stats.discarded += q->kind == LC__K_THREADSAFE || q->kind == LC__K_POSTED;
     if (q->kind == LC__K_POSTED) {
@@ -565,26 +575,12 @@ static void discard_node(lc_loop_t *loop, lc__qnode *q)
     h->q.state = LC__H_DROPPED;
     h->cb.fn = NULL;
     h->arg = NULL;
-    handle_loop_unref(loop, h);
+    lc__handle_loop_unref(loop, h);
 }
 
-static void close_walk_cb(uv_handle_t *handle, void *arg)
+/* Closes the inbound lanes (lc_loop_close()) and discards what they still hold. */
+void lc__inbound_close(lc_loop_t *loop)
 {
-    (void)arg;
-    if (!uv_is_closing(handle))
-        uv_close(handle, NULL);
-}
-
-int lc_loop_close(lc_loop_t *loop)
-{
-    if (loop == NULL)
-        return LC_EINVAL;
-    if (lc_loop_is_running(loop))
-        return LC_ERUNNING;
-    if (loop->closed)
-        return 0;
-    loop->closed = true;
-
     /* Close the inbound lanes to producers: from here on posts return LC_ECLOSED. The RMWs on
      * a lane's posting word are totally ordered (its modification order): a producer whose
      * count-in comes after this fetch_or reads bit 0 and does not push; every one before it is
@@ -612,42 +608,51 @@ int lc_loop_close(lc_loop_t *loop)
                 continue;
             }
             lane->taken++;
-            discard_node(loop, lc_container_of(m, lc__qnode, mnode));
+            lc__discard_node(loop, lc_container_of(m, lc__qnode, mnode));
         }
     }
-    while (!ready_empty(loop)) {
+}
+
+static void close_walk_cb(uv_handle_t *handle, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(handle))
+        uv_close(handle, NULL);
+}
+
+int lc_loop_close(lc_loop_t *loop)
+{
+    if (loop == NULL)
+        return LC_EINVAL;
+    if (lc_loop_is_running(loop))
+        return LC_ERUNNING;
+    if (loop->closed)
+        return 0;
+    loop->closed = true;
+
+    lc__inbound_close(loop);
+    while (!lc__ready_empty(loop)) {
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
         if (e.fn != NULL)
             continue;
-        lc_mpsc_node_t *m = ready_chain_of(e.arg);
+        lc_mpsc_node_t *m = lc__ready_chain_of(e.arg);
         if (m == NULL) {
-            discard_node(loop, e.arg);
+            lc__discard_node(loop, e.arg);
             continue;
         }
         while (m != NULL) {
             lc_mpsc_node_t *next = lc_mpsc_batch_next(m); /* before the node is handed back */
-            discard_node(loop, lc_container_of(m, lc__qnode, mnode));
+            lc__discard_node(loop, lc_container_of(m, lc__qnode, mnode));
             m = next;
         }
     }
     free(loop->ready);
     loop->ready = NULL;
     loop->ready_cap = 0;
-    while (loop->heap_len > 0) {
-        lc_handle_t *h = lc__timer_handle(&loop->heap[--loop->heap_len]);
-        if (h != NULL)
-            discard_node(loop, &h->q);
-    }
-    loop->heap_cancelled = 0;
+    lc__timers_close(loop);
     /* The discarded threadsafe handles: producers that still post here (and get LC_ECLOSED) may
      * take them; lc_loop_free() frees the rest. */
-    ts_flush(loop);
-    free(loop->due);
-    loop->due = NULL;
-    loop->due_cap = 0;
-    free(loop->heap);
-    loop->heap = NULL;
-    loop->heap_cap = 0;
+    lc__ts_flush(loop);
 
     /* The spec: closing a loop shuts down the executor it owns, without waiting for running
      * jobs. After the discards above, so that job outcomes still queued were handed back. */
@@ -684,8 +689,7 @@ int lc_loop_free(lc_loop_t *loop)
     if (lc_loop_is_running(loop))
         return LC_ERUNNING;
     lc_loop_close(loop);
-    if (tls_current == loop)
-        tls_current = NULL;
+    lc__forget_event_loop(loop);
     lc__loop_unref(loop);
     return 0;
 }
@@ -775,18 +779,18 @@ int lc_loop_set_slow_callback_duration(lc_loop_t *loop, double seconds)
     return 0;
 }
 
-static void log_slow_callback(const char *kind, void *fn, void *arg, double dt)
+void lc__log_slow_callback(const char *kind, void *fn, void *arg, double dt)
 {
     fprintf(stderr, "loopcore: Executing <%s fn=%p arg=%p> took %.3f seconds\n", kind, fn, arg, dt);
 }
 
-static void log_slow_handle(const lc_handle_t *h, double dt)
+void lc__log_slow_handle(const lc_handle_t *h, double dt)
 {
     const char *kind = h->q.kind == LC__K_TIMER     ? "TimerHandle"
                        : h->q.kind == LC__K_DONE_CB ? "Handle done_cb"
                                                     : "Handle";
     void *fn = h->q.kind == LC__K_DONE_CB ? (void *)h->cb.done_cb : (void *)h->cb.fn;
-    log_slow_callback(kind, fn, h->arg, dt);
+    lc__log_slow_callback(kind, fn, h->arg, dt);
 }
 
 /* ---- Scheduling ------------------------------------------------------------------------------ */
@@ -821,7 +825,7 @@ int lc_loop_call_soon(lc_loop_t *loop, lc_call_fn fn, void *arg, lc_handle_t **h
         *handle = NULL;
         atomic_store_explicit(&h->q.refs, 1, memory_order_relaxed); /* not shared yet */
         h->q.state = LC__H_DROPPED;
-        handle_loop_unref(loop, h);
+        lc__handle_loop_unref(loop, h);
     }
     return r;
 }
@@ -840,7 +844,7 @@ int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_
     r = ready_push(loop, h);
     if (r != 0) {
         h->q.state = LC__H_DROPPED;
-        handle_loop_unref(loop, h);
+        lc__handle_loop_unref(loop, h);
     }
     return r;
 }
@@ -857,7 +861,7 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
     if (r != 0)
         return r;
     if (handle == NULL) /* nobody can refer to this timer: no handle at all */
-        return heap_push(loop, (lc__timer_ent){when, loop->timer_seq++, fn, arg});
+        return lc__timer_push(loop, (lc__timer_ent){when, loop->timer_seq++, fn, arg});
     lc_handle_t *h;
     r = handle_new(loop, LC__K_TIMER, handle, &h);
     if (LC_UNLIKELY(r != 0))
@@ -866,13 +870,13 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
     h->arg = arg;
     h->u.when = when;
     h->q.state = LC__H_TIMER;
-    r = heap_push(loop, (lc__timer_ent){when, loop->timer_seq++, NULL, h});
+    r = lc__timer_push(loop, (lc__timer_ent){when, loop->timer_seq++, NULL, h});
     if (LC_UNLIKELY(r != 0)) {
         if (handle != NULL)
             *handle = NULL;
         atomic_store_explicit(&h->q.refs, 1, memory_order_relaxed); /* not shared yet */
         h->q.state = LC__H_DROPPED;
-        handle_loop_unref(loop, h);
+        lc__handle_loop_unref(loop, h);
         return r;
     }
     return 0;
@@ -902,16 +906,8 @@ int lc_handle_cancel(lc_handle_t *h)
     /* Loop-thread handles: relaxed, the flag is only read on this thread. */
     if (atomic_exchange_explicit(&h->q.cancelled, true, memory_order_relaxed))
         return 0;
-    if (h->q.state == LC__H_TIMER) {
-        /* Left in the heap, flagged: O(1). When cancelled entries are more than half of a heap
-         * of more than 100, rebuild it without them (asyncio's rule), so they never pile up. */
-        lc_loop_t *loop = h->loop;
-        h->cb.fn = NULL;
-        h->arg = NULL;
-        loop->heap_cancelled++;
-        if (loop->heap_len > 100 && loop->heap_cancelled * 2 > loop->heap_len)
-            heap_compact(loop);
-    }
+    if (h->q.state == LC__H_TIMER)
+        lc__timer_cancel(h);
     /* READY, DUE or TIMER: skipped (and released) when its turn comes. RAN or DROPPED: nothing
      * to do. */
     return 0;
@@ -935,7 +931,7 @@ void lc_handle_release(lc_handle_t *h)
     if (h == NULL)
         return;
     /* acq_rel: release orders our uses of h before the loop's free (its acquire load or RMW in
-     * handle_loop_unref); acquire orders the loop's last uses before ours. If we drop the last
+     * lc__handle_loop_unref); acquire orders the loop's last uses before ours. If we drop the last
      * reference the loop already let go of h, which is out of every queue, and the loop itself
      * may be closed or freed: do not touch it. */
     if (atomic_fetch_sub_explicit(&h->q.refs, 1, memory_order_acq_rel) == 1)
@@ -1044,13 +1040,31 @@ static void wake_cb(uv_poll_t *p, int status, int events)
     loop->ts_stats.wakeups++;
 }
 
+int lc__inbound_init(lc_loop_t *loop)
+{
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0)
+        return -errno;
+    for (int i = 0; i < LC__LANES; i++)
+        lc_mpsc_init(&loop->lanes[i].q);
+    atomic_init(&loop->sleeping, false);
+    atomic_init(&loop->wake_sent, false);
+    atomic_init(&loop->wake_writes, 0);
+    return 0;
+}
+
+void lc__inbound_start(lc_loop_t *loop)
+{
+    uv_poll_init(&loop->uv, &loop->wake_poll, loop->wake_fd);
+    loop->wake_poll.data = loop;
+    uv_poll_start(&loop->wake_poll, UV_READABLE, wake_cb);
+}
+
 /* Moves the messages of the inbound lanes to the ready queue, each lane's in push order, as one
  * entry per lane (a batch stays linked: O(1) whatever its length). Returns how many. *stalled
  * (may be NULL) tells whether a lane stopped BUSY behind a node: a push in its window that owes
  * no wake-up (poll_io() bounds its sleep then; see lc__loop_post()). */
-static void run_chain(lc_loop_t *loop, lc_mpsc_node_t *m);
-
-static size_t drain_inbound(lc_loop_t *loop, bool *stalled)
+size_t lc__inbound_drain(lc_loop_t *loop, bool *stalled)
 {
     size_t total = 0;
     bool stall = false;
@@ -1066,8 +1080,8 @@ static size_t drain_inbound(lc_loop_t *loop, bool *stalled)
         total += n;
         /* Out of memory here would strand the batch: grow can only fail for a ring over a
          * billion entries, and then the batch runs at once instead. */
-        if (LC_UNLIKELY(ready_append_chain(loop, first) != 0))
-            run_chain(loop, first);
+        if (LC_UNLIKELY(lc__ready_append_chain(loop, first) != 0))
+            lc__run_chain(loop, first);
     }
     if (stalled != NULL)
         *stalled = stall;
@@ -1102,12 +1116,12 @@ int lc_loop_get_threadsafe_stats(const lc_loop_t *loop, lc_loop_threadsafe_stats
 
 /* ---- Running --------------------------------------------------------------------------------- */
 
-static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
+static inline void lc__run_handle(lc_loop_t *loop, lc_handle_t *h)
 {
     /* relaxed: see the comment on the field. */
     if (atomic_load_explicit(&h->q.cancelled, memory_order_relaxed)) {
         h->q.state = LC__H_DROPPED;
-        handle_loop_unref(loop, h);
+        lc__handle_loop_unref(loop, h);
         return;
     }
     h->q.state = LC__H_RAN;
@@ -1121,9 +1135,9 @@ static inline void run_handle(lc_loop_t *loop, lc_handle_t *h)
     if (LC_UNLIKELY(loop->debug)) {
         double dt = lc__now() - t0;
         if (dt >= loop->slow_callback_duration)
-            log_slow_handle(h, dt);
+            lc__log_slow_handle(h, dt);
     }
-    handle_loop_unref(loop, h);
+    lc__handle_loop_unref(loop, h);
 }
 
 static inline void run_node(lc_loop_t *loop, lc__qnode *q)
@@ -1133,11 +1147,11 @@ static inline void run_node(lc_loop_t *loop, lc__qnode *q)
         c->cb(lc_container_of((void *)c, lc_call_t, _priv), 0);
         return;
     }
-    run_handle(loop, lc_container_of(q, lc_handle_t, q));
+    lc__run_handle(loop, lc_container_of(q, lc_handle_t, q));
 }
 
 /* Runs a batch taken off the inbound queue, in order. */
-static void run_chain(lc_loop_t *loop, lc_mpsc_node_t *m)
+void lc__run_chain(lc_loop_t *loop, lc_mpsc_node_t *m)
 {
     while (m != NULL) {
         /* Read the link first: once run, the node may be recycled or posted again. */
@@ -1157,7 +1171,7 @@ static void run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
     fn(arg);
     double dt = lc__now() - t0;
     if (dt >= loop->slow_callback_duration)
-        log_slow_callback("Handle", (void *)fn, arg, dt);
+        lc__log_slow_callback("Handle", (void *)fn, arg, dt);
 }
 
 /* Runs the iteration's ready batch: what was queued before its poll (loop->batch_end);
@@ -1171,7 +1185,7 @@ static void run_ready_batch(lc_loop_t *loop)
         if (e.fn != NULL)
             run_plain(loop, e.fn, e.arg);
         else if ((uintptr_t)e.arg & LC__READY_CHAIN)
-            run_chain(loop, ready_chain_of(e.arg));
+            lc__run_chain(loop, lc__ready_chain_of(e.arg));
         else
             run_node(loop, e.arg);
     }
@@ -1180,7 +1194,7 @@ static void run_ready_batch(lc_loop_t *loop)
         ready_resize(loop, loop->ready_cap / 4);
 }
 
-static void run_due_timers(lc_loop_t *loop)
+void lc__timers_run_due(lc_loop_t *loop)
 {
     if (loop->heap_len == 0)
         return;
@@ -1213,13 +1227,13 @@ static void run_due_timers(lc_loop_t *loop)
     lc__timer_ent *due = loop->due;
     for (uint32_t i = 0; i < n; i++) {
         if (due[i].fn == NULL) {
-            run_handle(loop, (lc_handle_t *)due[i].arg);
+            lc__run_handle(loop, (lc_handle_t *)due[i].arg);
         } else if (LC_UNLIKELY(loop->debug)) {
             double t0 = lc__now();
             due[i].fn(due[i].arg);
             double dt = lc__now() - t0;
             if (dt >= loop->slow_callback_duration)
-                log_slow_callback("TimerHandle", (void *)due[i].fn, due[i].arg, dt);
+                lc__log_slow_callback("TimerHandle", (void *)due[i].fn, due[i].arg, dt);
         } else {
             due[i].fn(due[i].arg);
         }
@@ -1243,10 +1257,40 @@ static void timer_fd_cb(uv_poll_t *p, int status, int events)
     loop->timer_armed = INFINITY; /* one-shot: it fired */
 }
 
+int lc__timers_init(lc_loop_t *loop)
+{
+    loop->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (loop->timer_fd < 0)
+        return -errno;
+    loop->timer_armed = INFINITY;
+    uv_poll_init(&loop->uv, &loop->timer_poll, loop->timer_fd);
+    loop->timer_poll.data = loop;
+    uv_poll_start(&loop->timer_poll, UV_READABLE, timer_fd_cb);
+    return 0;
+}
+
+void lc__timers_close(lc_loop_t *loop)
+{
+    while (loop->heap_len > 0) {
+        lc_handle_t *h = lc__timer_handle(&loop->heap[--loop->heap_len]);
+        if (h != NULL)
+            lc__discard_node(loop, &h->q);
+    }
+    loop->heap_cancelled = 0;
+    free(loop->due);
+    loop->due = NULL;
+    loop->due_cap = 0;
+    free(loop->heap);
+    loop->heap = NULL;
+    loop->heap_cap = 0;
+}
+
+void lc__timers_destroy(lc_loop_t *loop) { close(loop->timer_fd); }
+
 /* Arms the timerfd for the earliest timer (at most one day ahead, as asyncio caps one poll) or
  * for limit if that is earlier, or disarms it. The deadline is rounded up to the nanosecond, so
  * the poll never ends before it. */
-static void arm_timer_fd(lc_loop_t *loop, double limit)
+void lc__timers_arm(lc_loop_t *loop, double limit)
 {
     double when = INFINITY;
     if (loop->heap_len > 0) {
@@ -1282,8 +1326,8 @@ static void arm_timer_fd(lc_loop_t *loop, double limit)
  * timer (rounded up, so a timer is never woken early), capped at one day. */
 static uint64_t poll_timeout_ms(lc_loop_t *loop)
 {
-    heap_skip_cancelled(loop);
-    if (!ready_empty(loop) || loop->stopping)
+    lc__timers_skip_cancelled(loop);
+    if (!lc__ready_empty(loop) || loop->stopping)
         return 0;
     if (loop->heap_len == 0)
         return LC__MAX_POLL_MS;
@@ -1313,7 +1357,7 @@ static uint64_t poll_timeout_ms(lc_loop_t *loop)
 /* Spins on the inbound lanes (and I/O, without blocking) while cross-thread work arrived less
  * than spin_budget ago, until something is ready or the budget or the next timer runs out, or
  * the queue stays BUSY (a preempted producer). Returns true if something became ready. */
-static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start)
+bool lc__inbound_spin(lc_loop_t *loop, uint64_t timeout_ms, double start)
 {
     double deadline = loop->last_inbound + loop->spin_budget;
     double timer_deadline = start + (double)timeout_ms / 1000.0;
@@ -1354,7 +1398,7 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start
             /* I/O and the clock, every 64 spins (a zero-timeout epoll_wait is a system call). */
             uv_run(&loop->uv, UV_RUN_NOWAIT);
             loop->io_skips = 0;
-            if (!ready_empty(loop) || loop->stopping)
+            if (!lc__ready_empty(loop) || loop->stopping)
                 return true;
             if (lc__now() >= deadline)
                 return false;
@@ -1363,6 +1407,37 @@ static bool spin_before_sleep(lc_loop_t *loop, uint64_t timeout_ms, double start
             sched_yield();
         }
     }
+}
+
+bool lc__inbound_announce_sleep(lc_loop_t *loop, double *limit)
+{
+    /* Announce the sleep, then look at the queue once more (S1, R2, S2 in lc__loop_post()).
+     * relaxed stores: R2's release publishes them to a producer's R1. */
+    atomic_store_explicit(&loop->wake_sent, false, memory_order_relaxed);
+    atomic_store_explicit(&loop->sleeping, true, memory_order_relaxed);
+    /* R2, on every lane's word. acq_rel: release pairs with a producer's R1 (S1 before its L),
+     * acquire with R1's release (its push before our drain). */
+    for (int i = 0; i < LC__LANES; i++)
+        atomic_fetch_add_explicit(&loop->lanes[i].q.prod_word, 0, memory_order_acq_rel);
+    loop->ts_stats.sleeps++;
+    bool stalled;
+    if (lc__inbound_drain(loop, &stalled) != 0) {
+        /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
+        atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
+        return false;
+    }
+    /* A sleeping loop keeps no finished handles from the producers. */
+    lc__ts_flush(loop);
+    /* A lane BUSY behind a node: the push in its window owes no wake-up (lc__loop_post()), so
+     * bound the sleep; it normally wakes us itself, as soon as it runs. */
+    *limit = stalled ? lc__now() + LC__STALL_POLL : INFINITY;
+    return true;
+}
+
+void lc__inbound_end_sleep(lc_loop_t *loop)
+{
+    /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
+    atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
 }
 
 static void poll_io(lc_loop_t *loop)
@@ -1378,7 +1453,7 @@ static void poll_io(lc_loop_t *loop)
             loop->last_inbound = now;
         }
         if (now - loop->last_inbound < loop->spin_budget) {
-            if (spin_before_sleep(loop, timeout_ms, now)) {
+            if (lc__inbound_spin(loop, timeout_ms, now)) {
                 /* The next iteration drains and runs what came. A producer that answers each
                  * callback at once lands in the spin's first polls every time, which would keep
                  * the sockets from ever being polled: poll them (zero timeout) at least once
@@ -1396,30 +1471,14 @@ static void poll_io(lc_loop_t *loop)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
-    /* Announce the sleep, then look at the queue once more (S1, R2, S2 in lc__loop_post()).
-     * relaxed stores: R2's release publishes them to a producer's R1. */
-    atomic_store_explicit(&loop->wake_sent, false, memory_order_relaxed);
-    atomic_store_explicit(&loop->sleeping, true, memory_order_relaxed);
-    /* R2, on every lane's word. acq_rel: release pairs with a producer's R1 (S1 before its L),
-     * acquire with R1's release (its push before our drain). */
-    for (int i = 0; i < LC__LANES; i++)
-        atomic_fetch_add_explicit(&loop->lanes[i].q.prod_word, 0, memory_order_acq_rel);
-    loop->ts_stats.sleeps++;
-    bool stalled;
-    if (drain_inbound(loop, &stalled) != 0) {
-        /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
-        atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
+    double limit;
+    if (!lc__inbound_announce_sleep(loop, &limit)) {
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
-    /* A sleeping loop keeps no finished handles from the producers. */
-    ts_flush(loop);
-    /* A lane BUSY behind a node: the push in its window owes no wake-up (lc__loop_post()), so
-     * bound the sleep; it normally wakes us itself, as soon as it runs. */
-    arm_timer_fd(loop, stalled ? lc__now() + LC__STALL_POLL : INFINITY);
+    lc__timers_arm(loop, limit);
     uv_run(&loop->uv, UV_RUN_ONCE);
-    /* relaxed: a producer that still reads true only makes a spurious eventfd write. */
-    atomic_store_explicit(&loop->sleeping, false, memory_order_relaxed);
+    lc__inbound_end_sleep(loop);
 }
 
 /* The poll has returned: the batch begins. Reads the clock for the due timers first, so that
@@ -1449,10 +1508,10 @@ int lc_loop_run_forever(lc_loop_t *loop)
         return LC_ECLOSED;
     if (lc_loop_is_running(loop))
         return LC_ERUNNING;
-    if (tls_running != NULL)
+    if (lc__running_loop() != NULL)
         return LC_EOTHERLOOP;
 
-    tls_running = loop;
+    lc__set_running_loop(loop);
     /* relaxed: the owner id is only compared by debug-mode checks on other threads. */
     atomic_store_explicit(&loop->thread, (unsigned long)pthread_self(), memory_order_relaxed);
     atomic_store_explicit(&loop->running, true, memory_order_relaxed);
@@ -1464,13 +1523,13 @@ int lc_loop_run_forever(lc_loop_t *loop)
      * I/O callbacks inside the poll, so the first of them runs the ready batch before its own
      * work (lc__io_enter()); when no I/O callback ran, the batch runs after the poll. */
     for (;;) {
-        drain_inbound(loop, NULL);
+        lc__inbound_drain(loop, NULL);
         loop->batch_end = loop->ready_tail;
         loop->batch_pending = true;
         poll_io(loop);
         if (loop->batch_pending)
             begin_batch(loop);
-        run_due_timers(loop);
+        lc__timers_run_due(loop);
         if (loop->stopping)
             break;
     }
@@ -1479,7 +1538,7 @@ int lc_loop_run_forever(lc_loop_t *loop)
     loop->stopping = false;
     atomic_store_explicit(&loop->running, false, memory_order_relaxed);
     atomic_store_explicit(&loop->thread, 0, memory_order_relaxed);
-    tls_running = NULL;
+    lc__set_running_loop(NULL);
     return 0;
 }
 
@@ -1510,7 +1569,7 @@ int lc_loop_run_until_complete(lc_loop_t *loop, lc_future_t *fut, void **result)
         return LC_EWRONGLOOP;
     if (lc_loop_is_running(loop))
         return LC_ERUNNING;
-    if (tls_running != NULL)
+    if (lc__running_loop() != NULL)
         return LC_EOTHERLOOP;
 
     lc_future_ref(fut);
