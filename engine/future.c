@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/internal.h"
+#include "engine/future_internal.h"
 
 int lc_loop_create_future(lc_loop_t *loop, lc_future_t **out)
 {

@@ -34,7 +34,7 @@
 #include <stdlib.h>
 
 #include "engine/fiber.h"
-#include "engine/internal.h"
+#include "engine/future_internal.h"
 
 /* Default usable stack of a task. The sanitizers' frames are two to three times larger. */
 #if defined(LC__FIBER_ASAN) || defined(LC__FIBER_TSAN)
