@@ -33,7 +33,7 @@ lc__lane *lc__post_lane(lc_loop_t *loop)
  * the line of the queue's tail, which the push then finds already in this core's cache; and a
  * read of the sleep line. The loop's R2 below is made on every lane's W:
  *
- *   producer                                   loop, about to block (poll_io())
+ *   producer                                   loop, about to block (lc__inbound_announce_sleep())
  *   C: fetch_add(W, ONE); bit 0 -> LC_ECLOSED      S1: wake_sent = false; sleeping = true
  *   P: push (exchange the tail, link prev)         R2: fetch_add(W, 0), acq_rel
  *   R1: fetch_add(W, 0), acq_rel, only if P        S2: drain; block only if it found nothing
@@ -56,17 +56,17 @@ lc__lane *lc__post_lane(lc_loop_t *loop)
  * it owes no wake-up, since the true push of its run does. The one case that (G) leaves to the
  * loop: the loop finds a node, but the push behind it is in its window (BUSY, lc_mpsc_on_stub()
  * false) and may read the flag before S1 reaches it. That push returned false, so nothing orders
- * its read: the loop then blocks for at most LC__STALL_POLL (poll_io()), and the producer
- * normally wakes it first, with its plain read. sleeping sits on a line of its own that only
- * changes around a sleep, so L is a cache hit.
+ * its read: the loop then blocks for at most LC__STALL_POLL (lc__inbound_announce_sleep()), and the
+ * producer normally wakes it first, with its plain read. sleeping sits on a line of its own that
+ * only changes around a sleep, so L is a cache hit.
  *
- * Close (lc_loop_close()). C is an RMW, so it comes before or after close's fetch_or of CLOSED
- * in W's modification order. After: C reads CLOSED, nothing is pushed, the caller keeps the
- * message (LC_ECLOSED). Before: C is counted in the value close's fetch_or reads, and close
- * takes exactly that many messages off the queue (each pop acquires the pusher's release link),
- * so it waits for this push however late it comes: nothing is lost, and after close only R1, L
- * and the eventfd write can still touch the loop, which stays allocated until lc_loop_free()
- * (the lifetime rule in threadsafe.h: every post returns before that call). */
+ * Close (lc__inbound_close(), from lc_loop_close()). C is an RMW, so it comes before or after
+ * close's fetch_or of CLOSED in W's modification order. After: C reads CLOSED, nothing is pushed,
+ * the caller keeps the message (LC_ECLOSED). Before: C is counted in the value close's fetch_or
+ * reads, and close takes exactly that many messages off the queue (each pop acquires the pusher's
+ * release link), so it waits for this push however late it comes: nothing is lost, and after close
+ * only R1, L and the eventfd write can still touch the loop, which stays allocated until
+ * lc_loop_free() (the lifetime rule in threadsafe.h: every post returns before that call). */
 int lc__loop_post(lc_loop_t *loop, lc__qnode *q)
 {
     lc_mpsc_t *in = &lc__post_lane(loop)->q;
@@ -172,7 +172,7 @@ void lc__inbound_start(lc_loop_t *loop)
 /* Moves the messages of the inbound lanes to the ready queue, each lane's in push order, as one
  * entry per lane (a batch stays linked: O(1) whatever its length). Returns how many. *stalled
  * (may be NULL) tells whether a lane stopped BUSY behind a node: a push in its window that owes
- * no wake-up (poll_io() bounds its sleep then; see lc__loop_post()). */
+ * no wake-up (lc__inbound_announce_sleep() bounds the sleep then; see lc__loop_post()). */
 size_t lc__inbound_drain(lc_loop_t *loop, bool *stalled)
 {
     size_t total = 0;
@@ -196,7 +196,8 @@ size_t lc__inbound_drain(lc_loop_t *loop, bool *stalled)
         *stalled = stall;
     if (total != 0) {
         loop->ts_stats.received += total;
-        loop->inbound_seen = true; /* poll_io() reads the clock once per iteration for it */
+        loop->inbound_seen =
+            true; /* poll_io() (engine/loop.c) reads the clock once per iteration for it */
     }
     return total;
 }
@@ -224,14 +225,14 @@ int lc_loop_get_threadsafe_stats(const lc_loop_t *loop, lc_loop_threadsafe_stats
 }
 
 /* How many BUSY checks in a row (one every 8 polls with a PAUSE each: 64 polls, a few
- * microseconds in all) spin_before_sleep() makes before it stops spinning. A running producer
+ * microseconds in all) lc__inbound_spin() makes before it stops spinning. A running producer
  * leaves its window in well under a microsecond. */
 #define LC__BUSY_CHECKS 8
 
 /* The longest a loop blocks while a push behind a node is in its window and owes no wake-up
- * (poll_io(), lc__loop_post()), in seconds. Normally that producer wakes the loop as soon as it
- * runs again; this bound covers the nanoseconds in which its read of the sleeping bit can miss
- * the loop's announcement. */
+ * (lc__inbound_announce_sleep(), lc__loop_post()), in seconds. Normally that producer wakes the
+ * loop as soon as it runs again; this bound covers the nanoseconds in which its read of the
+ * sleeping bit can miss the loop's announcement. */
 #define LC__STALL_POLL 0.001
 
 /* Spins on the inbound lanes (and I/O, without blocking) while cross-thread work arrived less
@@ -292,7 +293,7 @@ bool lc__inbound_spin(lc_loop_t *loop, uint64_t timeout_ms, double start)
 bool lc__inbound_announce_sleep(lc_loop_t *loop, double *limit)
 {
     /* Announce the sleep, then look at the queue once more (S1, R2, S2 in lc__loop_post()).
-     * relaxed stores: R2's release publishes them to a producer's R1. */
+     * S1. relaxed stores: R2's release publishes them to a producer's R1. */
     atomic_store_explicit(&loop->wake_sent, false, memory_order_relaxed);
     atomic_store_explicit(&loop->sleeping, true, memory_order_relaxed);
     /* R2, on every lane's word. acq_rel: release pairs with a producer's R1 (S1 before its L),
@@ -300,6 +301,7 @@ bool lc__inbound_announce_sleep(lc_loop_t *loop, double *limit)
     for (int i = 0; i < LC__LANES; i++)
         atomic_fetch_add_explicit(&loop->lanes[i].q.prod_word, 0, memory_order_acq_rel);
     loop->ts_stats.sleeps++;
+    /* S2: drain; block only if it found nothing. */
     bool stalled;
     if (lc__inbound_drain(loop, &stalled) != 0) {
         /* relaxed: a producer that still reads true only makes a spurious eventfd write. */

@@ -3,7 +3,7 @@
  * factory hook. The timers are in timers.c, the inbound queue and wake-up in inbound.c, the
  * current loop and debug mode in current.c.
  *
- * One iteration (lc__run_once) is:
+ * One iteration (the loop of lc_loop_run_forever()) is:
  *   1. run the ready batch: exactly the callbacks that were queued when the batch started;
  *      callbacks they queue wait for the next iteration (asyncio's ntodo rule);
  *   2. unless stop() was called during that batch, poll libuv: with timeout 0 if callbacks are
@@ -50,7 +50,7 @@ static lc_handle_t *handle_alloc(lc_loop_t *loop)
 
 /* Frees a handle whose last reference the loop dropped (loop thread). Handles the user releases
  * last go straight to free(), since the loop may be gone by then. call_soon_threadsafe handles
- * go back to the producers (see "Threadsafe handles" below). */
+ * go back to the producers (engine/inbound.c, "Threadsafe handles"). */
 static void handle_free(lc_handle_t *h, lc_loop_t *loop)
 {
     if (h->q.kind == LC__K_THREADSAFE) {
@@ -252,6 +252,7 @@ int lc_loop_close(lc_loop_t *loop)
     loop->closed = true;
 
     lc__inbound_close(loop);
+    /* Then what the ready queue and the timer heap still hold, discarded the same way. */
     while (!lc__ready_empty(loop)) {
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
         if (e.fn != NULL)

@@ -113,8 +113,8 @@ typedef struct lc__resource_s {
  * the posting protocol's word. Bit 0 (LC__POST_CLOSED): closed to posts. Bits 1..: the number of
  * posts that passed the closed check (times LC__POST_ONE, never decremented): a producer adds
  * LC__POST_ONE before it pushes, and lc_loop_close() reads the count with its fetch_or of bit 0
- * and takes exactly that many messages off the lane. See lc__loop_post(), poll_io() and
- * lc_loop_close(). */
+ * and takes exactly that many messages off the lane. See engine/inbound.c:
+ * lc__loop_post(), lc__inbound_announce_sleep() and lc__inbound_close(). */
 typedef struct lc__lane_s {
     lc_mpsc_t q;
     uint64_t taken; /* messages taken off q, ever (loop / closing thread) */
@@ -134,7 +134,7 @@ struct lc_loop_s {
      * cap - 1; cap is a power of two). A callback scheduled without a handle is just an entry:
      * no allocation, sequential memory. An entry with fn == NULL carries a queue node in arg (a
      * handle, a done callback, a posted lc_call_t), or, tagged with bit 0, a whole batch taken
-     * off the inbound queue (engine/loop.c, ready_append_chain()). */
+     * off the inbound queue (lc__ready_append_chain()). */
     lc__ready_ent *ready;
     uint64_t ready_head, ready_tail;
     uint32_t ready_cap;
@@ -148,7 +148,7 @@ struct lc_loop_s {
 
     /* The inbound lanes of threadsafe posts, drained at the start of each iteration. */
     lc__lane lanes[LC__LANES];
-    /* Recycled call_soon_threadsafe handles (engine/loop.c, "Threadsafe handles"). ts_free is
+    /* Recycled call_soon_threadsafe handles (engine/inbound.c, "Threadsafe handles"). ts_free is
      * the return stack: the loop pushes whole chains onto it (it is the only pusher), producers
      * take the whole stack with one exchange into their thread's cache. Padded on both sides:
      * producers exchange it and the loop CASes it, away from the queue's lines. ts_batch is the
@@ -161,7 +161,8 @@ struct lc_loop_s {
     /* The sleep line: read by every post, written only around a sleep. Padded away from the
      * loop's per-message words (ts_batch) so that the producers' reads stay hits. */
     char _sleep_pad0[LC_MPSC_PAD];
-    /* The loop announced that it is about to block in a poll (poll_io(), lc__loop_post()). */
+    /* The loop announced that it is about to block in a poll (lc__inbound_announce_sleep(),
+     * lc__loop_post()). */
     _Atomic bool sleeping;
     /* Whether a producer already wrote the eventfd for this sleep (one wake-up per sleep). */
     _Atomic bool wake_sent;
@@ -183,7 +184,7 @@ struct lc_loop_s {
     uint32_t heap_cap;
     uint32_t heap_cancelled;
     uint64_t timer_seq;
-    lc__timer_ent *due; /* the timers being run by run_due_timers(), reused */
+    lc__timer_ent *due; /* the timers being run by lc__timers_run_due(), reused */
     uint32_t due_cap;
 
     lc_handle_t *handle_cache; /* freed handles kept for reuse */
