@@ -184,7 +184,7 @@ struct lc_loop_s {
     uint32_t heap_cap;
     uint32_t heap_cancelled;
     uint64_t timer_seq;
-    lc__timer_ent *due; /* the timers being run by lc__timers_run_due(), reused */
+    lc__timer_ent *due; /* the timers being run by lc__timers_run_due_slow(), reused */
     uint32_t due_cap;
 
     lc_handle_t *handle_cache; /* freed handles kept for reuse */

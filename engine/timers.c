@@ -115,7 +115,7 @@ void lc__timers_compact(lc_loop_t *loop)
 }
 
 /* Pops cancelled entries off the top, so the top is a live timer (or the heap is empty). */
-void lc__timers_skip_cancelled(lc_loop_t *loop)
+void lc__timers_skip_cancelled_slow(lc_loop_t *loop)
 {
     while (loop->heap_cancelled > 0 && loop->heap_len > 0) {
         lc_handle_t *h = lc__timer_handle(&loop->heap[0]);
@@ -126,7 +126,7 @@ void lc__timers_skip_cancelled(lc_loop_t *loop)
     }
 }
 
-void lc__timers_run_due(lc_loop_t *loop)
+void lc__timers_run_due_slow(lc_loop_t *loop)
 {
     if (loop->heap_len == 0)
         return;

@@ -20,14 +20,26 @@ int lc__timer_push(lc_loop_t *loop, lc__timer_ent e);
 /* Rebuilds the heap without its cancelled entries (see lc__timer_cancel()). */
 void lc__timers_compact(lc_loop_t *loop);
 
-/* Pops cancelled entries off the top of the heap (before its top is read). */
-void lc__timers_skip_cancelled(lc_loop_t *loop);
+/* Pops cancelled entries off the top of the heap (before its top is read). Inline: an
+ * iteration with no cancelled timer makes no call for it, as when this was loop.c's own. */
+void lc__timers_skip_cancelled_slow(lc_loop_t *loop);
+static inline void lc__timers_skip_cancelled(lc_loop_t *loop)
+{
+    if (loop->heap_cancelled > 0)
+        lc__timers_skip_cancelled_slow(loop);
+}
 
 /* Arms the timerfd for the earliest timer, or for limit if that is earlier, or disarms it. */
 void lc__timers_arm(lc_loop_t *loop, double limit);
 
-/* Runs the timers that were due when the iteration's poll returned (loop->iter_now). */
-void lc__timers_run_due(lc_loop_t *loop);
+/* Runs the timers that were due when the iteration's poll returned (loop->iter_now). Inline: an
+ * iteration with no timer makes no call for them. */
+void lc__timers_run_due_slow(lc_loop_t *loop);
+static inline void lc__timers_run_due(lc_loop_t *loop)
+{
+    if (loop->heap_len > 0)
+        lc__timers_run_due_slow(loop);
+}
 
 /* A timer handle was cancelled (lc_handle_cancel()). Left in the heap, flagged: O(1). When
  * cancelled entries are more than half of a heap of more than 100, rebuild it without them
