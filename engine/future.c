@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/internal.h"
+#include "engine/future_internal.h"
 
 int lc_loop_create_future(lc_loop_t *loop, lc_future_t **out)
 {
@@ -90,7 +90,7 @@ static void schedule_callbacks(lc_future_t *fut)
     for (uint32_t i = 0; i < n; i++) {
         lc__done_entry e = i == 0 ? fut->first : fut->more[i - 1];
         int r;
-        if (e.cb == lc__task_wakeup) /* a suspended task: see internal.h */
+        if (e.cb == lc__task_wakeup) /* a suspended task: see future_internal.h */
             r = fut->loop->closed ? LC_ECLOSED
                                   : lc__ready_put(fut->loop, lc__task_wakeup_run, e.arg);
         else

@@ -8,8 +8,8 @@
  * reports a missing stack at once), RUNNING (on its fiber), SUSPENDED (in lc_await, a done
  * callback of the awaited future will resume it), DONE. Invariant: a SUSPENDED task has exactly
  * one way back: the done callback lc__task_wakeup() on the future it awaits, which future.c queues
- * as a plain ready-queue entry (lc__task_wakeup_run, no handle: see internal.h). Cancelling does
- * not add a second one, it cancels that future, whose callbacks then run; a cancellation that
+ * as a plain ready-queue entry (lc__task_wakeup_run, no handle: see future_internal.h). Cancelling
+ * does not add a second one, it cancels that future, whose callbacks then run; a cancellation that
  * comes after the future completed finds the wake-up already queued. So no wake-up is ever stale,
  * and no queued callback needs a reference to the task: a task cannot finish while it is suspended,
  * except through lc_loop_close(), which discards the queues first.
@@ -34,7 +34,7 @@
 #include <stdlib.h>
 
 #include "engine/fiber.h"
-#include "engine/internal.h"
+#include "engine/future_internal.h"
 
 /* Default usable stack of a task. The sanitizers' frames are two to three times larger. */
 #if defined(LC__FIBER_ASAN) || defined(LC__FIBER_TSAN)
@@ -260,8 +260,8 @@ static void task_start(void *arg)
 }
 
 /* The done callback of the future a task awaits: resumes the task. future.c recognises it and
- * queues lc__task_wakeup_run(task) instead (internal.h); it is called as a done callback only
- * if someone else registered it. */
+ * queues lc__task_wakeup_run(task) instead (future_internal.h); it is called as a done callback
+ * only if someone else registered it. */
 void lc__task_wakeup(lc_future_t *fut, void *arg)
 {
     (void)fut;

@@ -5,7 +5,7 @@
  * libuv 1.44 has no flag for SO_REUSEPORT, and loopcore's servers take an already bound socket
  * (lc_server_opts.use_sock), so the sockets are made here: socket, setsockopt, bind; each loop
  * then listens on its own in lc_loop_create_server. Hand-offs become transports of the target
- * loop's server with lc__server_adopt (engine/internal.h): no future per connection. */
+ * loop's server with lc__server_adopt (engine/stream_internal.h): no future per connection. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>

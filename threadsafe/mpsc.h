@@ -74,7 +74,7 @@
  * A loop polls a few dozen times with lc_mpsc_cpu_relax(), which covers a producer that is
  * running; if the queue is still BUSY, the producer was preempted in its window, and the loop
  * sleeps with a short bound instead of burning the core that producer may be waiting for
- * (engine/loop.c, lc__loop_post()).
+ * (engine/inbound.c, lc__loop_post()).
  *
  * Memory ordering. Everything a producer wrote before lc_mpsc_push(q, n) (the payload of n's
  * message included) happens-before everything the consumer does after pop returned n: the
@@ -132,7 +132,7 @@ typedef struct lc_mpsc_s {
     lc_mpsc_node_t *_Atomic _tail;
     /* A word for the caller's own producer protocol, beside the tail so that a producer that
      * modifies both moves one cache line, not two. The queue never touches it; lc_mpsc_init()
-     * sets it to 0. (A loop keeps its posting state here: engine/internal.h.) */
+     * sets it to 0. (A loop keeps its posting state here: engine/inbound.h.) */
     _Atomic uint64_t prod_word;
     char _pad1[LC_MPSC_PAD - sizeof(lc_mpsc_node_t *) - sizeof(uint64_t)];
     /* The oldest node the consumer has not returned yet, or the stub. Consumer only. */

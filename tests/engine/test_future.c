@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "engine/internal.h"
+#include "engine/future_internal.h"
 #include "tests/support/loop_fixture.h"
 
 static void test_future_pending_state(void **state)

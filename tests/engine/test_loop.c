@@ -4,7 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine/internal.h"
+#include "engine/future_internal.h"
 #include "tests/support/loop_fixture.h"
 
 /* ---- helpers --------------------------------------------------------------------------------- */

@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "engine/internal.h"
+#include "engine/loop_internal.h"
 #include "tests/support/loop_fixture.h"
 
 typedef struct {

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine/internal.h" /* white-box: a loop's return stack of recycled handles */
+#include "engine/inbound.h" /* white-box: a loop's return stack of recycled handles */
 #include "tests/support/loop_fixture.h"
 
 #if defined(__SANITIZE_THREAD__)
