@@ -189,6 +189,14 @@ int lcb_parse_url(lcb_config_t *cfg, const char *url, char *err, size_t errlen)
                     "invalid URL %s: expected http://host[:port]/path or "
                     "tcp://host:port",
                     url);
+    /* The URL goes into the request line and the Host header as it is: a space would split
+     * the request line, a CR or LF the header block. */
+    for (const char *p = url; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return fail(err, errlen,
+                        "invalid URL %s: spaces and control characters must be percent-encoded",
+                        url);
+    }
     size_t slen = (size_t)(sep - url);
     if (slen == 5 && strncasecmp(url, "https", 5) == 0)
         return fail(err, errlen, "https is not supported (loopcore has no TLS client yet)");

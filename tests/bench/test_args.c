@@ -179,6 +179,12 @@ static void test_args_errors(void **state)
     assert_error(PARSE("ftp://h/"), "unsupported URL scheme");
     assert_error(PARSE("h:80"), "invalid URL");
     assert_error(PARSE("http://h:99999/"), "bad port");
+    /* Found by lcbench_args_fuzz: the path went into the request line as it was. */
+    assert_error(PARSE("http://h/a b"), "must be percent-encoded");
+    assert_error(PARSE("http://h/x\r\nX-Injected: 1"), "must be percent-encoded");
+    assert_error(PARSE("http://h\t/"), "must be percent-encoded");
+    assert_error(PARSE("http://h/\x7f"), "must be percent-encoded");
+    assert_int_equal(PARSE("http://h/caf\xc3\xa9?a=%20"), LCB_PARSE_OK);
     assert_error(PARSE("tcp://h/"), "needs a port");
     assert_error(PARSE("-s", "x.lua", "http://h/"), "Lua scripts");
     assert_error(PARSE("--bogus", "http://h/"), "unknown option");
