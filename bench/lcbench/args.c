@@ -162,6 +162,32 @@ static int parse_seconds(const char *s, double lo, double *out)
     return 0;
 }
 
+/* The length of the RFC 9110 token (a method, a header name) s starts with. */
+static size_t token_len(const char *s)
+{
+    size_t n = 0;
+    for (;; n++) {
+        char ch = s[n];
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (ch == '\0' || strchr("!#$%&'*+-.^_`|~", ch) == NULL))
+            return n;
+    }
+}
+
+/* "Name: value": a token, a colon, a value with no control character but tab. */
+static bool valid_header(const char *s)
+{
+    size_t n = token_len(s);
+    if (n == 0 || s[n] != ':')
+        return false;
+    for (const char *p = s + n + 1; *p != '\0'; p++) {
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 /* A whole count in [lo, hi]. */
 static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 {
@@ -365,7 +391,7 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         case 'H':
             if (cfg->nheaders == LCB_MAX_HEADERS)
                 return fail(err, errlen, "too many headers (at most %d)", LCB_MAX_HEADERS);
-            if (strchr(a, ':') == NULL || strpbrk(a, "\r\n") != NULL)
+            if (!valid_header(a))
                 return fail(err, errlen, "invalid header (expected \"Name: value\"): %s", a);
             cfg->headers[cfg->nheaders++] = a;
             break;
@@ -382,7 +408,7 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
             cfg->rate = d;
             break;
         case 'm':
-            if (*a == '\0' || strpbrk(a, " \t\r\n") != NULL)
+            if (*a == '\0' || a[token_len(a)] != '\0')
                 return fail(err, errlen, "invalid method: %s", a);
             cfg->method = a;
             method_given = true;

@@ -189,6 +189,17 @@ static void test_args_errors(void **state)
     assert_error(PARSE("-s", "x.lua", "http://h/"), "Lua scripts");
     assert_error(PARSE("--bogus", "http://h/"), "unknown option");
     assert_error(PARSE("-H", "NoColon", "http://h/"), "invalid header");
+    /* Found by lcbench_args_fuzz: a method or header went onto the wire as it was. */
+    assert_error(PARSE("-m", "\x10HEAD", "http://h/"), "invalid method");
+    assert_error(PARSE("-m", "GET\x7f", "http://h/"), "invalid method");
+    assert_error(PARSE("-m", "G(T", "http://h/"), "invalid method");
+    assert_error(PARSE("-H", "Bad Name: v", "http://h/"), "invalid header");
+    assert_error(PARSE("-H", ": v", "http://h/"), "invalid header");
+    assert_error(PARSE("-H", "X: a\x01b", "http://h/"), "invalid header");
+    assert_error(PARSE("-H", "X: a\rb", "http://h/"), "invalid header");
+    assert_int_equal(
+        PARSE("-m", "M-SEARCH", "-H", "X-A: tab\there, caf\xc3\xa9", "-H", "Y:", "http://h/"),
+        LCB_PARSE_OK);
     assert_error(PARSE("--max-errors", "2", "http://h/"), "--max-errors");
     assert_error(PARSE("--pipeline", "0", "http://h/"), "pipeline");
     assert_error(PARSE("--mode", "echo", "http://h/"), "needs a tcp:// URL");
