@@ -104,6 +104,22 @@ static inline uint64_t sched_ns(const lcb_worker_t *w, const lcb_conn_t *c, uint
     return w->start_ns + (uint64_t)(n * w->ns_per_request);
 }
 
+/* The first k >= from whose request is due at t or later (sched_ns is non-decreasing in k). The
+ * inverse of sched_ns gives it to within rounding; a few steps make it exact. */
+static uint64_t first_due_at(const lcb_worker_t *w, const lcb_conn_t *c, uint64_t from, uint64_t t)
+{
+    if (sched_ns(w, c, from) >= t)
+        return from;
+    long double n = (long double)(t - w->start_ns) / w->ns_per_request;
+    long double kf = (n - (long double)c->gidx) / (long double)w->cfg->connections;
+    uint64_t k = kf > (long double)from ? (uint64_t)kf : from;
+    while (k > from && sched_ns(w, c, k - 1) >= t)
+        k--;
+    while (sched_ns(w, c, k) < t)
+        k++;
+    return k;
+}
+
 static void conn_timer_cb(void *arg)
 {
     lcb_conn_t *c = arg;
@@ -378,12 +394,10 @@ static int worker_stop(lc_loop_t *loop, void *arg, void **result)
                 uint64_t due = c->ring[(c->head + j) & c->mask].intended;
                 w->backlog += due >= w->measure_ns && due < w->end_ns;
             }
-            for (uint64_t k = c->next_k;; k++) {
-                uint64_t due = sched_ns(w, c, k);
-                if (due >= w->end_ns)
-                    break;
-                w->backlog += due >= w->measure_ns;
-            }
+            /* Those not sent yet: next_k onwards, due in [measure, end). */
+            uint64_t lo = first_due_at(w, c, c->next_k, w->measure_ns);
+            uint64_t hi = first_due_at(w, c, c->next_k, w->end_ns);
+            w->backlog += hi - lo;
         }
         if (c->t != NULL) {
             lc_transport_t *t = c->t;
