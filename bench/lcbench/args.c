@@ -40,6 +40,7 @@ static const char usage_text[] =
     "        --cpus <LIST>      Pin the loops to these CPUs, in order (\"0,2-3\")\n"
     "        --no-progress      No live progress line (it is shown only on a terminal anyway)\n"
     "  Numbers may take k/M/G suffixes (1000-based); times take us/ms/s/m/h (bare: seconds).\n"
+    "  Times range from 1us (--warmup: 0) to 30 days; -R from 0.01 to 1G requests/s.\n"
     "  Exit status: 0; 1 if the error ratio passed --max-errors or nothing was answered;\n"
     "  2 on a usage error.\n";
 
