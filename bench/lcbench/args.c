@@ -40,6 +40,7 @@ static const char usage_text[] =
     "        --cpus <LIST>      Pin the loops to these CPUs, in order (\"0,2-3\")\n"
     "        --no-progress      No live progress line (it is shown only on a terminal anyway)\n"
     "  Numbers may take k/M/G suffixes (1000-based); times take us/ms/s/m/h (bare: seconds).\n"
+    "  Times range from 1us (--warmup: 0) to 30 days; -R from 0.01 to 1G requests/s.\n"
     "  Exit status: 0; 1 if the error ratio passed --max-errors or nothing was answered;\n"
     "  2 on a usage error.\n";
 
@@ -72,6 +73,24 @@ void lcb_config_defaults(lcb_config_t *cfg)
     cfg->max_errors = 0.01;
 }
 
+void lcb_config_timing(const lcb_config_t *cfg, lcb_timing_t *t)
+{
+    t->warmup_ns = (uint64_t)(cfg->warmup * 1e9);
+    t->duration_ns = (uint64_t)(cfg->duration * 1e9);
+    t->timeout_ns = (uint64_t)(cfg->timeout * 1e9);
+    t->connect_timeout_ns = (uint64_t)(cfg->connect_timeout * 1e9);
+    double tick = 0.1;
+    if (cfg->timeout / 10 < tick)
+        tick = cfg->timeout / 10;
+    if (cfg->connect_timeout / 10 < tick)
+        tick = cfg->connect_timeout / 10;
+    if (tick < 0.001)
+        tick = 0.001;
+    t->tick_ns = (uint64_t)(tick * 1e9);
+    t->max_samples = (size_t)((cfg->duration + 1) * 10) + 16;
+    t->ns_per_request = cfg->rate > 0 ? 1e9L / (long double)cfg->rate : 0;
+}
+
 int lcb_parse_time(const char *s, double *out)
 {
     if (s == NULL || *s == '\0')
@@ -93,7 +112,10 @@ int lcb_parse_time(const char *s, double *out)
         scale = 3600.0;
     else
         return -1;
-    *out = v * scale;
+    v *= scale; /* "1e308h" overflows to inf */
+    if (!isfinite(v))
+        return -1;
+    *out = v;
     return 0;
 }
 
@@ -124,8 +146,47 @@ int lcb_parse_count(const char *s, double *out)
             return -1;
         }
     }
-    *out = v * scale;
+    v *= scale; /* "1e308G" overflows to inf */
+    if (!isfinite(v))
+        return -1;
+    *out = v;
     return 0;
+}
+
+/* A time in [lo, LCB_MAX_SECONDS]. */
+static int parse_seconds(const char *s, double lo, double *out)
+{
+    double v;
+    if (lcb_parse_time(s, &v) != 0 || v < lo || v > LCB_MAX_SECONDS)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The length of the RFC 9110 token (a method, a header name) s starts with. */
+static size_t token_len(const char *s)
+{
+    size_t n = 0;
+    for (;; n++) {
+        char ch = s[n];
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (ch == '\0' || strchr("!#$%&'*+-.^_`|~", ch) == NULL))
+            return n;
+    }
+}
+
+/* "Name: value": a token, a colon, a value with no control character but tab. */
+static bool valid_header(const char *s)
+{
+    size_t n = token_len(s);
+    if (n == 0 || s[n] != ':')
+        return false;
+    for (const char *p = s + n + 1; *p != '\0'; p++) {
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    }
+    return true;
 }
 
 /* A whole count in [lo, hi]. */
@@ -151,8 +212,18 @@ int lcb_parse_url(lcb_config_t *cfg, const char *url, char *err, size_t errlen)
 {
     const char *sep = strstr(url, "://");
     if (sep == NULL)
-        return fail(err, errlen, "invalid URL %s: expected http://host[:port]/path or "
-                                 "tcp://host:port", url);
+        return fail(err, errlen,
+                    "invalid URL %s: expected http://host[:port]/path or "
+                    "tcp://host:port",
+                    url);
+    /* The URL goes into the request line and the Host header as it is: a space would split
+     * the request line, a CR or LF the header block. */
+    for (const char *p = url; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return fail(err, errlen,
+                        "invalid URL %s: spaces and control characters must be percent-encoded",
+                        url);
+    }
     size_t slen = (size_t)(sep - url);
     if (slen == 5 && strncasecmp(url, "https", 5) == 0)
         return fail(err, errlen, "https is not supported (loopcore has no TLS client yet)");
@@ -311,16 +382,17 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
                 return fail(err, errlen, "invalid number of threads: %s", a);
             break;
         case 'd':
-            if (lcb_parse_time(a, &cfg->duration) != 0 || cfg->duration <= 0)
-                return fail(err, errlen, "invalid duration: %s", a);
+            if (parse_seconds(a, LCB_MIN_SECONDS, &cfg->duration) != 0)
+                return fail(err, errlen, "invalid duration: %s (1us to 30 days)", a);
             break;
         case 's':
-            return fail(err, errlen, "Lua scripts (-s) are not supported: use -m, -H, --body and "
-                                     "--pipeline");
+            return fail(err, errlen,
+                        "Lua scripts (-s) are not supported: use -m, -H, --body and "
+                        "--pipeline");
         case 'H':
             if (cfg->nheaders == LCB_MAX_HEADERS)
                 return fail(err, errlen, "too many headers (at most %d)", LCB_MAX_HEADERS);
-            if (strchr(a, ':') == NULL || strpbrk(a, "\r\n") != NULL)
+            if (!valid_header(a))
                 return fail(err, errlen, "invalid header (expected \"Name: value\"): %s", a);
             cfg->headers[cfg->nheaders++] = a;
             break;
@@ -328,15 +400,16 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
             cfg->latency = true;
             break;
         case 'T':
-            if (lcb_parse_time(a, &cfg->timeout) != 0 || cfg->timeout <= 0)
-                return fail(err, errlen, "invalid timeout: %s", a);
+            if (parse_seconds(a, LCB_MIN_SECONDS, &cfg->timeout) != 0)
+                return fail(err, errlen, "invalid timeout: %s (1us to 30 days)", a);
             break;
         case 'R':
-            if (lcb_parse_count(a, &cfg->rate) != 0 || cfg->rate <= 0)
-                return fail(err, errlen, "invalid rate: %s", a);
+            if (lcb_parse_count(a, &d) != 0 || d < LCB_MIN_RATE || d > LCB_MAX_RATE)
+                return fail(err, errlen, "invalid rate: %s (0.01 to 1G requests/s)", a);
+            cfg->rate = d;
             break;
         case 'm':
-            if (*a == '\0' || strpbrk(a, " \t\r\n") != NULL)
+            if (*a == '\0' || a[token_len(a)] != '\0')
                 return fail(err, errlen, "invalid method: %s", a);
             cfg->method = a;
             method_given = true;
@@ -359,8 +432,7 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
             break;
         case OPT_PIPELINE:
             if (parse_uint(a, 1, LCB_MAX_PIPELINE, &cfg->pipeline) != 0)
-                return fail(err, errlen, "invalid pipeline depth: %s (1..%d)", a,
-                            LCB_MAX_PIPELINE);
+                return fail(err, errlen, "invalid pipeline depth: %s (1..%d)", a, LCB_MAX_PIPELINE);
             break;
         case OPT_SIZE:
             if (lcb_parse_count(a, &d) != 0 || d < 1 || d > 64e6 || d != floor(d))
@@ -368,12 +440,12 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
             cfg->size = (size_t)d;
             break;
         case OPT_WARMUP:
-            if (lcb_parse_time(a, &cfg->warmup) != 0)
-                return fail(err, errlen, "invalid warmup: %s", a);
+            if (parse_seconds(a, 0, &cfg->warmup) != 0)
+                return fail(err, errlen, "invalid warmup: %s (0 to 30 days)", a);
             break;
         case OPT_CONNECT_TIMEOUT:
-            if (lcb_parse_time(a, &cfg->connect_timeout) != 0 || cfg->connect_timeout <= 0)
-                return fail(err, errlen, "invalid connect timeout: %s", a);
+            if (parse_seconds(a, LCB_MIN_SECONDS, &cfg->connect_timeout) != 0)
+                return fail(err, errlen, "invalid connect timeout: %s (1us to 30 days)", a);
             break;
         case OPT_JSON:
             cfg->json = true;

@@ -10,10 +10,20 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define LCB_MAX_HEADERS 64
 #define LCB_MAX_CPUS 256
 #define LCB_MAX_PIPELINE 4096
+
+/* The ranges lcb_config_parse() enforces on the numbers that lcb_run() turns into nanoseconds
+ * and schedule slots (so every conversion fits its integer type). Times: -d, --warmup, -T,
+ * --connect-timeout at most 30 days (-d, -T, --connect-timeout at least 1 us). Rate (-R):
+ * 0.01 .. 1G requests/s. */
+#define LCB_MAX_SECONDS (30.0 * 86400.0)
+#define LCB_MIN_SECONDS 1e-6
+#define LCB_MIN_RATE 0.01
+#define LCB_MAX_RATE 1e9
 
 typedef enum { LCB_MODE_HTTP = 0, LCB_MODE_ECHO } lcb_mode_t;
 
@@ -43,9 +53,9 @@ typedef struct lcb_config_s {
     size_t ncpus;
     const char *url; /* as given */
     /* From the URL. */
-    char scheme[8];     /* "http" or "tcp" */
-    char host[256];     /* without brackets for IPv6 */
-    char port[8];       /* numeric; 80 for http if absent */
+    char scheme[8];      /* "http" or "tcp" */
+    char host[256];      /* without brackets for IPv6 */
+    char port[8];        /* numeric; 80 for http if absent */
     char authority[300]; /* host[:port] as written: the Host header */
     char path[2048];     /* path and query; "/" if absent */
 } lcb_config_t;
@@ -64,10 +74,27 @@ void lcb_config_defaults(lcb_config_t *cfg);
  *  Not reentrant (getopt_long). */
 int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
-/** Parses a time ("10s", "500ms", "2m", "1h", "250us", "1.5"): seconds in *out. 0 or -1. */
+/* What lcb_run() derives from a parsed configuration: every double-to-integer conversion of
+ * the run is made here, on values the parser has range checked. */
+typedef struct lcb_timing_s {
+    uint64_t warmup_ns;          /* the window opens warmup_ns after the start */
+    uint64_t duration_ns;        /* and lasts duration_ns */
+    uint64_t timeout_ns;         /* -T */
+    uint64_t connect_timeout_ns; /* --connect-timeout */
+    uint64_t tick_ns;            /* each loop's tick: 100 ms, or a tenth of a shorter timeout */
+    size_t max_samples;          /* Req/Sec samples one loop may take in the window */
+    long double ns_per_request;  /* open loop: 1e9 / rate; 0 for the closed loop */
+} lcb_timing_t;
+
+/** Fills *t from cfg, which must be as lcb_config_parse() leaves it (or the defaults). */
+void lcb_config_timing(const lcb_config_t *cfg, lcb_timing_t *t);
+
+/** Parses a time ("10s", "500ms", "2m", "1h", "250us", "1.5"): seconds in *out, finite and
+ *  >= 0. 0 or -1. */
 int lcb_parse_time(const char *s, double *out);
 
-/** Parses a count with wrk's metric suffixes ("64", "10k", "1M"): *out. 0 or -1. */
+/** Parses a count with wrk's metric suffixes ("64", "10k", "1M"): *out, finite and >= 0.
+ *  0 or -1. */
 int lcb_parse_count(const char *s, double *out);
 
 /** Parses a URL (http://host[:port][/path], tcp://host:port, [v6]:port) into cfg's URL fields.

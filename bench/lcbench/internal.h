@@ -41,22 +41,22 @@ typedef enum {
 
 struct lcb_conn_s {
     lcb_worker_t *w;
-    lc_transport_t *t;  /* the open transport, NULL otherwise */
-    lc_future_t *fut;   /* the pending create_connection (no reference held: see run.c) */
+    lc_transport_t *t; /* the open transport, NULL otherwise */
+    lc_future_t *fut;  /* the pending create_connection (no reference held: see run.c) */
     uint64_t connect_start;
-    uint64_t gidx;      /* index over all connections of the run: its slot in the schedule */
-    uint64_t next_k;    /* open loop: the next request of this connection's schedule */
+    uint64_t gidx;   /* index over all connections of the run: its slot in the schedule */
+    uint64_t next_k; /* open loop: the next request of this connection's schedule */
     lcb_conn_state_t state;
-    bool timer_armed;   /* open loop: a call_at for next_k is pending */
-    bool must_close;    /* the response asked to close the connection */
-    bool failed;        /* the parser or the echo check failed inside data_received */
-    unsigned head;      /* the oldest outstanding request in ring */
+    bool timer_armed; /* open loop: a call_at for next_k is pending */
+    bool must_close;  /* the response asked to close the connection */
+    bool failed;      /* the parser or the echo check failed inside data_received */
+    unsigned head;    /* the oldest outstanding request in ring */
     unsigned inflight;
     unsigned mask;
-    lcb_slot_t *ring;   /* pipeline depth, rounded up to a power of two */
-    uint64_t now;       /* the time of the read being parsed */
-    bool in_window;     /* now is inside the measured window */
-    size_t rx_off;      /* echo: bytes of the current message verified */
+    lcb_slot_t *ring; /* pipeline depth, rounded up to a power of two */
+    uint64_t now;     /* the time of the read being parsed */
+    bool in_window;   /* now is inside the measured window */
+    size_t rx_off;    /* echo: bytes of the current message verified */
     llhttp_t parser;
 };
 
@@ -75,6 +75,7 @@ struct lcb_worker_s {
     uint64_t start_ns, measure_ns, end_ns;
     long double ns_per_request; /* open loop: 1e9 / rate */
     uint64_t tick_ns;
+    uint64_t timeout_ns, connect_timeout_ns;
     bool stopping;
     /* Figures of the measured window. */
     uint64_t requests, bytes;

@@ -104,6 +104,22 @@ static inline uint64_t sched_ns(const lcb_worker_t *w, const lcb_conn_t *c, uint
     return w->start_ns + (uint64_t)(n * w->ns_per_request);
 }
 
+/* The first k >= from whose request is due at t or later (sched_ns is non-decreasing in k). The
+ * inverse of sched_ns gives it to within rounding; a few steps make it exact. */
+static uint64_t first_due_at(const lcb_worker_t *w, const lcb_conn_t *c, uint64_t from, uint64_t t)
+{
+    if (sched_ns(w, c, from) >= t)
+        return from;
+    long double n = (long double)(t - w->start_ns) / w->ns_per_request;
+    long double kf = (n - (long double)c->gidx) / (long double)w->cfg->connections;
+    uint64_t k = kf > (long double)from ? (uint64_t)kf : from;
+    while (k > from && sched_ns(w, c, k - 1) >= t)
+        k--;
+    while (sched_ns(w, c, k) < t)
+        k++;
+    return k;
+}
+
 static void conn_timer_cb(void *arg)
 {
     lcb_conn_t *c = arg;
@@ -130,8 +146,8 @@ static void conn_send(lcb_conn_t *c)
             uint64_t due = sched_ns(w, c, c->next_k);
             if (due > now) {
                 if (!c->timer_armed) {
-                    c->timer_armed = lc_loop_call_at(w->loop, (double)due * 1e-9, conn_timer_cb,
-                                                     c, NULL) == 0;
+                    c->timer_armed =
+                        lc_loop_call_at(w->loop, (double)due * 1e-9, conn_timer_cb, c, NULL) == 0;
                 }
                 break;
             }
@@ -262,9 +278,8 @@ static void conn_connect(lcb_conn_t *c, uint64_t now)
     c->state = LCB_CONN_CONNECTING;
     c->connect_start = now;
     lc_future_t *f = NULL;
-    int r = lc_loop_create_connection(w->loop, conn_factory, c,
-                                      &(lc_connection_opts){.host = cfg->host, .port = cfg->port},
-                                      &f);
+    int r = lc_loop_create_connection(
+        w->loop, conn_factory, c, &(lc_connection_opts){.host = cfg->host, .port = cfg->port}, &f);
     if (r == 0 && lc_future_add_done_callback(f, conn_connect_done, c) != 0) {
         lc_future_cancel(f);
         r = LC_ENOMEM;
@@ -303,9 +318,8 @@ static void worker_tick(void *arg)
             w->sample_requests = w->requests;
         }
     }
-    const lcb_config_t *cfg = w->cfg;
-    uint64_t timeout_ns = (uint64_t)(cfg->timeout * 1e9);
-    uint64_t connect_timeout_ns = (uint64_t)(cfg->connect_timeout * 1e9);
+    uint64_t timeout_ns = w->timeout_ns;
+    uint64_t connect_timeout_ns = w->connect_timeout_ns;
     for (unsigned i = 0; i < w->nconns; i++) {
         lcb_conn_t *c = &w->conns[i];
         switch (c->state) {
@@ -380,12 +394,10 @@ static int worker_stop(lc_loop_t *loop, void *arg, void **result)
                 uint64_t due = c->ring[(c->head + j) & c->mask].intended;
                 w->backlog += due >= w->measure_ns && due < w->end_ns;
             }
-            for (uint64_t k = c->next_k;; k++) {
-                uint64_t due = sched_ns(w, c, k);
-                if (due >= w->end_ns)
-                    break;
-                w->backlog += due >= w->measure_ns;
-            }
+            /* Those not sent yet: next_k onwards, due in [measure, end). */
+            uint64_t lo = first_due_at(w, c, c->next_k, w->measure_ns);
+            uint64_t hi = first_due_at(w, c, c->next_k, w->end_ns);
+            w->backlog += hi - lo;
         }
         if (c->t != NULL) {
             lc_transport_t *t = c->t;
@@ -450,13 +462,8 @@ static int workers_init(lcb_run_t *run)
     unsigned ring = 1;
     while (ring < cfg->pipeline)
         ring <<= 1;
-    double tick = 0.1;
-    if (cfg->timeout / 10 < tick)
-        tick = cfg->timeout / 10;
-    if (cfg->connect_timeout / 10 < tick)
-        tick = cfg->connect_timeout / 10;
-    if (tick < 0.001)
-        tick = 0.001;
+    lcb_timing_t timing;
+    lcb_config_timing(cfg, &timing);
     for (unsigned i = 0; i < nt; i++) {
         lcb_worker_t *w = &run->workers[i];
         w->cfg = cfg;
@@ -465,12 +472,14 @@ static int workers_init(lcb_run_t *run)
         w->req_len = one_len;
         w->pattern = run->pattern;
         w->head_request = strcmp(cfg->method, "HEAD") == 0;
-        w->ns_per_request = cfg->rate > 0 ? 1e9L / (long double)cfg->rate : 0;
-        w->tick_ns = (uint64_t)(tick * 1e9);
+        w->ns_per_request = timing.ns_per_request;
+        w->tick_ns = timing.tick_ns;
+        w->timeout_ns = timing.timeout_ns;
+        w->connect_timeout_ns = timing.connect_timeout_ns;
         unsigned nconns = cfg->connections / nt + (i < cfg->connections % nt ? 1 : 0);
         w->conns = calloc(nconns, sizeof(lcb_conn_t));
         w->nconns = w->conns != NULL ? nconns : 0;
-        w->cap_samples = (size_t)((cfg->duration + 1) * 10) + 16;
+        w->cap_samples = timing.max_samples;
         w->samples = calloc(w->cap_samples, sizeof(double));
         if (w->conns == NULL || w->samples == NULL ||
             lcb_hdr_init(&w->hist, LCB_HDR_LOWEST, LCB_HDR_HIGHEST, LCB_HDR_SIGFIGS) != 0) {
@@ -628,9 +637,11 @@ int lcb_run(const lcb_config_t *cfg, lcb_result_t *res, FILE *progress, char *er
         fail(err, errlen, r, "starting the loops");
         goto out;
     }
+    lcb_timing_t timing;
+    lcb_config_timing(cfg, &timing);
     uint64_t t0 = lcb_now_ns();
-    uint64_t measure = t0 + (uint64_t)(cfg->warmup * 1e9);
-    uint64_t end = measure + (uint64_t)(cfg->duration * 1e9);
+    uint64_t measure = t0 + timing.warmup_ns;
+    uint64_t end = measure + timing.duration_ns;
     for (unsigned i = 0; i < cfg->threads; i++) {
         run.workers[i].start_ns = t0;
         run.workers[i].measure_ns = measure;
@@ -660,7 +671,8 @@ int lcb_run(const lcb_config_t *cfg, lcb_result_t *res, FILE *progress, char *er
             errs += run.workers[i].snap_errors;
         }
         char rate[32], total[32];
-        fmt_count(rate, sizeof(rate), (double)(reqs - last_requests) * 1e9 / (double)(now - last_t));
+        fmt_count(rate, sizeof(rate),
+                  (double)(reqs - last_requests) * 1e9 / (double)(now - last_t));
         fmt_count(total, sizeof(total), (double)reqs);
         fprintf(progress, "\r\033[K  [%3.0fs] %s req/s, %s done, %llu errors%s",
                 (double)(now - t0) * 1e-9, rate, total, (unsigned long long)errs,
@@ -708,8 +720,7 @@ uint64_t lcb_result_errors(const lcb_result_t *res)
 double lcb_result_error_ratio(const lcb_result_t *res)
 {
     const lcb_errors_t *e = &res->errors;
-    uint64_t attempts =
-        res->requests + e->connect + e->read + e->write + e->timeout + e->mismatch;
+    uint64_t attempts = res->requests + e->connect + e->read + e->write + e->timeout + e->mismatch;
     return attempts > 0 ? (double)lcb_result_errors(res) / (double)attempts : 0.0;
 }
 

@@ -38,8 +38,7 @@ static void assert_error(int r, const char *fragment)
 static void test_args_wrk_command_line(void **state)
 {
     (void)state;
-    assert_int_equal(PARSE("-t2", "-c64", "-d10s", "--latency",
-                           "http://127.0.0.1:8080/plaintext"),
+    assert_int_equal(PARSE("-t2", "-c64", "-d10s", "--latency", "http://127.0.0.1:8080/plaintext"),
                      LCB_PARSE_OK);
     assert_int_equal(cfg.threads, 2);
     assert_int_equal(cfg.connections, 64);
@@ -65,9 +64,9 @@ static void test_args_wrk_command_line(void **state)
 static void test_args_wrk_long_options_and_units(void **state)
 {
     (void)state;
-    assert_int_equal(PARSE("--threads", "4", "--connections", "1k", "--duration", "2m",
-                           "--timeout", "500ms", "-H", "Accept: text/plain", "--header",
-                           "X-Trace: 1", "http://example.com"),
+    assert_int_equal(PARSE("--threads", "4", "--connections", "1k", "--duration", "2m", "--timeout",
+                           "500ms", "-H", "Accept: text/plain", "--header", "X-Trace: 1",
+                           "http://example.com"),
                      LCB_PARSE_OK);
     assert_int_equal(cfg.threads, 4);
     assert_int_equal(cfg.connections, 1000);
@@ -120,10 +119,10 @@ static void test_args_time_and_count_units(void **state)
 static void test_args_loopcore_options(void **state)
 {
     (void)state;
-    assert_int_equal(PARSE("-t1", "-c8", "-d", "500ms", "-m", "POST", "--body", "a=1",
-                           "--pipeline", "16", "--warmup", "2s", "--connect-timeout", "250ms",
-                           "--json", "--percentiles", "/tmp/p.txt", "--max-errors", "0.05",
-                           "--cpus", "0,2-3", "--no-progress", "http://[::1]:8080/x?y=1"),
+    assert_int_equal(PARSE("-t1", "-c8", "-d", "500ms", "-m", "POST", "--body", "a=1", "--pipeline",
+                           "16", "--warmup", "2s", "--connect-timeout", "250ms", "--json",
+                           "--percentiles", "/tmp/p.txt", "--max-errors", "0.05", "--cpus", "0,2-3",
+                           "--no-progress", "http://[::1]:8080/x?y=1"),
                      LCB_PARSE_OK);
     assert_true(cfg.duration == 0.5);
     assert_string_equal(cfg.method, "POST");
@@ -154,9 +153,9 @@ static void test_args_loopcore_options(void **state)
 static void test_args_echo_mode(void **state)
 {
     (void)state;
-    assert_int_equal(PARSE("--mode", "echo", "--size", "16k", "-c4", "-t1",
-                           "tcp://127.0.0.1:19000"),
-                     LCB_PARSE_OK);
+    assert_int_equal(
+        PARSE("--mode", "echo", "--size", "16k", "-c4", "-t1", "tcp://127.0.0.1:19000"),
+        LCB_PARSE_OK);
     assert_int_equal(cfg.mode, LCB_MODE_ECHO);
     assert_int_equal(cfg.size, 16000);
     assert_string_equal(cfg.port, "19000");
@@ -180,10 +179,27 @@ static void test_args_errors(void **state)
     assert_error(PARSE("ftp://h/"), "unsupported URL scheme");
     assert_error(PARSE("h:80"), "invalid URL");
     assert_error(PARSE("http://h:99999/"), "bad port");
+    /* Found by lcbench_args_fuzz: the path went into the request line as it was. */
+    assert_error(PARSE("http://h/a b"), "must be percent-encoded");
+    assert_error(PARSE("http://h/x\r\nX-Injected: 1"), "must be percent-encoded");
+    assert_error(PARSE("http://h\t/"), "must be percent-encoded");
+    assert_error(PARSE("http://h/\x7f"), "must be percent-encoded");
+    assert_int_equal(PARSE("http://h/caf\xc3\xa9?a=%20"), LCB_PARSE_OK);
     assert_error(PARSE("tcp://h/"), "needs a port");
     assert_error(PARSE("-s", "x.lua", "http://h/"), "Lua scripts");
     assert_error(PARSE("--bogus", "http://h/"), "unknown option");
     assert_error(PARSE("-H", "NoColon", "http://h/"), "invalid header");
+    /* Found by lcbench_args_fuzz: a method or header went onto the wire as it was. */
+    assert_error(PARSE("-m", "\x10HEAD", "http://h/"), "invalid method");
+    assert_error(PARSE("-m", "GET\x7f", "http://h/"), "invalid method");
+    assert_error(PARSE("-m", "G(T", "http://h/"), "invalid method");
+    assert_error(PARSE("-H", "Bad Name: v", "http://h/"), "invalid header");
+    assert_error(PARSE("-H", ": v", "http://h/"), "invalid header");
+    assert_error(PARSE("-H", "X: a\x01b", "http://h/"), "invalid header");
+    assert_error(PARSE("-H", "X: a\rb", "http://h/"), "invalid header");
+    assert_int_equal(
+        PARSE("-m", "M-SEARCH", "-H", "X-A: tab\there, caf\xc3\xa9", "-H", "Y:", "http://h/"),
+        LCB_PARSE_OK);
     assert_error(PARSE("--max-errors", "2", "http://h/"), "--max-errors");
     assert_error(PARSE("--pipeline", "0", "http://h/"), "pipeline");
     assert_error(PARSE("--mode", "echo", "http://h/"), "needs a tcp:// URL");
@@ -197,6 +213,70 @@ static void test_args_errors(void **state)
     assert_non_null(strstr(lcb_usage(), "--connections"));
 }
 
+/* Every number lcb_run() turns into an integer (nanoseconds, schedule slots, counts) is range
+ * checked here: a huge, infinite, NaN or negative value is a usage error, not an overflowing
+ * double-to-integer conversion later. */
+static void test_args_out_of_range_numbers(void **state)
+{
+    (void)state;
+    double v;
+    assert_int_equal(lcb_parse_time("1e308h", &v), -1); /* finite, but inf once scaled */
+    assert_int_equal(lcb_parse_time("nan", &v), -1);
+    assert_int_equal(lcb_parse_time("inf", &v), -1);
+    assert_int_equal(lcb_parse_count("1e308G", &v), -1);
+    assert_int_equal(lcb_parse_count("nan", &v), -1);
+    assert_int_equal(lcb_parse_count("-inf", &v), -1);
+
+    assert_error(PARSE("-T", "1e300", "http://h/"), "invalid timeout");
+    assert_error(PARSE("-T", "1e308h", "http://h/"), "invalid timeout");
+    assert_error(PARSE("-T", "nan", "http://h/"), "invalid timeout");
+    assert_error(PARSE("-T", "0.5us", "http://h/"), "invalid timeout");
+    assert_error(PARSE("--timeout", "721h", "http://h/"), "invalid timeout");
+    assert_error(PARSE("--warmup", "1e300", "http://h/"), "invalid warmup");
+    assert_error(PARSE("--warmup", "-1", "http://h/"), "invalid warmup");
+    assert_error(PARSE("--warmup", "inf", "http://h/"), "invalid warmup");
+    assert_error(PARSE("-d", "1e300", "http://h/"), "invalid duration");
+    assert_error(PARSE("-d", "1e20ms", "http://h/"), "invalid duration");
+    assert_error(PARSE("-d", "NaN", "http://h/"), "invalid duration");
+    assert_error(PARSE("-d", "-0.5", "http://h/"), "invalid duration");
+    assert_error(PARSE("--connect-timeout", "1e300", "http://h/"), "invalid connect timeout");
+    assert_error(PARSE("--connect-timeout", "0", "http://h/"), "invalid connect timeout");
+    assert_error(PARSE("-R", "1e300", "http://h/"), "invalid rate");
+    assert_error(PARSE("-R", "1e308G", "http://h/"), "invalid rate");
+    assert_error(PARSE("-R", "nan", "http://h/"), "invalid rate");
+    assert_error(PARSE("-R", "1e-300", "http://h/"), "invalid rate");
+    assert_error(PARSE("-R", "2G", "http://h/"), "invalid rate");
+    assert_error(PARSE("-c", "1e300", "http://h/"), "invalid number of connections");
+    assert_error(PARSE("-t", "inf", "http://h/"), "invalid number of threads");
+    assert_error(PARSE("--size", "1e308G", "http://h/"), "invalid message size");
+    assert_error(PARSE("--pipeline", "nan", "http://h/"), "pipeline");
+    assert_error(PARSE("--max-errors", "nan", "http://h/"), "--max-errors");
+
+    /* The bounds themselves are accepted. */
+    assert_int_equal(PARSE("-d", "720h", "--warmup", "720h", "-T", "1us", "--connect-timeout",
+                           "2592000", "-R", "1G", "http://h/"),
+                     LCB_PARSE_OK);
+    assert_true(cfg.duration == LCB_MAX_SECONDS);
+    assert_true(cfg.warmup == LCB_MAX_SECONDS);
+    assert_true(cfg.connect_timeout == LCB_MAX_SECONDS);
+    assert_true(cfg.rate == LCB_MAX_RATE);
+    lcb_timing_t t;
+    lcb_config_timing(&cfg, &t);
+    assert_true(t.duration_ns == 2592000ULL * 1000000000ULL);
+    assert_true(t.warmup_ns == t.duration_ns);
+    assert_true(t.timeout_ns == 1000);
+    assert_true(t.tick_ns == 1000000); /* 1 ms at least */
+    assert_true(t.ns_per_request == 1.0L);
+    assert_int_equal(PARSE("-d", "1us", "--warmup", "0", "-R", "0.01", "http://h/"), LCB_PARSE_OK);
+    assert_true(cfg.rate == LCB_MIN_RATE);
+    assert_true(cfg.warmup == 0.0);
+    lcb_config_timing(&cfg, &t);
+    assert_true(t.duration_ns == 1000);
+    assert_true(t.warmup_ns == 0);
+    assert_true(t.tick_ns == 100000000); /* the default timeouts: 100 ms */
+    assert_true(fabsl(t.ns_per_request - 1e11L) < 1e-3L);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_args_loopcore_options),
         cmocka_unit_test(test_args_echo_mode),
         cmocka_unit_test(test_args_errors),
+        cmocka_unit_test(test_args_out_of_range_numbers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

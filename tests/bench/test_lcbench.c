@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -293,9 +294,9 @@ static void test_lcbench_http_chunked_pipelined(void **state)
 {
     (void)state;
     lcb_result_t res;
-    assert_int_equal(RUN(&res, SRV_CHUNKED, "-t1", "-c4", "-d500ms", "--pipeline", "8",
-                         "http://127.0.0.1:%d/"),
-                     0);
+    assert_int_equal(
+        RUN(&res, SRV_CHUNKED, "-t1", "-c4", "-d500ms", "--pipeline", "8", "http://127.0.0.1:%d/"),
+        0);
     assert_clean(&res);
     assert_int_equal(res.status[2], res.requests);
     lcb_result_close(&res);
@@ -316,8 +317,7 @@ static void test_lcbench_http_404_fails_the_run(void **state)
 {
     (void)state;
     lcb_result_t res;
-    assert_int_equal(RUN(&res, SRV_NOTFOUND, "-t1", "-c2", "-d300ms", "http://127.0.0.1:%d/x"),
-                     1);
+    assert_int_equal(RUN(&res, SRV_NOTFOUND, "-t1", "-c2", "-d300ms", "http://127.0.0.1:%d/x"), 1);
     assert_true(res.requests > 100);
     assert_int_equal(res.status[4], res.requests);
     assert_int_equal(lcb_result_errors(&res), res.requests);
@@ -334,9 +334,9 @@ static void test_lcbench_timeouts_count_as_errors(void **state)
 {
     (void)state;
     lcb_result_t res;
-    assert_int_equal(RUN(&res, SRV_HANG, "-t1", "-c2", "-d500ms", "--timeout", "100ms",
-                         "http://127.0.0.1:%d/"),
-                     1);
+    assert_int_equal(
+        RUN(&res, SRV_HANG, "-t1", "-c2", "-d500ms", "--timeout", "100ms", "http://127.0.0.1:%d/"),
+        1);
     assert_int_equal(res.requests, 0);
     /* Each connection times out about every 100 ms (+ one 10 ms tick). */
     assert_true(res.errors.timeout >= 4);
@@ -347,8 +347,8 @@ static void test_lcbench_open_loop_rate(void **state)
 {
     (void)state;
     lcb_result_t res;
-    assert_int_equal(RUN(&res, SRV_OK, "-t2", "-c4", "-d500ms", "-R", "4000", "--warmup",
-                         "100ms", "http://127.0.0.1:%d/"),
+    assert_int_equal(RUN(&res, SRV_OK, "-t2", "-c4", "-d500ms", "-R", "4000", "--warmup", "100ms",
+                         "http://127.0.0.1:%d/"),
                      0);
     /* 4000/s over 0.5 s: 2000 requests on schedule (a few at the edges either way). */
     assert_true(res.requests >= 1900 && res.requests <= 2100);
@@ -370,9 +370,8 @@ static void test_lcbench_echo_verifies_bytes(void **state)
     assert_int_equal(res.bytes % 1000, 0);
     lcb_result_close(&res);
     /* A server that changes one byte in 640: caught, counted, and the run fails. */
-    assert_int_equal(RUN(&res, SRV_CORRUPT, "-t1", "-c2", "-d300ms", "--size", "64",
-                         "tcp://127.0.0.1:%d"),
-                     1);
+    assert_int_equal(
+        RUN(&res, SRV_CORRUPT, "-t1", "-c2", "-d300ms", "--size", "64", "tcp://127.0.0.1:%d"), 1);
     assert_true(res.errors.mismatch > 10);
     assert_true(res.requests > 0);
     lcb_result_close(&res);
@@ -420,10 +419,10 @@ static void test_lcbench_closed_port_exit_code(void **state)
     (void)state;
     int port = closed_port();
     lcb_result_t res;
-    assert_int_equal(run_with(&res, port,
-                              (const char *const[]){"-t1", "-c2", "-d300ms",
-                                                    "http://127.0.0.1:%d/", NULL}),
-                     1);
+    assert_int_equal(
+        run_with(&res, port,
+                 (const char *const[]){"-t1", "-c2", "-d300ms", "http://127.0.0.1:%d/", NULL}),
+        1);
     assert_int_equal(res.requests, 0);
     assert_true(res.errors.connect >= 2);
     lcb_result_close(&res);
@@ -432,6 +431,28 @@ static void test_lcbench_closed_port_exit_code(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
     char *argv[] = {"lcbench", "-t1", "-c2", "-d300ms", url, NULL};
     assert_int_equal(lcb_main(5, argv), 1);
+}
+
+/* Open loop against nothing: every request due in the window is backlog, here 1G/s for 1 s over
+ * two connections. The stop counts it in closed form, at once (one request at a time it took
+ * seconds, and -R 1G -d 30d never finished). */
+static void test_lcbench_open_loop_backlog_without_server(void **state)
+{
+    (void)state;
+    int port = closed_port();
+    lcb_result_t res;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(run_with(&res, port,
+                              (const char *const[]){"-t1", "-c2", "-d1s", "-R", "1G",
+                                                    "http://127.0.0.1:%d/", NULL}),
+                     1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    assert_int_equal(res.requests, 0);
+    assert_true(res.backlog >= 1000000000ULL - 2 && res.backlog <= 1000000000ULL + 2);
+    assert_true(took < 3.0);
+    lcb_result_close(&res);
 }
 
 /* A listener whose accept queue is full drops new SYNs: connects hang until --connect-timeout. */
@@ -473,8 +494,8 @@ static void test_lcbench_main_json_and_percentiles(void **state)
     close(fd);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/plaintext", ports[SRV_OK]);
     /* wrk's command line, plus loopcore's outputs. */
-    char *argv[] = {"lcbench", "-t2", "-c8", "-d300ms", "--latency", "--json",
-                    "--percentiles", path, url, NULL};
+    char *argv[] = {"lcbench", "-t2",           "-c8", "-d300ms", "--latency",
+                    "--json",  "--percentiles", path,  url,       NULL};
     assert_int_equal(lcb_main(9, argv), 0);
     FILE *f = fopen(path, "r");
     assert_non_null(f);
@@ -504,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_lcbench_open_loop_corrects_coordinated_omission),
         cmocka_unit_test(test_lcbench_echo_verifies_bytes),
         cmocka_unit_test(test_lcbench_closed_port_exit_code),
+        cmocka_unit_test(test_lcbench_open_loop_backlog_without_server),
         cmocka_unit_test(test_lcbench_connect_timeout),
         cmocka_unit_test(test_lcbench_main_json_and_percentiles),
     };
