@@ -217,7 +217,9 @@ static void fatal_error(lc_transport_t *t, int err, const char *what)
 
 /* ---- Reading --------------------------------------------------------------------------------- */
 
-static void do_read(lc_transport_t *t)
+/* One read() into the protocol. Returns true if it delivered data (false: EOF, an error, which
+ * it has reported, or nothing to read). */
+static bool do_read(lc_transport_t *t)
 {
     const lc_protocol_t *p = t->proto;
     char *buf = tls_read_buf;
@@ -228,7 +230,7 @@ static void do_read(lc_transport_t *t)
         buf = p->get_buffer(t, LC__READ_BUF_SIZE, &cap, t->user);
         if (buf == NULL || cap == 0) {
             fatal_error(t, LC_ENOMEM, "get_buffer() returned an empty buffer");
-            return;
+            return false;
         }
     }
     ssize_t n;
@@ -242,12 +244,12 @@ static void do_read(lc_transport_t *t)
         } else if (p != NULL && p->data_received != NULL) {
             p->data_received(t, buf, (size_t)n, t->user);
         }
-        return;
+        return true;
     }
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             fatal_error(t, -errno, "Fatal read error on socket transport");
-        return;
+        return false;
     }
     /* EOF. */
     t->eof_seen = true;
@@ -257,6 +259,7 @@ static void do_read(lc_transport_t *t)
         keep_open = p->eof_received(t, t->user);
     if (!keep_open)
         lc_transport_close(t);
+    return false;
 }
 
 /* ---- Send timeout ---------------------------------------------------------------------------- */
@@ -559,6 +562,22 @@ static void transport_poll_cb(uv_poll_t *p, int status, int events)
     lc_transport_t *t = p->data;
     events &= (int)t->events; /* what the iteration's batch may have stopped watching */
     if (status < 0) {
+        /* EPOLLERR: libuv stopped the handle to report it. Data that arrived before the error
+         * (say a reply, then the peer's RST) is still readable: deliver it first, as asyncio
+         * does (it reads, then meets the error on the next read). If the protocol pauses
+         * reading meanwhile, the rest and the error wait for resume_reading (which polls again
+         * and lands here again). */
+        t->events = 0;
+        if (t->reading && !t->closing && !t->eof_seen) {
+            while (!t->closing && t->reading && do_read(t)) {
+            }
+            if (t->closing)
+                return; /* the read met the error (or the EOF closed it) */
+            if (!t->reading) {
+                update_poll(t);
+                return;
+            }
+        }
         int err = 0;
         socklen_t len = sizeof(err);
         if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)

@@ -39,7 +39,7 @@ CFLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 # Source sets (paths relative to the repository root; globs are expanded there).
 ENGINE="engine/*.c engine/fiber_switch.S threadsafe/mpsc.c"
-LOOPCORE="$ENGINE threadsafe/call.c threadsafe/group.c threadsafe/group_server.c executor/*.c"
+LOOPCORE="$ENGINE threadsafe/group.c threadsafe/group_server.c executor/*.c"
 LLHTTP="/usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c"
 LLHTTP_FLAGS="-I/usr/share/include/llhttp"
 LIBS="-luv -lssl -lcrypto -lpthread -lm"
@@ -53,10 +53,8 @@ HARNESSES=(
     "lcbench_args_fuzz | tests/fuzz/lcbench_args_fuzz.c $LCBENCH $LOOPCORE $LLHTTP
         | $LLHTTP_FLAGS $LIBS"
     "transport_read_fuzz | tests/fuzz/transport_read_fuzz.c $ENGINE | $LIBS"
-    # http_request_fuzz: the HTTP request parser of the bench server (issue 11). Its row goes
-    # here, e.g.:
-    # "http_request_fuzz | tests/fuzz/http_request_fuzz.c bench/http/<sources>.c $LLHTTP
-    #     | $LLHTTP_FLAGS"
+    "http_request_fuzz | tests/fuzz/http_request_fuzz.c bench/http_proto.c $LLHTTP
+        | $LLHTTP_FLAGS"
 )
 
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }

@@ -419,6 +419,117 @@ static void test_transport_send_timeout_spares_slow_reader(void **state)
     close(peer);
 }
 
+/* ---- data before a reset --------------------------------------------------------------------- */
+
+/* The peer sends a reply and then resets the connection: the kernel keeps the reply readable
+ * behind the error, and asyncio delivers it (data_received) before connection_lost(ECONNRESET).
+ * Found by tests/fuzz/transport_read_fuzz (its tcp_small_write_then_rst input): the transport
+ * reported the error without reading. */
+typedef struct {
+    conn_t c;
+    char got[64];
+    size_t got_len;
+    bool pause_first;
+} rst_conn_t;
+
+static void rst_made(lc_transport_t *t, void *user)
+{
+    rst_conn_t *r = user;
+    conn_made(t, &r->c);
+    if (r->pause_first)
+        assert_int_equal(lc_transport_pause_reading(t), 0);
+}
+static void rst_data(lc_transport_t *t, const char *data, size_t len, void *user)
+{
+    (void)t;
+    rst_conn_t *r = user;
+    assert_true(r->got_len + len <= sizeof(r->got));
+    memcpy(r->got + r->got_len, data, len);
+    r->got_len += len;
+}
+static void rst_lost(lc_transport_t *t, int err, void *user)
+{
+    conn_lost(t, err, &((rst_conn_t *)user)->c);
+}
+static const lc_protocol_t rst_proto = {
+    .connection_made = rst_made, .data_received = rst_data, .connection_lost = rst_lost};
+static int rst_factory(void *arg, const lc_protocol_t **proto, void **user)
+{
+    *proto = &rst_proto;
+    *user = arg;
+    return 0;
+}
+
+static void reply_then_reset(int peer)
+{
+    assert_int_equal(write(peer, "hello", 5), 5);
+    struct linger lg = {1, 0};
+    assert_int_equal(setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    close(peer);
+}
+
+static lc_transport_t *rst_transport(lc_loop_t *loop, rst_conn_t *r, int *peer)
+{
+    int sv[2];
+    /* TCP: a Unix socket has no reset. */
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(ls, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&sin, &len), 0);
+    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(sv[1], (struct sockaddr *)&sin, sizeof(sin)), 0);
+    sv[0] = accept(ls, NULL, NULL);
+    assert_true(sv[0] >= 0);
+    close(ls);
+    r->c.loop = loop;
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, rst_factory, r, sv[0], &fut), 0);
+    void *res = NULL;
+    assert_int_equal(lc_loop_run_until_complete(loop, fut, &res), 0);
+    lc_future_unref(fut);
+    run_for(loop, 0.01); /* connection_made */
+    assert_int_equal(r->c.made, 1);
+    *peer = sv[1];
+    return res;
+}
+
+static void test_transport_data_before_reset_is_delivered(void **state)
+{
+    lc_loop_t *loop = *state;
+    static rst_conn_t r;
+    memset(&r, 0, sizeof(r));
+    int peer;
+    rst_transport(loop, &r, &peer);
+    reply_then_reset(peer);
+    wait_for(loop, &r.c.lost, 1);
+    assert_int_equal(r.got_len, 5);
+    assert_memory_equal(r.got, "hello", 5);
+    assert_int_equal(r.c.lost, 1);
+    assert_int_equal(r.c.lost_err, -ECONNRESET);
+}
+
+/* Paused when the reset comes: nothing happens until resume_reading, then the reply, then the
+ * error (asyncio does not watch a paused transport's socket for reading either). */
+static void test_transport_reset_while_paused_waits_for_resume(void **state)
+{
+    lc_loop_t *loop = *state;
+    static rst_conn_t r;
+    memset(&r, 0, sizeof(r));
+    r.pause_first = true;
+    int peer;
+    lc_transport_t *t = rst_transport(loop, &r, &peer);
+    reply_then_reset(peer);
+    run_for(loop, 0.1);
+    assert_int_equal(r.got_len, 0);
+    assert_int_equal(r.c.lost, 0);
+    assert_int_equal(lc_transport_resume_reading(t), 0);
+    wait_for(loop, &r.c.lost, 1);
+    assert_int_equal(r.got_len, 5);
+    assert_int_equal(r.c.lost_err, -ECONNRESET);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -434,6 +545,8 @@ int main(void)
         T(test_transport_send_timeout_reclaims_closing_transport),
         T(test_transport_send_timeout_aborts_open_transport),
         T(test_transport_send_timeout_spares_slow_reader),
+        T(test_transport_data_before_reset_is_delivered),
+        T(test_transport_reset_while_paused_waits_for_resume),
 #undef T
     };
     return cmocka_run_group_tests_name("transport", tests, NULL, NULL);

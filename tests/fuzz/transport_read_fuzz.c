@@ -441,11 +441,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(c.lost_err == 0 || c.lost_err == -ECONNRESET, "RST: lost with %s",
                    lc_strerror(c.lost_err));
         /* The kernel keeps what arrived before the RST readable (recv returns it, then
-         * ECONNRESET), and asyncio delivers it. loopcore drops it: libuv reports EPOLLERR to a
-         * uv_poll as UV_EBADF and transport_poll_cb() loses the connection without reading. So
-         * only a prefix is required, unless FUZZ_STRICT_RST is set (which reproduces that; a big
-         * write may also still sit in the peer's send queue when the RST goes, so strict mode is
-         * for inputs with small writes). */
+         * ECONNRESET), and asyncio delivers it; so does loopcore since transport_poll_cb() reads
+         * before it reports an EPOLLERR (the tcp_small_write_then_rst input found that it did
+         * not). But a big write may still sit in the peer's send queue when the RST goes, and the
+         * kernel drops that: so only a prefix is required, unless FUZZ_STRICT_RST is set (for
+         * inputs with small writes; tests/engine:transport_test checks the small case). */
         if (getenv("FUZZ_STRICT_RST") != NULL)
             FUZZ_CHECK(c.got_len == c.sent_len, "RST: got %zu of the %zu bytes sent before it",
                        c.got_len, c.sent_len);
