@@ -23,8 +23,10 @@
 #define LC__DEFAULT_HIGH (64 * 1024)
 /* A drained write buffer bigger than this is given back. */
 #define LC__WBUF_KEEP (256 * 1024)
-/* An emptied segment queue with more slots than this is given back. */
-#define LC__SEGS_KEEP 1024
+/* An emptied segment queue with more slots than this (10 KiB) is given back. It grows with the
+ * nocopy writes queued, and with those that complete at once within one callback (their
+ * completions wait for the next iteration): a burst that an idle connection should not keep. */
+#define LC__SEGS_KEEP 256
 /* Buffers per sendmsg() when flushing the segment queue. */
 #define LC__FLUSH_IOV 64
 
