@@ -1,6 +1,7 @@
 /* Stream transports on a uv_poll_t: one read() per readiness, writes tried at once and queued
- * only for what the socket does not take, asyncio's flow control and close semantics, and a send
- * timeout for peers that stop reading.
+ * only for what the socket does not take (copied, or held by reference for a nocopy write until
+ * its completion callback), asyncio's flow control and close semantics, and a send timeout for
+ * peers that stop reading.
  *
  * Why uv_poll and our own read/write rather than uv_tcp_t: libuv's stream writes report progress
  * only when a whole write request completes, so resume_writing could not come at the low-water
@@ -22,6 +23,23 @@
 #define LC__DEFAULT_HIGH (64 * 1024)
 /* A drained write buffer bigger than this is given back. */
 #define LC__WBUF_KEEP (256 * 1024)
+/* An emptied segment queue with more slots than this (10 KiB) is given back. It grows with the
+ * nocopy writes queued, and with those that complete at once within one callback (their
+ * completions wait for the next iteration): a burst that an idle connection should not keep. */
+#define LC__SEGS_KEEP 256
+/* Buffers per sendmsg() when flushing the segment queue. */
+#define LC__FLUSH_IOV 64
+
+/* One entry of the segment queue (see "Writing without copies"): a nocopy buffer, or a run of
+ * bytes of the copy buffer, in the order they go out; then, once written (or failed), a
+ * completion waiting to be delivered. */
+typedef struct {
+    const char *base;         /* the caller's memory; NULL: the next len bytes of wbuf */
+    size_t len;               /* bytes not yet written */
+    lc_transport_write_cb cb; /* on the last buffer of a nocopy write; NULL otherwise */
+    void *arg;
+    int status; /* once done: 0, or the error the queue was failed with */
+} lc__wseg;
 
 struct lc_transport_s {
     lc__resource res;
@@ -43,9 +61,18 @@ struct lc_transport_s {
     bool poll_open;      /* poll is initialised and not closed */
     const lc_protocol_t *proto;
     void *user;
-    /* Write buffer: pending bytes are wbuf[whead, whead + wlen). */
+    /* Queued bytes: wlen in all, copied or not (what flow control, close, write_eof and the
+     * send timeout look at). While no nocopy buffer is pending (npend == 0) they are all in the
+     * copy buffer, wbuf[whead, whead + wlen). */
     char *wbuf;
     size_t whead, wlen, wcap;
+    /* The segment queue, a ring of scap (a power of two) slots from shead: ndone completions to
+     * deliver, then npend pending segments, whose lengths add up to wlen; nc_len of those bytes
+     * are the callers' (the rest are in wbuf, from whead, in order). */
+    lc__wseg *segs;
+    size_t shead, ndone, npend, scap, nc_len;
+    bool drain_scheduled; /* drain_cb is on the ready queue, holding a reference */
+    bool nocopy_sending;  /* inside write_nocopy's send: its callbacks wait for drain_cb */
     size_t high, low;
     /* Send timeout (0: off). The timer is armed only while data is queued, and re-armed lazily:
      * last_progress is when data was queued on an empty buffer or the socket last took some. */
@@ -59,6 +86,8 @@ static __thread char tls_read_buf[LC__READ_BUF_SIZE];
 static void transport_poll_cb(uv_poll_t *p, int status, int events);
 static void schedule_lost(lc_transport_t *t, int err);
 static void send_timer_stop(lc_transport_t *t);
+static void fail_pending(lc_transport_t *t, int err);
+static void deliver_done(lc_transport_t *t);
 
 int lc__set_nonblocking(int fd)
 {
@@ -78,6 +107,7 @@ static void transport_free(lc_transport_t *t)
     if (t->server != NULL)
         lc__server_connection_gone(t->server);
     free(t->wbuf);
+    free(t->segs);
     free(t);
 }
 
@@ -136,6 +166,15 @@ static void transport_force_close(lc__resource *r)
     t->closing = true;
     t->lost_scheduled = true;
     t->wlen = 0;
+    /* Nocopy writes get their callbacks first, with the error, so that their memory can go. */
+    fail_pending(t, err);
+    deliver_done(t);
+    if (t->drain_scheduled) {
+        /* Its ready-queue entry was discarded by the loop's close: drop its reference here. The
+         * connection's is still held (the poll handle is open), so this does not free t. */
+        t->drain_scheduled = false;
+        t->refs--;
+    }
     if (!t->lost_delivered) {
         t->lost_delivered = true;
         if (t->proto != NULL && t->proto->connection_lost != NULL)
@@ -168,6 +207,7 @@ static void update_poll(lc_transport_t *t)
 static void call_connection_lost(void *arg)
 {
     lc_transport_t *t = arg;
+    deliver_done(t); /* nocopy writes' callbacks come before connection_lost */
     t->lost_delivered = true;
     if (t->proto != NULL && t->proto->connection_lost != NULL)
         t->proto->connection_lost(t, t->lost_err, t->user);
@@ -182,6 +222,7 @@ static void schedule_lost(lc_transport_t *t, int err)
     t->lost_scheduled = true;
     t->lost_err = err;
     t->wlen = 0;
+    fail_pending(t, err);
     if (t->poll_open && t->events != 0) {
         uv_poll_stop(&t->poll);
         t->events = 0;
@@ -347,28 +388,189 @@ static void maybe_resume_writing(lc_transport_t *t)
     }
 }
 
-static int wbuf_append(lc_transport_t *t, const char *data, size_t len)
+/* ---- Writing without copies ------------------------------------------------------------------
+ *
+ * lc_transport_write_nocopy() queues the callers' buffers by reference, in a ring of segments
+ * that keeps the order of every queued byte: a nocopy buffer, or a run of bytes of the copy
+ * buffer (copies written while a nocopy buffer is pending extend or add such a run). The ring is
+ * used only while a nocopy buffer is pending (npend > 0); otherwise the copying path runs as it
+ * always did, on wbuf alone, at the cost of one test in wbuf_append() and do_flush().
+ *
+ * A written (or failed) segment that carries a callback becomes a completion, left at the front
+ * of the ring until delivered: by deliver_done() at the end of a flush (in the poll callback),
+ * by drain_cb() for writes that complete inside lc_transport_write_nocopy() (a callback never
+ * runs inside the write call: the write puts drain_cb on the ready queue, as call_soon, before
+ * it sends anything, so running out of memory there is an error returned before any byte went),
+ * and, for the failed ones, before connection_lost. The ring is kept from write to write: a
+ * write allocates nothing once it has grown to the depth in use. */
+
+static lc__wseg *seg_at(const lc_transport_t *t, size_t i)
 {
-    bool was_empty = t->wlen == 0;
-    if (t->whead + t->wlen + len > t->wcap) {
-        if (t->wlen + len <= t->wcap && t->whead > 0) {
-            memmove(t->wbuf, t->wbuf + t->whead, t->wlen);
+    return &t->segs[(t->shead + i) & (t->scap - 1)];
+}
+
+/* Room for n more segments. Returns 0 or LC_ENOMEM (nothing changed). */
+static int seg_reserve(lc_transport_t *t, size_t n)
+{
+    size_t count = t->ndone + t->npend;
+    if (count + n <= t->scap)
+        return 0;
+    if (n > ((size_t)1 << 28))
+        return LC_ENOMEM;
+    size_t cap = t->scap ? t->scap : 16;
+    while (cap < count + n)
+        cap *= 2;
+    lc__wseg *ns = malloc(cap * sizeof(*ns));
+    if (ns == NULL)
+        return LC_ENOMEM;
+    for (size_t i = 0; i < count; i++)
+        ns[i] = *seg_at(t, i);
+    free(t->segs);
+    t->segs = ns;
+    t->scap = cap;
+    t->shead = 0;
+    return 0;
+}
+
+/* Appends a pending segment (room reserved). */
+static void seg_push(lc_transport_t *t, const char *base, size_t len, lc_transport_write_cb cb,
+                     void *arg)
+{
+    *seg_at(t, t->ndone + t->npend) =
+        (lc__wseg){.base = base, .len = len, .cb = cb, .arg = arg, .status = 0};
+    t->npend++;
+}
+
+/* The first pending segment is written: it becomes a completion, or goes if it has none to
+ * deliver and is at the front. */
+static void seg_written(lc_transport_t *t)
+{
+    lc__wseg *s = seg_at(t, t->ndone);
+    t->npend--;
+    if (s->cb == NULL && t->ndone == 0) {
+        t->shead = (t->shead + 1) & (t->scap - 1);
+        return;
+    }
+    s->status = 0;
+    t->ndone++;
+}
+
+/* n bytes of the pending segments were written (n <= wlen). Zero-length segments (a callback
+ * after its bytes) complete as soon as everything before them is out. */
+static void segs_advance(lc_transport_t *t, size_t n)
+{
+    t->wlen -= n;
+    while (t->npend > 0) {
+        lc__wseg *s = seg_at(t, t->ndone);
+        size_t k = n < s->len ? n : s->len;
+        if (s->base != NULL) {
+            s->base += k;
+            t->nc_len -= k;
+        } else {
+            t->whead += k;
+        }
+        s->len -= k;
+        n -= k;
+        if (s->len > 0)
+            return;
+        seg_written(t);
+    }
+}
+
+/* The connection is lost: every pending segment fails with err (0, a clean close or abort,
+ * becomes LC_ECLOSED, since those bytes were not written). */
+static void fail_pending(lc_transport_t *t, int err)
+{
+    if (t->npend == 0)
+        return;
+    int status = err < 0 ? err : LC_ECLOSED;
+    for (size_t i = 0; i < t->npend; i++)
+        seg_at(t, t->ndone + i)->status = status;
+    t->ndone += t->npend;
+    t->npend = 0;
+    t->nc_len = 0;
+}
+
+/* Calls the completions in order. A callback may write, close or abort: each one is taken off the
+ * ring before it runs, and any it adds are delivered by this same loop. */
+static void deliver_done(lc_transport_t *t)
+{
+    /* A send inside lc_transport_write_nocopy() lost the connection and the loop could not queue
+     * connection_lost (out of memory), so it runs now: drain_cb, queued by that write, delivers
+     * instead, since no callback runs inside the write call. */
+    if (t->nocopy_sending)
+        return;
+    while (t->ndone > 0) {
+        lc__wseg s = *seg_at(t, 0);
+        t->shead = (t->shead + 1) & (t->scap - 1);
+        t->ndone--;
+        if (s.cb != NULL)
+            s.cb(t, s.status, s.arg);
+    }
+    if (t->npend == 0 && t->scap > LC__SEGS_KEEP) {
+        free(t->segs);
+        t->segs = NULL;
+        t->scap = 0;
+        t->shead = 0;
+    }
+}
+
+static void drain_cb(void *arg)
+{
+    lc_transport_t *t = arg;
+    t->drain_scheduled = false;
+    deliver_done(t);
+    lc_transport_unref(t);
+}
+
+/* ---- Writing: the copy buffer ---------------------------------------------------------------- */
+
+/* Appends len bytes to the used bytes of wbuf (from whead), growing or compacting it. */
+static int wbuf_put(lc_transport_t *t, size_t used, const char *data, size_t len)
+{
+    if (t->whead + used + len > t->wcap) {
+        if (used + len <= t->wcap && t->whead > 0) {
+            memmove(t->wbuf, t->wbuf + t->whead, used);
         } else {
             size_t cap = t->wcap ? t->wcap : 4096;
-            while (cap < t->wlen + len)
+            while (cap < used + len)
                 cap *= 2;
             char *nb = malloc(cap);
             if (nb == NULL)
                 return LC_ENOMEM;
-            if (t->wlen > 0)
-                memcpy(nb, t->wbuf + t->whead, t->wlen);
+            if (used > 0)
+                memcpy(nb, t->wbuf + t->whead, used);
             free(t->wbuf);
             t->wbuf = nb;
             t->wcap = cap;
         }
         t->whead = 0;
     }
-    memcpy(t->wbuf + t->whead + t->wlen, data, len);
+    memcpy(t->wbuf + t->whead + used, data, len);
+    return 0;
+}
+
+static int wbuf_append(lc_transport_t *t, const char *data, size_t len)
+{
+    bool was_empty = t->wlen == 0;
+    if (t->npend == 0) {
+        int r = wbuf_put(t, t->wlen, data, len);
+        if (r != 0)
+            return r;
+    } else {
+        /* Behind a pending nocopy buffer: copy into wbuf after its other copied bytes, and
+         * extend (or add) the run of copied bytes at the queue's tail. */
+        int r = seg_reserve(t, 1);
+        if (r == 0)
+            r = wbuf_put(t, t->wlen - t->nc_len, data, len);
+        if (r != 0)
+            return r;
+        lc__wseg *tail = seg_at(t, t->ndone + t->npend - 1);
+        if (tail->base == NULL)
+            tail->len += len;
+        else
+            seg_push(t, NULL, len, NULL, NULL);
+    }
     t->wlen += len;
     if (was_empty && t->send_timeout > 0)
         send_timer_start(t);
@@ -394,8 +596,61 @@ static void finish_drained(lc_transport_t *t)
         schedule_lost(t, 0);
 }
 
+/* do_flush() while a nocopy buffer is pending: sendmsg() from the segments, LC__FLUSH_IOV at a
+ * time, the copied runs read from wbuf in order; then the completions are delivered (before
+ * resume_writing, so that memory they free is there to be written again). */
+static void flush_segs(lc_transport_t *t)
+{
+    size_t before = t->wlen;
+    while (t->npend > 0) {
+        struct iovec iov[LC__FLUSH_IOV];
+        size_t n = 0;
+        size_t off = t->whead;
+        for (size_t i = 0; i < t->npend && n < LC__FLUSH_IOV; i++) {
+            const lc__wseg *s = seg_at(t, t->ndone + i);
+            if (s->len == 0)
+                continue;
+            if (s->base != NULL) {
+                iov[n].iov_base = (void *)s->base;
+            } else {
+                iov[n].iov_base = t->wbuf + off;
+                off += s->len;
+            }
+            iov[n++].iov_len = s->len;
+        }
+        if (n == 0) { /* only callbacks left (wlen is 0): not reached while wlen > 0 */
+            segs_advance(t, 0);
+            break;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t r = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            fatal_error(t, -errno, "Fatal write error on socket transport");
+            return; /* the pending ones failed; call_connection_lost delivers them */
+        }
+        segs_advance(t, (size_t)r);
+    }
+    if (t->send_timeout > 0 && t->wlen < before)
+        t->last_progress = lc_loop_time(t->loop);
+    if (t->wlen == 0)
+        finish_drained(t);
+    if (!t->lost_scheduled)
+        update_poll(t);
+    deliver_done(t);
+    if (!t->lost_scheduled)
+        maybe_resume_writing(t);
+}
+
 static void do_flush(lc_transport_t *t)
 {
+    if (t->npend > 0) {
+        flush_segs(t);
+        return;
+    }
     size_t before = t->wlen;
     while (t->wlen > 0) {
         ssize_t n = send(t->fd, t->wbuf + t->whead, t->wlen, MSG_NOSIGNAL);
@@ -505,6 +760,73 @@ int lc_transport_writelines(lc_transport_t *t, const struct iovec *bufs, size_t 
         if (r != 0)
             return r;
         done = 0;
+    }
+    update_poll(t);
+    maybe_pause_writing(t);
+    return 0;
+}
+
+int lc_transport_write_nocopy(lc_transport_t *t, const struct iovec *bufs, size_t nbufs,
+                              lc_transport_write_cb cb, void *arg)
+{
+    if (t == NULL || (bufs == NULL && nbufs > 0))
+        return LC_EINVAL;
+    size_t total = 0;
+    for (size_t i = 0; i < nbufs; i++) {
+        if (bufs[i].iov_base == NULL && bufs[i].iov_len > 0)
+            return LC_EINVAL;
+        total += bufs[i].iov_len;
+    }
+    int r = check_writable(t);
+    if (r != 0)
+        return r;
+    /* Room for a run of copied bytes ahead, every buffer, and a callback of its own. */
+    r = seg_reserve(t, nbufs + 2);
+    if (r != 0)
+        return r;
+    bool was_empty = t->wlen == 0;
+    if (was_empty && cb != NULL && !t->drain_scheduled) {
+        /* It may complete at once: its callback then runs from the ready queue. */
+        r = lc_loop_call_soon(t->loop, drain_cb, t, NULL);
+        if (r != 0)
+            return r;
+        t->drain_scheduled = true;
+        t->refs++;
+    }
+    if (!was_empty && t->npend == 0)
+        seg_push(t, NULL, t->wlen, NULL, NULL); /* the copied bytes queued so far go first */
+    size_t pushed = 0;
+    for (size_t i = 0; i < nbufs; i++) {
+        if (bufs[i].iov_len > 0) {
+            seg_push(t, bufs[i].iov_base, bufs[i].iov_len, NULL, NULL);
+            pushed++;
+        }
+    }
+    if (cb != NULL) {
+        if (pushed > 0) {
+            lc__wseg *last = seg_at(t, t->ndone + t->npend - 1);
+            last->cb = cb;
+            last->arg = arg;
+        } else {
+            seg_push(t, "", 0, cb, arg); /* no bytes: completes when those before it are out */
+        }
+    }
+    t->wlen += total;
+    t->nc_len += total;
+    if (was_empty) {
+        /* Nothing was queued: try the socket now, from the caller's buffers. A fatal error fails
+         * the segments just queued (their callback comes before connection_lost). */
+        size_t done = 0;
+        t->nocopy_sending = true;
+        bool ok = total == 0 || send_now(t, bufs, nbufs, &done);
+        t->nocopy_sending = false;
+        if (!ok)
+            return 0;
+        segs_advance(t, done);
+        if (t->wlen == 0)
+            return 0;
+        if (t->send_timeout > 0)
+            send_timer_start(t);
     }
     update_poll(t);
     maybe_pause_writing(t);

@@ -3,7 +3,10 @@
  * A protocol is a table of callbacks (lc_protocol_t) plus a user pointer; a transport
  * (lc_transport_t) is a non-blocking socket driven by the loop: one read() per readiness into a
  * per-thread buffer (or into the protocol's own memory, for the buffered form), and writes that
- * are tried at once and queued only for what the socket did not take.
+ * are tried at once and queued only for what the socket did not take: copied by
+ * lc_transport_write / writelines, or held by reference until a completion callback by
+ * lc_transport_write_nocopy (libuv's and h2o's form: nothing copied). Both forms mix freely on
+ * one transport; bytes go out in call order.
  *
  * Lifetime. A transport is created by the loop and handed to the protocol in connection_made; it
  * stays valid until connection_lost returns (call lc_transport_ref() to keep the memory longer,
@@ -72,17 +75,60 @@ int lc_transport_write(lc_transport_t *t, const void *data, size_t len);
 /** Sends several buffers with one writev (the rest queued as for write). Same returns. */
 int lc_transport_writelines(lc_transport_t *t, const struct iovec *bufs, size_t nbufs);
 
+/** A nocopy write's completion (lc_transport_write_nocopy), called exactly once per write the
+ *  call accepted, on the loop thread, never from inside that write call. status: 0 once every
+ *  byte was written to the socket (taken by the kernel, not necessarily read by the peer); or, if
+ *  the connection went first, a negative code: LC_ECLOSED (lc_transport_abort, or lc_loop_close
+ *  with the transport open), LC_ESENDTIMEOUT (lc_transport_set_send_timeout), or the socket
+ *  error (-ECONNRESET, -EPIPE, ...). From the call on, the buffers belong to the caller again:
+ *  free or reuse them there. The callback may write, close or abort the transport. */
+typedef void (*lc_transport_write_cb)(lc_transport_t *t, int status, void *arg);
+
+/** Sends nbufs buffers without copying them (libuv's uv_write, h2o's h2o_socket_write): when
+ *  nothing is queued the socket is tried at once with one writev, and what it does not take is
+ *  queued by reference; cb(t, status, arg) follows when the last byte is written or the
+ *  connection is gone.
+ *
+ *  Ownership: the memory at every bufs[i].iov_base must stay valid and unchanged until cb runs
+ *  (the bufs array itself is copied: it may go when the call returns). cb may be NULL when that
+ *  memory outlives the transport anyway (static data); nothing is then called.
+ *
+ *  Order and accounting: bytes go out in call order, mixed freely with lc_transport_write and
+ *  writelines; completions come in call order. Queued nocopy bytes count as the copied ones do:
+ *  in lc_transport_get_write_buffer_size, against the high/low marks (pause_writing may be called
+ *  inside this call, as for write; resume_writing comes after the callbacks of the writes that
+ *  drained the buffer), and for the send timeout; write_eof waits for them and close() flushes
+ *  them.
+ *
+ *  Errors: on 0, cb will be called exactly once. A write error met during the call is reported as
+ *  lc_transport_write reports it: the call returns 0, cb gets the error and connection_lost
+ *  follows. On any other return cb is never called and nothing was sent: LC_EINVAL (NULL t, NULL
+ *  bufs with nbufs > 0, a NULL iov_base with a length), LC_ECLOSED (closing or closed, or the loop
+ *  closed), LC_EPIPE after write_eof, LC_ENOMEM. A closed or lost transport fails every pending
+ *  write with cb(status < 0) before its connection_lost (the protocol's state is still there); in
+ *  lc_loop_close, synchronously inside it, so that the callers' memory can be freed.
+ *
+ *  Why a callback and an argument, rather than a request struct the caller embeds (uv_write_t):
+ *  the transport keeps its queue in one ring of its own, kept from write to write, so a write
+ *  allocates nothing once that ring has grown to the depth in use (a write that completes at once
+ *  costs one ready-queue entry, as call_soon with no handle), and a caller needs no object per
+ *  write; arg is usually the memory to free or the response to recycle. Loop thread only. */
+int lc_transport_write_nocopy(lc_transport_t *t, const struct iovec *bufs, size_t nbufs,
+                              lc_transport_write_cb cb, void *arg);
+
 /** Closes the write side after the queued data is flushed (shutdown(SHUT_WR)). 0 or error. */
 int lc_transport_write_eof(lc_transport_t *t);
 
 /** True: stream sockets can write EOF. */
 bool lc_transport_can_write_eof(const lc_transport_t *t);
 
-/** Closes the transport: stops reading, flushes queued data, then closes the socket and calls
- *  connection_lost(0). Idempotent. Returns 0 or LC_EINVAL. */
+/** Closes the transport: stops reading, flushes queued data (nocopy buffers too, each callback
+ *  getting 0), then closes the socket and calls connection_lost(0). Idempotent. Returns 0 or
+ *  LC_EINVAL. */
 int lc_transport_close(lc_transport_t *t);
 
-/** Closes at once, dropping queued data; connection_lost(0) follows. Idempotent. */
+/** Closes at once, dropping queued data (pending nocopy writes get cb(LC_ECLOSED), after this
+ *  call returns and before connection_lost); connection_lost(0) follows. Idempotent. */
 int lc_transport_abort(lc_transport_t *t);
 
 /** True once close or abort was called, or the connection was lost. */
@@ -107,19 +153,20 @@ bool lc_transport_is_reading(const lc_transport_t *t);
  *  / resume_writing at once. */
 int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low);
 int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, size_t *high);
-/** Bytes queued and not yet written to the socket. */
+/** Bytes queued and not yet written to the socket: copied ones and nocopy ones alike. */
 size_t lc_transport_get_write_buffer_size(const lc_transport_t *t);
 
 /** Send timeout (nginx's send_timeout; not in asyncio): while data is queued (not yet taken by
  *  the socket) and no byte of it is taken for `seconds`, the transport is aborted: the queued
- *  data is dropped, the socket is reset (SO_LINGER 0, so the kernel drops what it holds too) and
- *  closed, and connection_lost gets LC_ESENDTIMEOUT. It applies while open and while close()
- *  flushes (a peer that never reads would otherwise keep a closing transport forever). The clock
- *  starts when data is first queued, again at every byte the socket takes, and again at this
- *  call. 0 disables it (the default); INFINITY is accepted and never fires. Costs nothing to
- *  writes the socket takes at once: one timer, armed only while data is queued and re-armed
- *  lazily when it fires. Any state (no effect once the connection is lost). Returns 0, or
- *  LC_EINVAL for a NULL t or a negative or NaN seconds. */
+ *  data is dropped (pending nocopy writes get cb(LC_ESENDTIMEOUT)), the socket is reset
+ *  (SO_LINGER 0, so the kernel drops what it holds too) and closed, and connection_lost gets
+ *  LC_ESENDTIMEOUT. It applies while open and while close() flushes (a peer that never reads
+ *  would otherwise keep a closing transport forever). The clock starts when data is first
+ *  queued, again at every byte the socket takes, and again at this call. 0 disables it (the
+ *  default); INFINITY is accepted and never fires. Costs nothing to writes the socket takes at
+ *  once: one timer, armed only while data is queued and re-armed lazily when it fires. Any state
+ *  (no effect once the connection is lost). Returns 0, or LC_EINVAL for a NULL t or a negative
+ *  or NaN seconds. */
 int lc_transport_set_send_timeout(lc_transport_t *t, double seconds);
 /** The send timeout in seconds; 0 when disabled (and for a NULL t). */
 double lc_transport_get_send_timeout(const lc_transport_t *t);
