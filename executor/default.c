@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/internal.h"
+#include "engine/executor_hooks.h"
 #include "executor/pool.h"
 #include "executor/queue_work.h"
 
@@ -93,8 +93,9 @@ static bool on_group_thread(void)
 /* The executor that lc_loop_run_in_executor(loop, NULL, ...) uses (rules 1-3 in the header). */
 int lc__executor_default(lc_loop_t *loop, lc_executor_t **out)
 {
-    if (loop->default_executor != NULL) {
-        *out = loop->default_executor;
+    lc_executor_t *set = lc__loop_default_executor(loop, NULL);
+    if (set != NULL) {
+        *out = set;
         return 0;
     }
     lc_loop_t *running;
@@ -104,8 +105,7 @@ int lc__executor_default(lc_loop_t *loop, lc_executor_t **out)
     int r = lc__executor_create_owned(loop, &ex);
     if (r != 0)
         return r;
-    loop->default_executor = ex;
-    loop->default_executor_release = lc__executor_release_owned;
+    lc__loop_set_default_executor(loop, ex, lc__executor_release_owned);
     *out = ex;
     return 0;
 }
@@ -114,18 +114,17 @@ int lc_loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex)
 {
     if (loop == NULL)
         return LC_EINVAL;
-    if (lc_loop_is_closed(loop))
-        return LC_ECLOSED;
-    int r = lc__loop_check_thread(loop, "set_default_executor");
+    int r = lc__loop_check_call(loop, "set_default_executor");
     if (r != 0)
         return r;
-    if (loop->default_executor_release != NULL) {
+    bool owned;
+    lc_executor_t *old = lc__loop_default_executor(loop, &owned);
+    if (owned) {
         /* Let go of the owned one: it shuts down without waiting and its queued jobs still run
          * and deliver (the loop stays open); from now on the unowned rules apply to it. */
-        lc__executor_let_go(loop->default_executor);
+        lc__executor_let_go(old);
     }
-    loop->default_executor = ex;
-    loop->default_executor_release = NULL;
+    lc__loop_set_default_executor(loop, ex, NULL);
     return 0;
 }
 

@@ -905,9 +905,8 @@ int lc__executor_create_owned(lc_loop_t *loop, lc_executor_t **out)
  * (after(req, LC_ECLOSED) here); jobs held by workers are orphaned (their orphan hooks run here,
  * under mu; their workers hand the outcomes over when the work returns); outcomes the closed loop
  * refused are handed over here. */
-void lc__executor_release_owned(void *p)
+void lc__executor_release_owned(lc_executor_t *ex)
 {
-    lc_executor_t *ex = p;
     close_submissions(ex);
     pthread_mutex_lock(&ex->mu);
     ex->shutdown = true;

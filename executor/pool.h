@@ -152,9 +152,9 @@ void lc__executor_unref(lc_executor_t *ex);
  * lc_executor_create(). */
 int lc__executor_create_owned(lc_loop_t *loop, lc_executor_t **out);
 
-/* The owned executor's release, on the thread that closes its loop (see pool.c). Takes the loop's
- * reference. */
-void lc__executor_release_owned(void *ex);
+/* The owned executor's release, on the thread that closes its loop (see pool.c): the loop's
+ * lc__executor_release_fn (engine/executor_hooks.h). Takes the loop's reference. */
+void lc__executor_release_owned(lc_executor_t *ex);
 
 /* The owner loop lets go of its executor while it stays open (lc_loop_set_default_executor): ex
  * shuts down without waiting, its queued jobs still run and deliver, and from now on the unowned

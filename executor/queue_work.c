@@ -6,16 +6,14 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "engine/internal.h"
+#include "engine/executor_hooks.h"
 #include "executor/pool.h"
 #include "executor/queue_work.h"
 
 /* Declared in queue_work.h. */
 int lc__executor_resolve(lc_loop_t *loop, lc_executor_t **ex)
 {
-    if (lc_loop_is_closed(loop))
-        return LC_ECLOSED;
-    int r = lc__loop_check_thread(loop, "run_in_executor");
+    int r = lc__loop_check_call(loop, "run_in_executor");
     if (r != 0)
         return r;
     if (*ex == NULL)
