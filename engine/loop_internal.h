@@ -216,6 +216,10 @@ struct lc_loop_s {
     lc_executor_t *default_executor;
     lc__executor_release_fn default_executor_release;
 
+    /* The loop group that made this loop (engine/group_hooks.h), or NULL. Written once, before
+     * the group hands the loop to anyone; the engine never looks inside. */
+    lc_group_t *group;
+
     /* One for the user (dropped by lc_loop_free) plus one per live future. */
     uint32_t refs;
 

@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "engine/executor_hooks.h"
 #include "executor/pool.h"
@@ -77,19 +76,6 @@ int lc_executor_default_shutdown(bool cancel_pending)
     return 0;
 }
 
-/* True if the calling thread is a loop group's loop thread (named "lc-loop-<i>" by
- * lc_group_start(), see group.h). Cached per thread: the name is read from the kernel. */
-static bool on_group_thread(void)
-{
-    static __thread signed char cached = -1;
-    if (cached < 0) {
-        char name[32] = "";
-        cached = pthread_getname_np(pthread_self(), name, sizeof(name)) == 0 &&
-                 strncmp(name, "lc-loop-", 8) == 0;
-    }
-    return cached > 0;
-}
-
 /* The executor that lc_loop_run_in_executor(loop, NULL, ...) uses (rules 1-3 in the header). */
 int lc__executor_default(lc_loop_t *loop, lc_executor_t **out)
 {
@@ -98,8 +84,7 @@ int lc__executor_default(lc_loop_t *loop, lc_executor_t **out)
         *out = set;
         return 0;
     }
-    lc_loop_t *running;
-    if (lc_get_running_loop(&running) == 0 && running == loop && on_group_thread())
+    if (lc_loop_group(loop) != NULL) /* a group's loop, whichever thread runs it */
         return get_shared_default(out);
     lc_executor_t *ex;
     int r = lc__executor_create_owned(loop, &ex);
