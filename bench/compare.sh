@@ -3,8 +3,11 @@
 # Compares two commits' benchmarks in one run, so that a refactor or a feature can show what it
 # costs. Builds both commits with -c opt in temporary git worktrees (git worktree add --detach;
 # HEAD defaults to this checkout's HEAD; the working tree's uncommitted changes are not part of
-# it), copies the benchmark binaries out, then runs each micro-benchmark alternately, BASE, HEAD,
-# BASE, HEAD, ..., for COMPARE_ROUNDS rounds (default 5), with short settings and no Python peers:
+# it), copies the benchmark binaries out, then runs each micro-benchmark alternately for
+# COMPARE_ROUNDS rounds (default 5): BASE then HEAD in odd rounds, HEAD then BASE in even ones
+# (B H H B B H ...: the second of two back-to-back runs of threadsafe_bench came out slower in 4 of
+# 5 rounds of a run that compared a commit with itself, and a fixed order would have charged that
+# to HEAD). Short settings and no Python peers:
 #   loop_bench --no-python                                  (N = 1,000,000: a smaller N fits in
 #                                                            the caches and measures another regime)
 #   threadsafe_bench --no-python --reps 1 --total 1000000 --samples 1000
@@ -195,7 +198,9 @@ declare -A failed
 for r in $(seq 1 "$rounds"); do
     for b in "${run[@]}"; do
         [ -z "${failed[$b]:-}" ] || continue
-        for side in "${sides[@]}"; do
+        order=(base head)
+        [ $((r % 2)) -eq 1 ] || order=(head base)
+        for side in "${order[@]}"; do
             out=$work/out.$b.$side.$r
             # shellcheck disable=SC2086 # the arguments are words
             if ! "$work/bin/$side/$b" ${bench_args[$b]} > "$out" 2> "$out.err"; then
@@ -225,7 +230,9 @@ for r in $(seq 1 "$rounds"); do
         done
     done
     if [ "$with_echo" -eq 1 ]; then
-        for side in "${sides[@]}"; do
+        order=(base head)
+        [ $((r % 2)) -eq 1 ] || order=(head base)
+        for side in "${order[@]}"; do
             if ! res=$(lc_echo_round "$lcbench" "${echo_pid[$side]}" "${echo_port[$side]}" \
                 "$echo_size" "$echo_conns" "$echo_duration"); then
                 echo "compare: lcbench against ${label[$side]}'s echo_server failed: no echo" \
@@ -251,8 +258,8 @@ echo "compare: load average at the end $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 }
 echo "BASE ${sha[base]:0:10} $(git log -1 --format=%s "${sha[base]}" | cut -c1-60)"
 echo "HEAD ${sha[head]:0:10} $(git log -1 --format=%s "${sha[head]}" | cut -c1-60)"
-echo "$rounds rounds, BASE and HEAD alternately; ratio = HEAD/BASE of the medians, spread = the" \
-    "rounds' HEAD/BASE (min..max)"
+echo "$rounds rounds, BASE and HEAD alternately (B H H B ...); ratio = HEAD/BASE of the medians," \
+    "spread = the rounds' HEAD/BASE (min..max)"
 awk -v rounds="$rounds" '
     function median(s, f,    n, i, j, x, a) {
         n = 0
@@ -273,7 +280,7 @@ awk -v rounds="$rounds" '
         v[$1, $3, $2] = $4
     }
     END {
-        fmt = "%-" w "s %-16s %14s %14s %9s %13s  %s\n"
+        fmt = "%-" w "s %-16s %14s %14s %9s %15s  %s\n"
         printf fmt, "figure", "unit", "BASE", "HEAD", "HEAD/BASE", "spread", "better"
         for (k = 1; k <= nf; k++) {
             f = order[k]; b = median("base", f); h = median("head", f)
