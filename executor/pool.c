@@ -80,18 +80,18 @@
  * is what the rule "B > 0: a busy worker pops again within microseconds" needs.
  *
  * Where workers run. A thread inherits its creator's affinity mask, and the workers of a group's
- * shared executor are started by the group's loop threads, each pinned to one CPU: so a worker
- * gets the process's mask instead (its main thread's, process_cpus()), not its creator's.
- * Inherited, it would share one loop's CPU for good and every round trip would pay a sleep and a
- * wake-up (9 us instead of 0.8 on a two-CPU VM). The kernel still tends to wake a thread on its
- * waker's CPU: once a worker that slept between the jobs of a loop woke on that loop's CPU, its
- * later wake-ups mostly put it there again even with the other CPU idle (measured: 95% of them),
- * and spinning there it takes the CPU from the very thread that submits the next job, which
- * cannot move away when it is a pinned loop. So a worker that is about to spin or pace (see
- * "Pacing") on the CPU that its last job was submitted from (sched_getcpu() at the submission,
- * kept in the job) first moves to another CPU of the mask (leave_cpu): a narrowed mask migrates
- * it at once, and the full mask is restored right after. This is rare (a few hundred moves in a
- * whole executor_bench run).
+ * shared executor are started by the group's loop threads, each pinned to one CPU: so a worker gets
+ * the process's mask instead (its main thread's, process_cpus()), not its creator's. Inherited, it
+ * would share one loop's CPU for good and every round trip would pay a sleep and a wake-up (an
+ * order of magnitude slower: bench/RESULTS.md, executor_bench). The kernel still tends to wake a
+ * thread on its waker's CPU: once a worker that slept between the jobs of a loop woke on that
+ * loop's CPU, its later wake-ups nearly always put it there again even with the other CPU idle
+ * (measured: the same section), and spinning there it takes the CPU from the very thread that
+ * submits the next job, which cannot move away when it is a pinned loop. So a worker that is about
+ * to spin or pace (see "Pacing") on the CPU that its last job was submitted from (sched_getcpu() at
+ * the submission, kept in the job) first moves to another CPU of the mask (leave_cpu): a narrowed
+ * mask migrates it at once, and the full mask is restored right after. This is rare
+ * (bench/RESULTS.md, executor_bench).
  *
  * Closing. The closed bit is set with a seq_cst RMW, followed by a read of submitted, as a
  * worker's transition; a submission checks the bit before its push and again after its count. One
@@ -141,8 +141,9 @@
 #define SPIN_MIN_NS 2000u
 #define SPIN_PROBE_SLEEPS 32u
 /* Pacing (see the top): a busy worker whose last batch of short jobs held more than one job but
- * did not fill up looks at the queue again no sooner than this after its previous look. At a
- * loop's pace of one submission per 50-100 ns that gathers a few dozen jobs, about BATCH_MAX. */
+ * did not fill up looks at the queue again no sooner than this after its previous look: at the
+ * pace a loop submits at (bench/RESULTS.md, executor_bench) that gathers a few dozen jobs, about
+ * BATCH_MAX. */
 #define PACE_NS 3000.0
 /* The most distinct loops whose outcomes one batch sends as chains; more go one by one. */
 #define CHAINS_MAX 8
