@@ -336,7 +336,7 @@ static void test_executor_bad_arguments(void **state)
     assert_int_equal(lc_executor_shutdown(NULL, true, true), LC_EINVAL);
     assert_int_equal(lc_executor_get_stats(NULL, NULL), LC_EINVAL);
     lc_executor_t *ex = (lc_executor_t *)&ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 100000}),
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 100000}),
                      LC_EINVAL);
     assert_null(ex);
     assert_null(lc_executor_current());
@@ -367,10 +367,10 @@ static void test_executor_lazy_workers_names_and_max(void **state)
     assert_int_equal(lc_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.max_workers, default_max_workers());
     assert_int_equal(st.workers, 0);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
 
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 3,
-                                                                 .thread_name_prefix = "mypool"}),
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 3,
+                                                                   .thread_name_prefix = "mypool"}),
                      0);
     assert_int_equal(lc_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.max_workers, 3);
@@ -396,7 +396,7 @@ static void test_executor_lazy_workers_names_and_max(void **state)
     assert_int_equal(lc_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.completed, 5);
     assert_int_equal(st.workers, 3);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -406,7 +406,7 @@ static void test_executor_full_queue_is_eagain(void **state)
     reset_globals();
     lc_executor_t *ex;
     assert_int_equal(
-        lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1, .max_queued = 2}), 0);
+        lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1, .max_queued = 2}), 0);
     lc_future_t *futs[4] = {0};
     assert_int_equal(lc_loop_run_in_executor(loop, ex, gated_job, NULL, &futs[0]), 0);
     run_until_count(loop, &g_started, 1); /* the worker took it: the queue is empty again */
@@ -428,7 +428,7 @@ static void test_executor_full_queue_is_eagain(void **state)
     assert_int_equal(lc_loop_run_in_executor(loop, ex, counting_job, NULL, &again[0]), 0);
     run_until_done(loop, again);
     lc_future_unref(again[0]);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -440,7 +440,7 @@ static void test_executor_short_job_not_stuck_behind_long_one(void **state)
     reset_globals();
     lc_executor_t *ex;
     assert_int_equal(
-        lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 2, .spin_budget = -1}), 0);
+        lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 2, .spin_budget = -1}), 0);
     /* Teach the executor that jobs are short. */
     lc_future_t *warm[201] = {0};
     for (int i = 0; i < 200; i++)
@@ -469,7 +469,7 @@ static void test_executor_short_job_not_stuck_behind_long_one(void **state)
     assert_int_equal(lc_future_result(a, &result), 0);
     free(result);
     lc_future_unref(a);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -480,7 +480,7 @@ static void test_executor_cancel_before_start_never_runs(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *a, *b;
     assert_int_equal(lc_loop_run_in_executor(loop, ex, gated_job, NULL, &a), 0);
     run_until_count(loop, &g_started, 1); /* a holds the only worker */
@@ -510,7 +510,7 @@ static void test_executor_cancel_before_start_never_runs(void **state)
     lc_future_unref(b);
     /* The workers are gone after this; b's message may still wait in the loop's queue, and the
      * loop's close (teardown) hands it back. */
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -519,7 +519,7 @@ static void test_executor_cancel_after_start_discards_result(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *a;
     assert_int_equal(
         lc_loop_run_in_executor_dtor(loop, ex, gated_job, (void *)42, counting_dtor, &a), 0);
@@ -532,7 +532,7 @@ static void test_executor_cancel_after_start_discards_result(void **state)
     assert_true(lc_future_cancelled(a));
     assert_int_equal(lc_future_result(a, NULL), LC_ECANCELLED);
     lc_future_unref(a);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -544,7 +544,7 @@ static void test_executor_cancel_in_the_outcomes_batch(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *a;
     assert_int_equal(
         lc_loop_run_in_executor_dtor(loop, ex, gated_job, (void *)7, counting_dtor, &a), 0);
@@ -559,7 +559,7 @@ static void test_executor_cancel_in_the_outcomes_batch(void **state)
     run_until_count(loop, &g_dtors, 1);
     assert_true(lc_future_cancelled(a));
     lc_future_unref(a);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -582,7 +582,7 @@ static void shutdown_with_running_and_pending(lc_loop_t *loop, bool cancel_pendi
 {
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *futs[4] = {0};
     assert_int_equal(
         lc_loop_run_in_executor_dtor(loop, ex, gated_job, (void *)1, counting_dtor, &futs[0]), 0);
@@ -643,7 +643,7 @@ static void shutdown_with_running_and_pending(lc_loop_t *loop, bool cancel_pendi
     assert_int_equal(lc_loop_run_in_executor(loop, ex, counting_job, NULL, &after), LC_ECLOSED);
     assert_null(after);
     assert_int_equal(atomic_load(&g_dtors), 0); /* every result was delivered */
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -676,7 +676,7 @@ static void test_executor_shutdown_wait_from_a_worker_is_ebusy(void **state)
     assert_int_equal(lc_future_result(futs[0], &result), 0);
     assert_int_equal((int)(intptr_t)result, LC_EBUSY);
     lc_future_unref(futs[0]);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
 }
 
 /* Closing a loop shuts down the executor it owns without waiting: running jobs finish on their
@@ -790,7 +790,7 @@ static void test_executor_queue_work_cancel_before_start(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     _Atomic unsigned done = 0;
     sq_t a = {.in = 2, .gated = true, .done = &done}, b = {.in = 3, .done = &done};
     assert_int_equal(lc_loop_queue_work(loop, ex, &a.req, sq_work, sq_after), 0);
@@ -803,7 +803,7 @@ static void test_executor_queue_work_cancel_before_start(void **state)
     assert_int_equal(a.out, 4);
     assert_int_equal(b.status, LC_ECANCELLED);
     assert_false(b.ran);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -815,7 +815,7 @@ static void test_executor_queue_work_close_hands_back(void **state)
     reset_globals();
     gate_open(&g_gate);
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 2}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 2}), 0);
     _Atomic unsigned done = 0;
     sq_t qs[3] = {{.in = 1, .done = &done}, {.in = 2, .done = &done}, {.in = 3, .done = &done}};
     for (int i = 0; i < 3; i++)
@@ -829,7 +829,7 @@ static void test_executor_queue_work_close_hands_back(void **state)
         assert_int_equal(qs[i].status, LC_ECLOSED);
         assert_true(qs[i].after_on_test_thread); /* the closing thread */
     }
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -910,7 +910,7 @@ static void test_executor_set_default_executor(void **state)
     assert_int_equal(lc_loop_set_default_executor(loop, NULL), 0); /* back to the rule */
     lc_executor_t *fresh = executor_of_default(loop);
     assert_ptr_not_equal(fresh, custom);
-    assert_int_equal(lc_executor_destroy(custom), 0);
+    assert_int_equal(lc_executor_free(custom), 0);
 }
 
 /* ---- Loop groups ----------------------------------------------------------------------------- */
@@ -991,7 +991,8 @@ static void run_group_jobs(lc_executor_t *set_default)
     assert_non_null(ctx);
     pthread_mutex_init(&ctx->mu, NULL);
     pthread_cond_init(&ctx->cv, NULL);
-    assert_int_equal(lc_group_create(&ctx->g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&ctx->g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}),
+                     0);
     if (set_default != NULL)
         assert_int_equal(lc_group_set_default_executor(ctx->g, set_default), 0);
     assert_int_equal(lc_group_start(ctx->g), 0);
@@ -1035,9 +1036,10 @@ static void test_executor_group_set_default_executor(void **state)
 {
     (void)state;
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "grp"}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.thread_name_prefix = "grp"}),
+                     0);
     run_group_jobs(ex);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
 }
 
 /* ---- Where workers run ------------------------------------------------------------------------
@@ -1131,8 +1133,8 @@ static void test_executor_workers_of_a_pinned_loop_use_every_cpu(void **state)
     pthread_cond_init(&c->cv, NULL);
     lc_group_t *g;
     assert_int_equal(
-        lc_group_create(&g,
-                        &(lc_group_opts){.nloops = 1, .on_start = pinned_start, .on_start_arg = c}),
+        lc_group_create(
+            &g, &(lc_group_opts_t){.nloops = 1, .on_start = pinned_start, .on_start_arg = c}),
         0);
     assert_int_equal(lc_group_start(g), 0);
     pthread_mutex_lock(&c->mu);

@@ -184,7 +184,7 @@ static void test_group_explicit_cpus_wrap_around_and_pin(void **state)
 
     lc_group_t *g = NULL;
     assert_int_equal(
-        lc_group_create(&g, &(lc_group_opts){.nloops = n, .cpus = list, .ncpus = (size_t)navail}),
+        lc_group_create(&g, &(lc_group_opts_t){.nloops = n, .cpus = list, .ncpus = (size_t)navail}),
         0);
     assert_int_equal(lc_group_size(g), n);
     for (unsigned i = 0; i < n; i++)
@@ -213,14 +213,15 @@ static void test_group_explicit_cpus_wrap_around_and_pin(void **state)
     assert_int_equal(lc_group_free(g), 0);
 }
 
-static void test_group_no_pin_and_spin_budget_options(void **state)
+static void test_group_unpinned_and_spin_budget_options(void **state)
 {
     (void)state;
     int avail[CPU_SETSIZE];
     int navail = affinity_list(avail, CPU_SETSIZE);
     lc_group_t *g = NULL;
     assert_int_equal(
-        lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true, .spin_budget = 1e-3}), 0);
+        lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true, .spin_budget = 1e-3}),
+        0);
     assert_int_equal(lc_group_cpu(g, 0), -1);
     assert_int_equal(lc_group_cpu(g, 1), -1);
     assert_true(fabs(lc_loop_get_spin_budget(lc_group_loop(g, 1)) - 1e-3) < 1e-12);
@@ -231,7 +232,7 @@ static void test_group_no_pin_and_spin_budget_options(void **state)
     assert_string_equal(s.name, "lc-loop-1");
     assert_int_equal(lc_group_free(g), 0);
 
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1, .spin_budget = -1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1, .spin_budget = -1}), 0);
     assert_true(lc_loop_get_spin_budget(lc_group_loop(g, 0)) == 0.0);
     assert_int_equal(lc_group_free(g), 0);
 }
@@ -283,7 +284,8 @@ static void test_group_start_hook_runs_first_on_its_loop_thread(void **state)
     assert_non_null(hs);
     lc_group_t *g = NULL;
     assert_int_equal(
-        lc_group_create(&g, &(lc_group_opts){.nloops = 3, .on_start = hook_fn, .on_start_arg = hs}),
+        lc_group_create(&g,
+                        &(lc_group_opts_t){.nloops = 3, .on_start = hook_fn, .on_start_arg = hs}),
         0);
     hs->g = g;
     /* Work queued before start, in both ways, must wait for the hook. */
@@ -368,7 +370,7 @@ static void test_group_submit_resolves_on_origin_loop(void **state)
     assert_non_null(ss);
     waiter_init(&ss->done);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     ss->g = g;
     assert_int_equal(lc_group_start(g), 0);
     pthread_t t0;
@@ -428,7 +430,7 @@ static void test_group_submit_wait_from_main_thread(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     assert_int_equal(lc_group_start(g), 0);
 
     seen_t s;
@@ -518,7 +520,7 @@ static void test_group_broadcast_reaches_every_loop_once(void **state)
     waiter_init(&bs->done);
     const unsigned n = 4;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = n}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = n}), 0);
     bs->g = g;
     assert_int_equal(lc_group_start(g), 0);
 
@@ -622,7 +624,7 @@ static void test_group_ping_pong_10000_submits(void **state)
     assert_non_null(pp);
     waiter_init(&pp->done);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     pp->g = g;
     assert_int_equal(lc_group_start(g), 0);
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 0), pingpong_start_fn, pp, NULL), 0);
@@ -670,7 +672,7 @@ static void test_group_submit_to_self_and_to_closed_loop(void **state)
     assert_int_equal(lc_new_event_loop(&st.closed_target), 0);
     assert_int_equal(lc_loop_close(st.closed_target), 0);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1}), 0);
     assert_int_equal(lc_group_start(g), 0);
     void *res = NULL;
     assert_int_equal(
@@ -729,7 +731,7 @@ static void test_group_submit_to_loop_closed_before_it_ran(void **state)
     waiter_init(&hb->ss.done);
     assert_int_equal(lc_new_event_loop(&hb->target), 0); /* never runs */
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1}), 0);
     assert_int_equal(lc_group_start(g), 0);
     pthread_t t0;
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 0), thread_fn, &t0, NULL), 0);
@@ -773,7 +775,7 @@ static void test_group_stop_from_inside_a_loop(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 3}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 3}), 0);
     assert_int_equal(lc_group_start(g), 0);
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 1), stop_group_fn, g, NULL), 0);
     assert_int_equal(lc_group_join(g), 0);
@@ -805,19 +807,19 @@ static void test_group_lifecycle_errors_and_free_without_start(void **state)
     assert_int_equal(lc_group_create(NULL, NULL), LC_EINVAL);
     lc_group_t *g = (lc_group_t *)1;
     int cpus[2] = {-1, 0};
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 0}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 0}), LC_EINVAL);
     assert_null(g);
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.ncpus = 2}), LC_EINVAL);
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 2}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.ncpus = 2}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 2}), LC_EINVAL);
     cpus[0] = CPU_SETSIZE;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 1}), LC_EINVAL);
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.spin_budget = NAN}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 1}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.spin_budget = NAN}), LC_EINVAL);
     cpu_set_t set;
     sched_getaffinity(0, sizeof(set), &set);
     for (int c = 0; c < CPU_SETSIZE; c++) {
         if (!CPU_ISSET(c, &set)) { /* a CPU this process may not use */
             cpus[0] = c;
-            assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 1}),
+            assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 1}),
                              LC_EINVAL);
             break;
         }
@@ -832,7 +834,7 @@ static void test_group_lifecycle_errors_and_free_without_start(void **state)
     assert_int_equal(lc_group_index(NULL, NULL), -1);
 
     /* Free without start: queued work is discarded or handed back, exactly once. */
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     assert_null(lc_group_loop(g, 2));
     assert_int_equal(lc_group_cpu(g, 2), LC_EINVAL);
     lc_loop_t *other = NULL;
@@ -862,7 +864,7 @@ static void test_group_lifecycle_errors_and_free_without_start(void **state)
     }
 
     /* Stop before start forbids the start. */
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1}), 0);
     assert_int_equal(lc_group_stop(g), 0);
     assert_int_equal(lc_group_start(g), LC_EINVALIDSTATE);
     assert_int_equal(lc_group_join(g), LC_EINVALIDSTATE);
@@ -999,7 +1001,7 @@ static void test_group_shutdown_with_messages_in_flight(void **state)
         lc_group_t *g = NULL;
         assert_int_equal(
             lc_group_create(
-                &g, &(lc_group_opts){.nloops = 2, .on_start = chain_hook, .on_start_arg = sd}),
+                &g, &(lc_group_opts_t){.nloops = 2, .on_start = chain_hook, .on_start_arg = sd}),
             0);
         sd->g = g;
         pthread_t producers[SHUTDOWN_PRODUCERS];
@@ -1105,7 +1107,7 @@ static void test_group_free_resolves_submits_caught_by_shutdown(void **state)
     caught_t *c = calloc(1, sizeof(*c));
     assert_non_null(c);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 3}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 3}), 0);
     c->g = g;
     assert_int_equal(lc_group_start(g), 0);
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 1), stop_then_submit_fn, c, NULL), 0);
@@ -1146,7 +1148,7 @@ static void test_group_start_stop_100_times(void **state)
     (void)state;
     for (int round = 0; round < 100; round++) {
         lc_group_t *g = NULL;
-        assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+        assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
         assert_int_equal(lc_group_start(g), 0);
         atomic_uint ran = 0;
         assert_int_equal(lc_group_broadcast_wait(g, count_loop_fn, &ran), 0);
@@ -1166,7 +1168,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_explicit_cpus_wrap_around_and_pin, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_group_no_pin_and_spin_budget_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_unpinned_and_spin_budget_options, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_group_start_hook_runs_first_on_its_loop_thread, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_submit_resolves_on_origin_loop, setup, teardown),
