@@ -195,8 +195,10 @@ static int servers_up(void **state)
 static int servers_down(void **state)
 {
     (void)state;
-    for (int k = 0; k < SRV_COUNT; k++)
+    for (int k = 0; k < SRV_COUNT; k++) {
         lc_group_server_close(servers[k]);
+        lc_group_server_free(servers[k]);
+    }
     lc_group_free(srv_group);
     return 0;
 }
