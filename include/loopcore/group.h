@@ -1,8 +1,9 @@
 /* loopcore loop groups (one loop per core) and cross-loop calls with results.
  *
- * A group owns N loops, each run by its own thread, each thread pinned to one CPU. The loops keep
- * running between batches of work: a loop of a started group leaves lc_loop_run_forever() only
- * when lc_group_stop() posts it a stop. Life cycle:
+ * A group owns N loops, each run by its own thread, each thread pinned to one CPU (unless the
+ * group is made with .unpinned). The loops keep running between batches of work: a loop of a
+ * started group leaves lc_loop_run_forever() only when lc_group_stop() posts it a stop. Life
+ * cycle (the group's close is stop + join, threading's verbs; see the object model, loopcore.h):
  *
  *   lc_group_create()  makes the loops (no threads yet). The loops exist and accept posts.
  *   lc_group_start()   starts one thread per loop; returns once every loop runs and ran its hook.
@@ -75,7 +76,8 @@ typedef struct lc_group_opts_s {
                         process may run on (sched_getaffinity), ascending. Each must be in the
                         process's affinity mask. Read during create only. */
     size_t ncpus;    /* entries in cpus (0 if and only if cpus is NULL) */
-    bool unpinned;   /* true: do not pin the threads (lc_group_cpu() gives -1) */
+    bool unpinned;   /* true: the threads are not pinned (lc_group_cpu() gives -1); default:
+                        each thread pinned to its CPU */
     lc_group_start_fn on_start; /* per-loop start hook, or NULL */
     void *on_start_arg;
     double spin_budget; /* seconds; 0: LC_GROUP_DEFAULT_SPIN; negative: no spin */

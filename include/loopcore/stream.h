@@ -196,7 +196,8 @@ typedef struct lc_connection_opts_s {
     int sock;
     const char *local_host; /* local_addr: bind before connecting (port 0 if local_port 0) */
     int local_port;
-    bool nagle; /* TCP_NODELAY is on by default (asyncio since 3.6) */
+    bool nagle; /* true: Nagle's algorithm on (no TCP_NODELAY); default: TCP_NODELAY, as
+                   asyncio does since 3.6 */
     bool ssl;   /* TLS: not supported yet, returns LC_ENOTSUP */
     const char *server_hostname;
     double ssl_handshake_timeout;
@@ -218,7 +219,8 @@ typedef struct lc_unix_opts_s {
     bool use_sock; /* wrap sock instead (connected, or bound for a server) */
     int sock;
     int backlog;       /* servers: 0 means 100 */
-    bool start_paused; /* servers: do not listen yet */
+    bool start_paused; /* servers: bound, not listening until lc_server_start_serving()
+                          (asyncio's start_serving=False) */
 } lc_unix_opts_t;
 
 /** As create_connection, on a Unix stream socket. */
@@ -245,9 +247,11 @@ typedef struct lc_server_opts_s {
     bool use_sock;
     int sock;                  /* an already bound socket to serve */
     int backlog;               /* 0 means 100 */
-    bool exclusive_address;    /* SO_REUSEADDR is on by default */
+    bool exclusive_address;    /* true: no SO_REUSEADDR (asyncio's reuse_address=False);
+                                  default: SO_REUSEADDR */
     bool reuse_port;           /* SO_REUSEPORT */
-    bool start_paused;         /* bound but not listening until lc_server_start_serving() */
+    bool start_paused;         /* bound but not listening until lc_server_start_serving()
+                                  (asyncio's start_serving=False) */
     bool ssl;                  /* TLS: not supported yet, returns LC_ENOTSUP */
     double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
 } lc_server_opts_t;
