@@ -235,7 +235,7 @@ int main(int argc, char **argv)
     unsigned loops = 0;
     int port = 8080;
     const char *host = "127.0.0.1";
-    lc_group_server_mode mode = LC_GROUP_SERVER_REUSEPORT;
+    lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
     bool quiet = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -286,14 +286,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     lc_group_t *g = NULL;
-    int r = lc_group_create(&g, &(lc_group_opts){.nloops = loops, .on_start = on_loop_start});
+    int r = lc_group_create(&g, &(lc_group_opts_t){.nloops = loops, .on_start = on_loop_start});
     if (r == 0)
         r = lc_group_start(g);
     lc_group_server_t *gs = NULL;
     if (r == 0)
         r = lc_group_create_server(
             g, http_factory, NULL,
-            &(lc_group_server_opts){.host = host, .port = port, .backlog = 4096, .mode = mode},
+            &(lc_group_server_opts_t){.host = host, .port = port, .backlog = 4096, .mode = mode},
             &gs);
     if (r != 0) {
         fprintf(stderr, "http_server: %s\n", lc_strerror(r));
@@ -308,6 +308,7 @@ int main(int argc, char **argv)
     sigwait(&sigs, &sig);
     lc_group_server_close(gs);
     lc_group_broadcast_wait(g, loop_shutdown, NULL);
+    lc_group_server_free(gs);
     lc_group_free(g);
     return 0;
 }

@@ -29,7 +29,7 @@ void lc__loop_set_group(lc_loop_t *loop, lc_group_t *g);
  * the fd, or a negative error (nothing is left open). Any thread.
  *
  * The one place where the engine's servers (lc_loop_create_server) and the group servers make
- * their sockets. Not public: lc_server_opts already offers what a user needs (reuse_port, and
+ * their sockets. Not public: lc_server_opts_t already offers what a user needs (reuse_port, and
  * use_sock for a socket of their own), and asyncio has no such call. The group server needs it
  * because it binds every loop's socket up front, on the caller's thread, before any loop serves
  * (with port 0 the first bind picks the port that the others reuse). */

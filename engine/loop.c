@@ -75,7 +75,7 @@ void lc__handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
     }
     /* acquire: if the count is 1 the loop holds the only reference and nobody can take a new
      * one, so no RMW is needed; the acquire pairs with the release half of a user's
-     * lc_handle_release() on another thread, so the user's last use happens-before our free.
+     * lc_handle_unref() on another thread, so the user's last use happens-before our free.
      * Otherwise acq_rel: the same pairing in both directions. */
     if (atomic_load_explicit(&h->q.refs, memory_order_acquire) == 1 ||
         atomic_fetch_sub_explicit(&h->q.refs, 1, memory_order_acq_rel) == 1)
@@ -470,7 +470,18 @@ int lc_handle_when(const lc_handle_t *h, double *when)
     return 0;
 }
 
-void lc_handle_release(lc_handle_t *h)
+lc_handle_t *lc_handle_ref(lc_handle_t *h)
+{
+    /* relaxed: the caller holds a reference, so the count cannot reach zero meanwhile, and a new
+     * reference publishes nothing (the release half of each later drop orders the uses). It also
+     * keeps lc__handle_loop_unref's shortcut sound: a count of 1 held by the loop means no user
+     * holds one, and without one nobody can add one. */
+    if (h != NULL)
+        atomic_fetch_add_explicit(&h->q.refs, 1, memory_order_relaxed);
+    return h;
+}
+
+void lc_handle_unref(lc_handle_t *h)
 {
     if (h == NULL)
         return;

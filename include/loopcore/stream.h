@@ -196,11 +196,12 @@ typedef struct lc_connection_opts_s {
     int sock;
     const char *local_host; /* local_addr: bind before connecting (port 0 if local_port 0) */
     int local_port;
-    bool no_delay_off; /* TCP_NODELAY is on by default (asyncio since 3.6) */
-    bool ssl;          /* TLS: not supported yet, returns LC_ENOTSUP */
+    bool nagle; /* true: Nagle's algorithm on (no TCP_NODELAY); default: TCP_NODELAY, as
+                   asyncio does since 3.6 */
+    bool ssl;   /* TLS: not supported yet, returns LC_ENOTSUP */
     const char *server_hostname;
     double ssl_handshake_timeout;
-} lc_connection_opts;
+} lc_connection_opts_t;
 
 /** Opens a TCP connection: resolves host:port (off the loop thread), tries each address in turn
  *  until one connects, makes the protocol with factory(factory_arg), calls connection_made, and
@@ -208,7 +209,7 @@ typedef struct lc_connection_opts_s {
  *  The future fails with the last connect error (or the resolver's). Returns 0 (then *fut holds
  *  one reference for the caller), LC_EINVAL, LC_ENOTSUP (ssl), LC_ECLOSED, LC_ENOMEM. */
 int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                              const lc_connection_opts *opts, lc_future_t **fut);
+                              const lc_connection_opts_t *opts, lc_future_t **fut);
 
 /* create_unix_connection / create_unix_server's path: a filesystem path, or an abstract name
  * starting with '\0' (then path_len says its length; 0 means strlen(path)). */
@@ -217,13 +218,15 @@ typedef struct lc_unix_opts_s {
     size_t path_len;
     bool use_sock; /* wrap sock instead (connected, or bound for a server) */
     int sock;
-    int backlog;           /* servers: 0 means 100 */
-    bool no_start_serving; /* servers: do not listen yet */
-} lc_unix_opts;
+    int backlog;       /* servers: 0 means 100 */
+    bool start_paused; /* servers: bound, not listening until lc_server_start_serving()
+                          (asyncio's start_serving=False) */
+} lc_unix_opts_t;
 
 /** As create_connection, on a Unix stream socket. */
 int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                   void *factory_arg, const lc_unix_opts *opts, lc_future_t **fut);
+                                   void *factory_arg, const lc_unix_opts_t *opts,
+                                   lc_future_t **fut);
 
 /** Wraps an accepted (connected) socket fd in a transport with a new protocol, as
  *  create_connection does; the transport owns fd from then on (even on failure it is closed).
@@ -244,28 +247,30 @@ typedef struct lc_server_opts_s {
     bool use_sock;
     int sock;                  /* an already bound socket to serve */
     int backlog;               /* 0 means 100 */
-    bool no_reuse_address;     /* SO_REUSEADDR is on by default */
+    bool exclusive_address;    /* true: no SO_REUSEADDR (asyncio's reuse_address=False);
+                                  default: SO_REUSEADDR */
     bool reuse_port;           /* SO_REUSEPORT */
-    bool no_start_serving;     /* bound but not listening until lc_server_start_serving() */
+    bool start_paused;         /* bound but not listening until lc_server_start_serving()
+                                  (asyncio's start_serving=False) */
     bool ssl;                  /* TLS: not supported yet, returns LC_ENOTSUP */
     double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
-} lc_server_opts;
+} lc_server_opts_t;
 
 /** Creates a TCP server and resolves *fut with its lc_server_t * (owned by the caller: release it
  *  with lc_server_free). Hosts are resolved off the loop thread; each address gets a socket with
  *  SO_REUSEADDR (and SO_REUSEPORT if asked; IPV6_V6ONLY on IPv6). Returns 0 (then *fut holds one
  *  reference), LC_EINVAL, LC_ENOTSUP (ssl), LC_ECLOSED, LC_ENOMEM; bind errors fail the future. */
 int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                          const lc_server_opts *opts, lc_future_t **fut);
+                          const lc_server_opts_t *opts, lc_future_t **fut);
 
 /** A Unix stream server on opts->path (a stale socket file at the path is replaced). */
 int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                               const lc_unix_opts *opts, lc_future_t **fut);
+                               const lc_unix_opts_t *opts, lc_future_t **fut);
 
 /** Stops listening: the listening sockets are closed at once; accepted connections stay open. */
 int lc_server_close(lc_server_t *s);
 lc_loop_t *lc_server_get_loop(const lc_server_t *s);
-/** Starts listening (if created with no_start_serving). Idempotent. */
+/** Starts listening (if created with start_paused). Idempotent. */
 int lc_server_start_serving(lc_server_t *s);
 bool lc_server_is_serving(const lc_server_t *s);
 /** A future that resolves when the server is closed (lc_server_close) — serve_forever's C form:

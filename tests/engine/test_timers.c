@@ -1,4 +1,4 @@
-/* call_later / call_at / time, handles: when, cancel, ordering, never early, large delays. */
+/* call_later / call_at / time, handles: when, cancel, ref/unref, ordering, never early, large delays. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -51,7 +51,7 @@ static void test_timers_never_early_and_in_order(void **state)
             assert_true(t[i].when >= before + delay);
             assert_true(t[i].when <= lc_loop_time(loop) + delay);
         }
-        lc_handle_release(h);
+        lc_handle_unref(h);
     }
     assert_int_equal(lc_loop_call_later(loop, 0.08, lc_test_stop_cb, loop, NULL), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
@@ -112,9 +112,9 @@ static void test_timers_large_delays(void **state)
     assert_int_equal(lc_loop_run_forever(loop), 0);
     assert_int_equal(log.n, 0);
     assert_true(lc_loop_time(loop) - now < 5);
-    lc_handle_release(h2d);
-    lc_handle_release(hinf);
-    lc_handle_release(hbig);
+    lc_handle_unref(h2d);
+    lc_handle_unref(hinf);
+    lc_handle_unref(hbig);
 }
 
 static void test_timers_cancel_before_run(void **state)
@@ -135,9 +135,37 @@ static void test_timers_cancel_before_run(void **state)
     assert_int_equal(lc_loop_call_later(loop, 0.01, lc_test_stop_cb, loop, NULL), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     assert_int_equal(log.n, 0);
-    lc_handle_release(soon);
-    lc_handle_release(timer);
+    lc_handle_unref(soon);
+    lc_handle_unref(timer);
     assert_int_equal(lc_handle_cancel(NULL), LC_EINVAL);
+}
+
+/* lc_handle_ref: each reference is dropped on its own; the handle stays usable (when, cancel)
+ * after the callback ran and after the first unref, and goes with the last (ASan: no leak, no
+ * use after free). Cancelling drops no reference. */
+static void test_timers_handle_ref_unref(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_log_t log = {0};
+    lc_test_event_t a = {&log, 1}, b = {&log, 2};
+    lc_handle_t *timer = NULL, *cancelled = NULL;
+    assert_int_equal(lc_loop_call_later(loop, 0, lc_test_log_cb, &a, &timer), 0);
+    assert_int_equal(lc_loop_call_soon(loop, lc_test_log_cb, &b, &cancelled), 0);
+    assert_ptr_equal(lc_handle_ref(timer), timer);
+    assert_ptr_equal(lc_handle_ref(cancelled), cancelled);
+    assert_null(lc_handle_ref(NULL));
+    assert_int_equal(lc_handle_cancel(cancelled), 0);
+    lc_handle_unref(cancelled); /* one left: ours */
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){1}, 1);
+    assert_true(lc_handle_cancelled(cancelled));
+    lc_handle_unref(cancelled);
+    lc_handle_unref(timer); /* the loop's is gone too: one left */
+    double w;
+    assert_int_equal(lc_handle_when(timer, &w), 0);
+    assert_false(lc_handle_cancelled(timer));
+    lc_handle_unref(timer);
 }
 
 static void test_timers_cancel_after_run_is_noop(void **state)
@@ -158,8 +186,8 @@ static void test_timers_cancel_after_run_is_noop(void **state)
     assert_int_equal(lc_handle_cancel(timer), 0);
     double w;
     assert_int_equal(lc_handle_when(soon, &w), LC_EINVAL); /* not a timer handle */
-    lc_handle_release(soon);
-    lc_handle_release(timer);
+    lc_handle_unref(soon);
+    lc_handle_unref(timer);
 }
 
 typedef struct {
@@ -186,7 +214,7 @@ static void test_timers_cancel_later_member_of_batch(void **state)
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_test_assert_log(&log, (int[]){0, 3}, 2);
-    lc_handle_release(c.victim);
+    lc_handle_unref(c.victim);
 }
 
 static void test_timers_cancel_due_timer_in_same_iteration(void **state)
@@ -202,7 +230,7 @@ static void test_timers_cancel_due_timer_in_same_iteration(void **state)
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_test_assert_log(&log, (int[]){0}, 1);
-    lc_handle_release(c.victim);
+    lc_handle_unref(c.victim);
 
     /* A ready callback cancels a timer that is due in the same iteration (rule 5d). */
     log.n = 0;
@@ -211,7 +239,7 @@ static void test_timers_cancel_due_timer_in_same_iteration(void **state)
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_test_assert_log(&log, (int[]){0}, 1);
-    lc_handle_release(c.victim);
+    lc_handle_unref(c.victim);
 }
 
 static void count_cb(void *arg) { (*(int *)arg)++; }
@@ -231,7 +259,7 @@ static void test_timers_million_cancelled_leave_nothing(void **state)
     assert_true(cap_full >= N);
     for (int i = 0; i < N; i++) {
         assert_int_equal(lc_handle_cancel(hs[i]), 0);
-        lc_handle_release(hs[i]);
+        lc_handle_unref(hs[i]);
     }
     free(hs);
     /* Cancelled timers are flagged in place and the heap is rebuilt without them whenever they
@@ -274,6 +302,7 @@ int main(void)
         T(test_timers_large_delays),
         T(test_timers_cancel_before_run),
         T(test_timers_cancel_after_run_is_noop),
+        T(test_timers_handle_ref_unref),
         T(test_timers_cancel_later_member_of_batch),
         T(test_timers_cancel_due_timer_in_same_iteration),
         T(test_timers_million_cancelled_leave_nothing),
