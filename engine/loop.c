@@ -529,7 +529,7 @@ static void run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
         lc__log_slow_callback("Handle", (void *)fn, arg, dt);
 }
 
-/* Runs the iteration's ready batch: what was queued before its poll (loop->batch_end);
+/* Runs the iteration's ready batch: what was queued when its poll returned (loop->batch_end);
  * callbacks it schedules go behind it, for the next iteration. The ring may grow while the batch
  * runs: read it through the loop each time. */
 static void run_ready_batch(lc_loop_t *loop)
@@ -584,7 +584,7 @@ static void poll_io(lc_loop_t *loop)
         }
         if (now - loop->last_inbound < loop->spin_budget) {
             if (lc__inbound_spin(loop, timeout_ms, now)) {
-                /* The next iteration drains and runs what came. A producer that answers each
+                /* The batch drains and runs what came. A producer that answers each
                  * callback at once lands in the spin's first polls every time, which would keep
                  * the sockets from ever being polled: poll them (zero timeout) at least once
                  * every LC__IO_SKIPS_MAX such returns. */
@@ -611,11 +611,16 @@ static void poll_io(lc_loop_t *loop)
     lc__inbound_end_sleep(loop);
 }
 
-/* The poll has returned: the batch begins. Reads the clock for the due timers first, so that
- * a timer scheduled by the batch (even with a past when) waits for the next iteration. */
+/* The poll has returned: the batch begins. It is what is ready now (asyncio counts _ready after
+ * its select): the callbacks queued before the poll and the cross-thread posts that came until
+ * now, taken off the inbound lanes here, so that a post that woke the poll runs in this
+ * iteration, with no second poll first. Then the clock, for the due timers, so that a timer
+ * scheduled by the batch (even with a past when) waits for the next iteration. */
 static void begin_batch(lc_loop_t *loop)
 {
     loop->batch_pending = false;
+    lc__inbound_drain(loop, NULL);
+    loop->batch_end = loop->ready_tail;
     loop->iter_now = loop->heap_len > 0 ? lc__now() : -INFINITY;
     run_ready_batch(loop);
 }
@@ -647,14 +652,13 @@ int lc_loop_run_forever(lc_loop_t *loop)
     atomic_store_explicit(&loop->running, true, memory_order_relaxed);
 
     /* One iteration is asyncio's _run_once (rules 1a-2c): poll first (timeout 0 when anything is
-     * ready or a stop is pending), then one batch made of the callbacks ready before the poll,
-     * the poll's I/O callbacks and the timers due when the poll returned, in that order; a stop()
-     * ends the run after the batch in which it was called, with no further poll. libuv runs the
-     * I/O callbacks inside the poll, so the first of them runs the ready batch before its own
-     * work (lc__io_enter()); when no I/O callback ran, the batch runs after the poll. */
+     * ready, cross-thread posts included, or a stop is pending), then one batch made of the
+     * callbacks ready when the poll returned, the poll's I/O callbacks and the timers due then,
+     * in that order; a stop() ends the run after the batch in which it was called, with no
+     * further poll. libuv runs the I/O callbacks inside the poll, so the first of them begins the
+     * batch before its own work (lc__io_enter()); when no I/O callback ran, the batch begins
+     * after the poll. */
     for (;;) {
-        lc__inbound_drain(loop, NULL);
-        loop->batch_end = loop->ready_tail;
         loop->batch_pending = true;
         poll_io(loop);
         if (loop->batch_pending)

@@ -140,9 +140,10 @@ struct lc_loop_s {
     uint64_t ready_head, ready_tail;
     uint32_t ready_cap;
     /* The iteration (engine/loop.c, "Running"): the ready batch is [ready_head, batch_end), fixed
-     * before the poll; batch_pending says the poll has not yet returned to us, so the first I/O
-     * callback of the poll begins the batch (lc__io_enter()); iter_now is the clock read when the
-     * batch begins, against which the iteration's due timers are taken. */
+     * when the batch begins, after the poll; batch_pending says the poll has not yet returned to
+     * us, so the first I/O callback of the poll begins the batch (lc__io_enter()); iter_now is
+     * the clock read when the batch begins, against which the iteration's due timers are
+     * taken. */
     uint64_t batch_end;
     bool batch_pending;
     double iter_now;
@@ -300,8 +301,8 @@ double lc__now(void);
 
 /* The start of every libuv callback that can run user code (a poll's I/O callback, a uv timer
  * that accepts), before anything else: asyncio's order within an iteration is the callbacks
- * ready before the poll, then the poll's I/O callbacks, then the due timers (rule 2c). The poll
- * comes first, so the first such callback of a poll runs the ready batch before its own work.
+ * ready when the poll returns, then the poll's I/O callbacks, then the due timers (rule 2c). The
+ * poll comes first, so the first such callback of a poll runs the ready batch before its own work.
  * Returns false if that batch stopped or closed h: then the callback must return at once
  * without touching its owner (h itself stays valid until its close callback). After a true
  * return the owner must still recheck which events it watches (the batch may have changed
