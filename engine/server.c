@@ -52,6 +52,7 @@ struct lc_server_s {
     /* create_server in progress: */
     lc_future_t *create_fut;
     lc_server_opts opts;
+    lc__tls_config tls; /* TLS settings of accepted connections (tls.ctx NULL: plaintext) */
     char **hosts;
     size_t nhosts, host_i;
     char port[16];
@@ -65,6 +66,7 @@ static void server_unref(lc_server_t *s)
         free(s->hosts);
         free(s->ls);
         free(s->waiters);
+        lc__tls_config_clear(&s->tls);
         free(s);
     }
 }
@@ -176,7 +178,11 @@ static int server_take(lc_server_t *s, int fd)
     /* TCP_NODELAY on accepted TCP connections too (fails harmlessly on AF_UNIX). */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (lc__transport_new(s->loop, fd, s->factory, s->factory_arg, s, &err) == NULL) {
+    lc_transport_t *t =
+        s->tls.ctx != NULL
+            ? lc__transport_new_tls(s->loop, fd, s->factory, s->factory_arg, s, &s->tls, NULL, &err)
+            : lc__transport_new(s->loop, fd, s->factory, s->factory_arg, s, &err);
+    if (t == NULL) {
         /* The factory refused it (or no memory): the fd is closed already. */
         lc__server_connection_gone(s);
         return err;
@@ -536,19 +542,23 @@ int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void 
     if (loop == NULL || factory == NULL || fut == NULL || o.port < 0 || o.port > 65535 ||
         o.backlog < 0 || (o.hosts == NULL && o.nhosts > 0) || o.accept_retry_delay < 0)
         return LC_EINVAL;
-    if (o.ssl)
-        return LC_ENOTSUP;
     if (o.use_sock && (o.host != NULL || o.nhosts > 0 || o.port != 0 || o.sock < 0))
         return LC_EINVAL;
-    int r = lc_loop_create_future(loop, fut);
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, o.ssl, NULL, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                                true);
     if (r != 0)
         return r;
-    lc_server_t *s = server_new(loop, factory, factory_arg, o.backlog, o.accept_retry_delay);
+    r = lc_loop_create_future(loop, fut);
+    lc_server_t *s =
+        r == 0 ? server_new(loop, factory, factory_arg, o.backlog, o.accept_retry_delay) : NULL;
     if (s == NULL) {
+        lc__tls_config_clear(&tls);
         lc_future_unref(*fut);
         *fut = NULL;
-        return LC_ENOMEM;
+        return r != 0 ? r : LC_ENOMEM;
     }
+    s->tls = tls;
     s->opts = o;
     s->opts.host = NULL;
     s->opts.hosts = NULL;
@@ -606,6 +616,13 @@ int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, 
         return LC_EINVAL;
     if (loop->closed)
         return LC_ECLOSED;
+    /* TLS settings are checked first, then go with the server. */
+    lc__tls_config tls;
+    int tr = lc__tls_config_init(&tls, opts->ssl, opts->server_hostname,
+                                 opts->ssl_handshake_timeout, opts->ssl_shutdown_timeout, true);
+    if (tr != 0)
+        return tr;
+    lc__tls_config_clear(&tls);
     int fd;
     if (opts->use_sock) {
         if (opts->path != NULL || opts->sock < 0)
@@ -637,7 +654,12 @@ int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, 
         close(fd);
         return LC_ENOMEM;
     }
-    int r = server_add_fd(s, fd);
+    int r = lc__tls_config_init(&s->tls, opts->ssl, NULL, opts->ssl_handshake_timeout,
+                                opts->ssl_shutdown_timeout, true);
+    if (r == 0)
+        r = server_add_fd(s, fd);
+    else
+        close(fd);
     if (r == 0 && !opts->no_start_serving)
         r = server_listen(s);
     if (r == 0)
