@@ -964,6 +964,179 @@ static void test_tls_loop_close_mid_handshake(void **state)
     SSL_CTX_free(cctx);
 }
 
+static int nocopy_calls, nocopy_status = 1;
+
+static void nocopy_done(lc_transport_t *t, int status, void *arg)
+{
+    (void)t;
+    (void)arg;
+    nocopy_calls++;
+    nocopy_status = status;
+}
+
+static void test_tls_nocopy_writes_and_key_update_both_ways(void **state)
+{
+    lc_loop_t *loop = *state;
+    int port;
+    lc_server_t *s = start_server(loop, server_ctx, &modes[M_ECHO], 0, &port);
+    SSL_CTX *cctx = make_client_ctx(false, false, 0);
+    lc_future_t *fut = connect_tls(loop, cctx, &modes[M_COLLECT], "127.0.0.1", port, NULL);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    peer_t *c = peer_of(M_COLLECT);
+    static const char a[] = "zero-", b[] = "copy;";
+    struct iovec iov[2] = {{(void *)a, 5}, {(void *)b, 5}};
+    assert_int_equal(lc_transport_write_nocopy(t, iov, 2, nocopy_done, NULL), 0);
+    assert_int_equal(nocopy_calls, 0); /* never inside the call */
+    for (int i = 0; i < 500 && c->inlen < 10; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(c->in, "zero-copy;");
+    assert_int_equal(nocopy_calls, 1);
+    assert_int_equal(nocopy_status, 0);
+    /* A KeyUpdate from the client (requesting the server's), then one from the server. */
+    assert_int_equal(SSL_key_update(lc_transport_get_ssl(t), SSL_KEY_UPDATE_REQUESTED), 1);
+    assert_int_equal(lc_transport_write(t, "ku1;", 4), 0);
+    for (int i = 0; i < 500 && c->inlen < 14; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(c->in, "zero-copy;ku1;");
+    peer_t *sv = peer_of(M_ECHO);
+    assert_int_equal(SSL_key_update(lc_transport_get_ssl(sv->t), SSL_KEY_UPDATE_REQUESTED), 1);
+    assert_int_equal(lc_transport_write(t, "ku2;", 4), 0);
+    for (int i = 0; i < 500 && c->inlen < 18; i++)
+        run_for(loop, 0.01);
+    assert_int_equal(lc_transport_write(t, "end", 3), 0);
+    for (int i = 0; i < 500 && c->inlen < 21; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(c->in, "zero-copy;ku1;ku2;end");
+    assert_int_equal(exc_count, 0);
+    lc_transport_close(t);
+    wait_for(loop, &c->lost, 1, 5);
+    wait_for(loop, &sv->lost, 1, 5);
+    assert_int_equal(c->lost_err, 0);
+    assert_int_equal(sv->lost_err, 0);
+    lc_server_free(s);
+    SSL_CTX_free(cctx);
+}
+
+static void test_tls_pause_reading_holds_decrypted_records(void **state)
+{
+    lc_loop_t *loop = *state;
+    int port;
+    lc_server_t *s = start_server(loop, server_ctx, &modes[M_PAUSED], 0, &port);
+    SSL_CTX *cctx = make_client_ctx(false, false, 0);
+    lc_future_t *fut = connect_tls(loop, cctx, &modes[M_COLLECT], "127.0.0.1", port, NULL);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    static char buf[100000];
+    memset(buf, 'p', sizeof(buf));
+    assert_int_equal(lc_transport_write(t, buf, sizeof(buf)), 0);
+    run_for(loop, 0.1);
+    peer_t *sv = peer_of(M_PAUSED);
+    assert_int_equal(sv->bytes_in, 0);
+    assert_false(lc_transport_is_reading(sv->t));
+    assert_int_equal(lc_transport_resume_reading(sv->t), 0);
+    for (int i = 0; i < 500 && sv->bytes_in < sizeof(buf); i++)
+        run_for(loop, 0.01);
+    assert_int_equal(sv->bytes_in, sizeof(buf));
+    lc_transport_close(t);
+    wait_for(loop, &sv->lost, 1, 5);
+    wait_for(loop, &peer_of(M_COLLECT)->lost, 1, 5);
+    assert_int_equal(sv->eof, 1);
+    lc_server_free(s);
+    SSL_CTX_free(cctx);
+}
+
+static void test_tls_unix_server_and_connection(void **state)
+{
+    lc_loop_t *loop = *state;
+    char path[] = "\0lc_tls_test_XXXXXX";
+    snprintf(path + 1, sizeof(path) - 1, "lc_tls_%d", (int)getpid());
+    size_t plen = 1 + strlen(path + 1);
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_create_unix_server(loop, peer_factory, &modes[M_ECHO],
+                                                &(lc_unix_opts){.path = path,
+                                                                .path_len = plen,
+                                                                .ssl = server_ctx,
+                                                                .server_hostname = "x"},
+                                                &fut),
+                     LC_EINVAL); /* server_hostname is a client's */
+    assert_int_equal(lc_loop_create_unix_server(
+                         loop, peer_factory, &modes[M_ECHO],
+                         &(lc_unix_opts){.path = path, .path_len = plen, .ssl = server_ctx}, &fut),
+                     0);
+    lc_server_t *s = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&s), 0);
+    lc_future_unref(fut);
+    SSL_CTX *cctx = make_client_ctx(true, true, 0);
+    assert_int_equal(lc_loop_create_unix_connection(
+                         loop, peer_factory, &modes[M_COLLECT],
+                         &(lc_unix_opts){.path = path, .path_len = plen, .ssl = cctx}, &fut),
+                     LC_EINVAL); /* no host to default server_hostname to */
+    assert_int_equal(lc_loop_create_unix_connection(loop, peer_factory, &modes[M_COLLECT],
+                                                    &(lc_unix_opts){.path = path,
+                                                                    .path_len = plen,
+                                                                    .ssl = cctx,
+                                                                    .server_hostname = "localhost"},
+                                                    &fut),
+                     0);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    assert_int_equal(lc_transport_write(t, "unix", 4), 0);
+    peer_t *c = peer_of(M_COLLECT);
+    for (int i = 0; i < 500 && c->inlen < 4; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(c->in, "unix");
+    lc_transport_close(t);
+    wait_for(loop, &c->lost, 1, 5);
+    wait_for(loop, &peer_of(M_ECHO)->lost, 1, 5);
+    assert_int_equal(c->lost_err, 0);
+    lc_server_free(s);
+    SSL_CTX_free(cctx);
+}
+
+static void test_tls_client_renegotiation_refused(void **state)
+{
+    lc_loop_t *loop = *state;
+    int port;
+    lc_server_t *s = start_server(loop, server_ctx, &modes[M_ECHO], 0, &port);
+    char connect_to[32], out[256];
+    snprintf(connect_to, sizeof(connect_to), "127.0.0.1:%d", port);
+    out_path(out, sizeof(out), "s_client_reneg.out");
+    int in[2];
+    assert_int_equal(pipe(in), 0);
+    /* Not -quiet: a line "R" asks s_client to renegotiate (TLS 1.2). */
+    char *argv[] = {"openssl", "s_client", "-connect", connect_to, "-tls1_2", NULL};
+    pid_t pid = spawn(argv, in[0], out);
+    close(in[0]);
+    assert_int_equal(write(in[1], "one\n", 4), 4);
+    wait_for(loop, &npeers, 1, 10);
+    assert_int_equal(npeers, 1);
+    for (int i = 0; i < 1000 && peers[0].inlen < 4; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(peers[0].in, "one\n");
+    assert_int_equal(write(in[1], "R\n", 2), 2);
+    /* Refused (a no_renegotiation alert): OpenSSL's client gives up on the connection. */
+    wait_for(loop, &peers[0].lost, 1, 10);
+    assert_int_equal(peers[0].lost, 1);
+    assert_string_equal(peers[0].in, "one\n");
+    close(in[1]);
+    wait_child(loop, pid, 10);
+    char got[8192];
+    read_file(out, got, sizeof(got));
+    assert_non_null(strstr(got, "RENEGOTIATING"));
+    /* The client's answer to the refusal is a handshake_failure alert: an SSL error on the
+     * server's connection, reported; the server goes on. */
+    assert_int_equal(peers[0].lost_err, LC_ESSL);
+    assert_int_equal(exc_count, 1);
+    assert_non_null(strstr(exc_last_msg, "alert handshake failure"));
+    assert_int_equal((int)lc_server_active(s), 0);
+    assert_true(lc_server_is_serving(s));
+    lc_server_free(s);
+}
+
 /* ---- tests: real peers ----------------------------------------------------------------------- */
 
 static void client_against_s_server(lc_loop_t *loop, const char *version_flag, const char *want)
@@ -1203,6 +1376,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_buffered_protocol, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_many_concurrent_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_loop_close_mid_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_nocopy_writes_and_key_update_both_ways, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_pause_reading_holds_decrypted_records, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_unix_server_and_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_client_renegotiation_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_against_openssl_s_server_tls13, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_against_openssl_s_server_tls12, setup,
