@@ -276,6 +276,13 @@ void lc__server_set_drained_hook(lc_server_t *s, void (*hook)(void *arg), void *
     s->drained_hook_arg = arg;
 }
 
+int lc__server_set_tls(lc_server_t *s, const lc__tls_config *cfg)
+{
+    lc__tls_config_clear(&s->tls);
+    return lc__tls_config_init(&s->tls, cfg->ctx, NULL, cfg->handshake_timeout,
+                               cfg->shutdown_timeout, true);
+}
+
 int lc__server_adopt(lc_server_t *s, int fd)
 {
     if (s->closed) {

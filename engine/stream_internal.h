@@ -65,6 +65,10 @@ int lc__set_nonblocking(int fd);
 lc_server_t *lc__server_new_bare(lc_loop_t *loop, lc_protocol_factory_fn factory,
                                  void *factory_arg);
 
+/* Gives s (a bare server) the TLS settings of cfg for the connections adopted into it (a copy:
+ * one more reference on cfg->ctx). s's loop thread. Returns 0 or LC_ENOMEM. */
+int lc__server_set_tls(lc_server_t *s, const lc__tls_config *cfg);
+
 /* Makes fd, a connected non-blocking socket accepted elsewhere, a transport of s on s's loop, as
  * if s had accepted it: s's factory, TCP_NODELAY, counted in lc_server_active() and waited for by
  * lc_server_wait_closed() until the transport is freed. No future. Takes fd (closed on failure).

@@ -61,6 +61,7 @@ struct lc_group_server_s {
     unsigned n;
     gs_member *m;
     int backlog;
+    lc__tls_config tls; /* every loop's TLS settings (tls.ctx NULL: plaintext); read-only */
     /* Hand-off: the next loop to get a connection (loop 0's thread only). */
     unsigned next;
     /* See the top of the file. Increments are relaxed: each is made by a thread that already
@@ -103,6 +104,7 @@ static void gs_unref(lc_group_server_t *gs)
     for (unsigned i = 0; i < gs->n; i++)
         lc_server_free(gs->m[i].server);
     pthread_mutex_destroy(&gs->mu);
+    lc__tls_config_clear(&gs->tls);
     free(gs->m);
     free(gs);
 }
@@ -211,7 +213,13 @@ static int serve_on_loop(lc_loop_t *loop, void *arg, void **result)
         lc_future_t *fut = NULL;
         int r = lc_loop_create_server(
             loop, gs->factory, gs->factory_arg,
-            &(lc_server_opts){.use_sock = true, .sock = mb->fd, .backlog = gs->backlog}, &fut);
+            &(lc_server_opts){.use_sock = true,
+                              .sock = mb->fd,
+                              .backlog = gs->backlog,
+                              .ssl = gs->tls.ctx,
+                              .ssl_handshake_timeout = gs->tls.handshake_timeout,
+                              .ssl_shutdown_timeout = gs->tls.shutdown_timeout},
+            &fut);
         if (r != 0)
             return r;
         r = lc_future_result(fut, (void **)&server); /* done at once for an existing socket */
@@ -232,6 +240,11 @@ static int serve_on_loop(lc_loop_t *loop, void *arg, void **result)
         server = lc__server_new_bare(loop, gs->factory, gs->factory_arg);
         if (server == NULL)
             return LC_ENOMEM;
+        int r = lc__server_set_tls(server, &gs->tls);
+        if (r != 0) {
+            lc_server_free(server);
+            return r;
+        }
     }
     mb->server = server;
     gs_ref(gs); /* the hook's */
@@ -310,6 +323,13 @@ int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *
     gs->mode = o.mode;
     gs->backlog = o.backlog;
     gs->n = n;
+    r = lc__tls_config_init(&gs->tls, o.ssl, NULL, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                            true);
+    if (r != 0) {
+        free(gs->m);
+        free(gs);
+        return r;
+    }
     atomic_init(&gs->refs, 1); /* the creator's */
     pthread_mutex_init(&gs->mu, NULL);
     gs->undrained = n;
