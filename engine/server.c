@@ -276,11 +276,16 @@ void lc__server_set_drained_hook(lc_server_t *s, void (*hook)(void *arg), void *
     s->drained_hook_arg = arg;
 }
 
-int lc__server_set_tls(lc_server_t *s, const lc__tls_config *cfg)
+int lc__server_set_tls(lc_server_t *s, struct ssl_ctx_st *ctx, double handshake_timeout,
+                       double shutdown_timeout)
 {
-    lc__tls_config_clear(&s->tls);
-    return lc__tls_config_init(&s->tls, cfg->ctx, NULL, cfg->handshake_timeout,
-                               cfg->shutdown_timeout, true);
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, ctx, NULL, handshake_timeout, shutdown_timeout, true);
+    if (r == 0) {
+        lc__tls_config_clear(&s->tls);
+        s->tls = tls;
+    }
+    return r;
 }
 
 int lc__server_adopt(lc_server_t *s, int fd)

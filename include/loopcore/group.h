@@ -190,8 +190,9 @@ typedef struct lc_group_server_opts_s {
     int family;       /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
     int backlog;      /* 0 means 100 (per socket) */
     lc_group_server_mode mode;
-    /* TLS on every loop (stream.h): one SSL_CTX shared by all of them (the group server holds a
-     * reference until it is freed); the timeouts as lc_server_opts'. */
+    /* TLS on every loop (stream.h): one SSL_CTX shared by all of them (each loop's server takes
+     * a reference; the caller may free its own once lc_group_create_server returns); the
+     * timeouts as lc_server_opts' (LC_EINVAL for a negative or NaN one, or one without ssl). */
     struct ssl_ctx_st *ssl;
     double ssl_handshake_timeout;
     double ssl_shutdown_timeout;
