@@ -41,8 +41,8 @@
  * The cross-loop round trip: lc_loop_submit() of an empty function from loop 0 to loop 1 of a
  * two-loop group and back, one at a time, p50 (the issue's latency target compares with it). It is
  * measured right after the rtt figure, so that the two see the machine in the same state: on a
- * shared VM both move together by 2x or more from one minute to the next (the cost of moving a
- * cache line between two vCPUs varies with where the host runs them). */
+ * shared VM both move together from one minute to the next (the cost of moving a cache line
+ * between two vCPUs varies with where the host runs them; bench/RESULTS.md, executor_bench). */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>

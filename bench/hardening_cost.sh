@@ -16,6 +16,8 @@
 #   bench/hardening_cost.sh --rounds 1 --n 100000 --duration 1s
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/bench_lib.sh
+. bench/bench_lib.sh
 
 rounds=8
 n=1000000
@@ -41,12 +43,8 @@ done
 
 targets=(//bench:loop_bench //bench:echo_server //bench:lcbench)
 work=$(mktemp -d)
-server_pids=()
 cleanup() {
-    for pid in "${server_pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    lc_stop_servers
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,36 +62,20 @@ for v in "${variants[@]}"; do
 done
 echo "hardening_cost: binaries in $work; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-server_cpu=""
-client_cpu=""
-if [ "$(nproc)" -ge 2 ] && command -v taskset > /dev/null; then
-    server_cpu="taskset -c 0"
-    client_cpu="taskset -c 1"
-fi
+lc_pin_cpus
 
 # The two echo servers, on port and port + 1.
 declare -A srv_port srv_pid
 p=$port
 for v in "${variants[@]}"; do
-    if (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
-        echo "hardening_cost: port $p is in use (--port)" >&2
+    if ! lc_echo_start "$work/$v/echo_server" "$p"; then
+        echo "hardening_cost: no echo server on port $p (--port)" >&2
         exit 1
     fi
-    $server_cpu "$work/$v/echo_server" --loops 1 --port "$p" > /dev/null 2>&1 &
-    srv_pid[$v]=$!
-    server_pids+=("$!")
+    srv_pid[$v]=$LC_ECHO_PID
     srv_port[$v]=$p
     p=$((p + 1))
 done
-for v in "${variants[@]}"; do
-    for _ in $(seq 1 100); do
-        (exec 3<> "/dev/tcp/127.0.0.1/${srv_port[$v]}") 2> /dev/null && break
-        sleep 0.1
-    done
-done
-
-ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # One figure per line in $work/<variant>.<metric>.
 record() { echo "$3" >> "$work/$1.$2"; }
@@ -101,7 +83,7 @@ record() { echo "$3" >> "$work/$1.$2"; }
 for r in $(seq 1 "$rounds"); do
     for v in "${variants[@]}"; do
         # loop_bench: its own best of 3 per workload.
-        out=$($server_cpu "$work/$v/loop_bench" --no-python --n "$n" 2> /dev/null)
+        out=$($LC_SERVER_CPU "$work/$v/loop_bench" --no-python --n "$n" 2> /dev/null)
         for b in call_soon call_later call_later_cancel; do
             val=$(sed -nE "s/^bench=$b ours=([0-9.]+) .*/\1/p" <<< "$out")
             record "$v" "loop_bench_$b" "$val"
@@ -109,15 +91,9 @@ for r in $(seq 1 "$rounds"); do
         done
 
         # echo: the hardened lcbench against this variant's server.
-        t0=$(cpu_ticks "${srv_pid[$v]}")
-        json=$($client_cpu "$work/hardened/lcbench" --mode echo --size "$size" -t1 -c"$conns" \
-            -d"$duration" --json "tcp://127.0.0.1:${srv_port[$v]}")
-        t1=$(cpu_ticks "${srv_pid[$v]}")
-        rps=$(sed -E 's/.*"requests_per_s":([0-9.]+).*/\1/' <<< "$json")
-        reqs=$(sed -E 's/.*"requests":([0-9]+),.*/\1/' <<< "$json")
-        p99=$(sed -E 's/.*"p99":([0-9.]+).*/\1/' <<< "$json")
-        cpu=$(awk -v d=$((t1 - t0)) -v t="$ticks" -v q="$reqs" \
-            'BEGIN { printf "%.3f", (q > 0 ? d / t * 1e6 / q : 0) }')
+        echo_out=$(lc_echo_round "$work/hardened/lcbench" "${srv_pid[$v]}" "${srv_port[$v]}" \
+            "$size" "$conns" "$duration")
+        read -r rps cpu p99 <<< "$echo_out"
         record "$v" echo_msgs_per_s "$rps"
         record "$v" echo_server_cpu_us_per_msg "$cpu"
         record "$v" echo_p99_us "$p99"
@@ -125,14 +101,9 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-median() {
-    sort -g "$1" |
-        awk '{v[NR] = $1} END { printf "%.10g\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-
 while read -r metric unit better; do
-    h=$(median "$work/hardened.$metric")
-    u=$(median "$work/unhardened.$metric")
+    h=$(lc_median "$work/hardened.$metric")
+    u=$(lc_median "$work/unhardened.$metric")
     ratio=$(awk -v h="$h" -v u="$u" 'BEGIN { if (u > 0) printf "%.3f", h / u; else print "NA" }')
     echo "metric=$metric hardened=$h unhardened=$u ratio=$ratio unit=$unit better=$better rounds=$rounds"
 done << 'EOF'

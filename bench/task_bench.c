@@ -24,7 +24,7 @@
  *      that queues the done callback, the loop running it and resuming the task (a switch
  *      back), reading the result and freeing the future; and 1/P of a loop iteration (one poll
  *      with timeout 0 per iteration, i.e. per P round trips). R = N / 2P, N = 4,000,000 awaits
- *      for ours and 400,000 for Python (whose round trip is some 20 times slower).
+ *      for ours and 400,000 for Python (an order of magnitude slower: bench/RESULTS.md).
  *      The stderr breakdown runs the same exchange with done callbacks in place of tasks
  *      (the same futures, the callback doing what the task does after its await): what tasks
  *      add over callbacks is the difference, the switch pair and the task's bookkeeping.

@@ -88,6 +88,13 @@ int lc__loop_check_thread_slow(lc_loop_t *loop, const char *what)
     return LC_EWRONGTHREAD;
 }
 
+int lc__loop_check_call(lc_loop_t *loop, const char *what)
+{
+    if (loop->closed)
+        return LC_ECLOSED;
+    return lc__loop_check_thread(loop, what);
+}
+
 bool lc_loop_get_debug(const lc_loop_t *loop) { return loop != NULL && loop->debug; }
 
 int lc_loop_set_debug(lc_loop_t *loop, bool enabled)

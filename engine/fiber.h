@@ -19,21 +19,18 @@
  *   - LC_FIBER_UCONTEXT (build with --copt=-DLC_FIBER_UCONTEXT; the fallback on other CPUs):
  *     Seastar's way, makecontext + setcontext once to enter a new fiber, then _setjmp / _longjmp
  *     for every switch.
- * Chosen by the figures (bench/RESULTS.md, "task_bench"; -c opt, the same 2-core AMD EPYC VM):
- *   await_resume round trip of task_bench:   inlined asm 68-69 ns, out-of-line asm 85 ns (an
- *                                            earlier build, ~2 ns slower elsewhere in lc_await),
- *                                            _setjmp/_longjmp 89-90 ns;
- *   task_create_finish (pooled stacks):      55 ns, 68 ns, 86-87 ns;
- *   bare switch pair (a stand-alone loop of
- *   resume + suspend, no return in between): 2.3 ns, 17.6 ns, 36 ns.
- * A stack switch defeats the CPU's return-address prediction: every `ret` executed after a
- * switch, before the next call, pops a prediction that belongs to the other stack. An out-of-line
- * switch function adds such returns on both sides at each switch (the switch itself, its
- * wrapper); inlined, only the one of the function that awaits remains per side (a bare switch
- * pair with one return per side costs 17.5 ns). glibc's _longjmp also demangles the saved
- * pointers and unwinds through _longjmp_unwind. A new fiber costs a few stores instead of
- * getcontext + setcontext (a rt_sigprocmask system call each). So the inlined assembly is the
- * default; the ucontext backend (~50 lines) stays as the portable fallback for other CPUs.
+ * Chosen by measurement (bench/RESULTS.md, task_bench, "The context switch"): the inlined assembly
+ * beats the same assembly out of line and _setjmp/_longjmp on task_bench's await/resume round trip,
+ * on task creation and on a bare switch pair, by a wide margin on the last. A stack switch defeats
+ * the CPU's return-address prediction: every `ret` executed after a switch, before the next call,
+ * pops a prediction that belongs to the other stack. An out-of-line switch function adds such
+ * returns on both sides at each switch (the switch itself, its wrapper); inlined, only the one of
+ * the function that awaits remains per side (a bare switch pair with one return per side costs
+ * about what the out-of-line one does: the returns are the cost, not the call). glibc's _longjmp
+ * also demangles the saved pointers and unwinds through _longjmp_unwind. A new fiber costs a few
+ * stores instead of getcontext + setcontext (a rt_sigprocmask system call each). So the inlined
+ * assembly is the default; the ucontext backend (~50 lines) stays as the portable fallback for
+ * other CPUs.
  *
  * Sanitizers: under AddressSanitizer every switch is bracketed by
  * __sanitizer_start_switch_fiber / __sanitizer_finish_switch_fiber (a fiber's last switch passes

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "engine/future_internal.h"
+#include "engine/group_hooks.h"
 #include "engine/inbound.h"
 #include "engine/timers.h"
 
@@ -215,6 +216,26 @@ bool lc_loop_is_running(const lc_loop_t *loop)
 }
 
 bool lc_loop_is_closed(const lc_loop_t *loop) { return loop != NULL && loop->closed; }
+
+lc_group_t *lc_loop_group(const lc_loop_t *loop) { return loop != NULL ? loop->group : NULL; }
+
+void lc__loop_set_group(lc_loop_t *loop, lc_group_t *g) { loop->group = g; }
+
+/* ---- The default executor's slot (engine/executor_hooks.h) ----------------------------------- */
+
+lc_executor_t *lc__loop_default_executor(const lc_loop_t *loop, bool *owned)
+{
+    if (owned != NULL)
+        *owned = loop->default_executor_release != NULL;
+    return loop->default_executor;
+}
+
+void lc__loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex,
+                                   lc__executor_release_fn release)
+{
+    loop->default_executor = ex;
+    loop->default_executor_release = release;
+}
 
 /* Drops a queued node without running it: handles are freed (asyncio rule 6b: not marked
  * cancelled), posted calls are handed back to their owner with LC_ECLOSED. */

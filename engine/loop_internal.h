@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "engine/executor_hooks.h"
 #include "loopcore.h"
 #include "threadsafe/mpsc.h"
 
@@ -208,11 +209,16 @@ struct lc_loop_s {
      * first task or task setting. lc_loop_close() unwinds the live tasks and frees it. */
     struct lc__tasks_s *tasks;
 
-    /* The default executor of run_in_executor (executor/ reads and writes these; the engine only
-     * releases it at close). release is the owned executor's shutdown-without-wait, NULL when the
-     * loop does not own default_executor; lc_loop_close() calls it and clears both. */
-    void *default_executor;
-    void (*default_executor_release)(void *executor);
+    /* The default executor of run_in_executor: executor/ fills the slot through
+     * engine/executor_hooks.h; the engine only releases it at close. release is the owned
+     * executor's shutdown-without-wait, NULL when the loop does not own default_executor;
+     * lc_loop_close() calls it and clears both. */
+    lc_executor_t *default_executor;
+    lc__executor_release_fn default_executor_release;
+
+    /* The loop group that made this loop (engine/group_hooks.h), or NULL. Written once, before
+     * the group hands the loop to anyone; the engine never looks inside. */
+    lc_group_t *group;
 
     /* One for the user (dropped by lc_loop_free) plus one per live future. */
     uint32_t refs;

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "engine/group_hooks.h"
 #include "engine/stream_internal.h"
 
 /* How many connections one readiness of a listening socket may accept before the loop moves on
@@ -451,28 +452,32 @@ static bool same_addr(const struct addrinfo *a, const struct addrinfo *b)
            memcmp(a->ai_addr, b->ai_addr, a->ai_addrlen) == 0;
 }
 
-static int bind_one(lc_server_t *s, const struct addrinfo *a)
+int lc__socket_bind(const struct sockaddr *addr, socklen_t len, int protocol, unsigned flags)
 {
-    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (fd < 0)
         return -errno;
     int one = 1;
-    if (!s->opts.no_reuse_address)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (s->opts.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    if (((flags & LC__SOCK_REUSEADDR) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
+        ((flags & LC__SOCK_REUSEPORT) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        (addr->sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, addr, len) != 0) {
         int e = -errno;
         close(fd);
         return e;
     }
-    /* Without it an IPv6 socket on :: would also take the IPv4 port the other socket needs. */
-    if (a->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return server_add_fd(s, fd);
+    return fd;
+}
+
+static int bind_one(lc_server_t *s, const struct addrinfo *a)
+{
+    unsigned flags = (s->opts.no_reuse_address ? 0 : LC__SOCK_REUSEADDR) |
+                     (s->opts.reuse_port ? LC__SOCK_REUSEPORT : 0);
+    int fd = lc__socket_bind(a->ai_addr, a->ai_addrlen, a->ai_protocol, flags);
+    return fd < 0 ? fd : server_add_fd(s, fd);
 }
 
 /* The end of create_server: resolve the future with the server, or fail it and let the server go.

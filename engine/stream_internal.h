@@ -52,38 +52,7 @@ typedef void (*lc__resolve_cb)(int status, struct addrinfo *res, void *arg);
 int lc__resolve(lc_loop_t *loop, const char *host, const char *port, const struct addrinfo *hints,
                 lc__resolve_cb cb, void *arg);
 
-/* Accepted fds go to hook(fd, arg) (which owns them) instead of becoming transports. */
-void lc__server_set_accept_hook(lc_server_t *s, void (*hook)(int fd, void *arg), void *arg);
-
 /* Sets O_NONBLOCK and FD_CLOEXEC on fd. */
 int lc__set_nonblocking(int fd);
-
-/* ---- Servers fed from elsewhere (engine/server.c; a group server's hand-off mode) ------------ */
-
-/* A server with no listening socket, on loop (its thread), serving only what is adopted into it
- * (lc__server_adopt). Freed like any server (lc_server_free). NULL if no memory or loop closed. */
-lc_server_t *lc__server_new_bare(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                 void *factory_arg);
-
-/* Gives s (a bare server) TLS for the connections adopted into it: ctx (s takes a reference; NULL:
- * plaintext) and the timeouts as lc_server_opts' (0: the defaults). s's loop thread. Returns 0,
- * LC_EINVAL (a negative or NaN timeout, or one without ctx) or LC_ENOMEM. */
-int lc__server_set_tls(lc_server_t *s, struct ssl_ctx_st *ctx, double handshake_timeout,
-                       double shutdown_timeout);
-
-/* Makes fd, a connected non-blocking socket accepted elsewhere, a transport of s on s's loop, as
- * if s had accepted it: s's factory, TCP_NODELAY, counted in lc_server_active() and waited for by
- * lc_server_wait_closed() until the transport is freed. No future. Takes fd (closed on failure).
- * s's loop thread. Returns 0, LC_ECLOSED (s is closed), or the factory's / transport's error. */
-int lc__server_adopt(lc_server_t *s, int fd);
-
-/* Sets hook(arg), called once, at the moment s is closed and has no connection left (its
- * wait_closed futures resolve then): on s's loop thread, inside lc_server_close() or the freeing
- * of s's last transport; or on the thread that closes s's loop (lc_loop_close() closes s, then
- * frees its transports). The hook must not use s. It may drop s's creator reference
- * (lc_server_free) unless the close that fires it is that lc_server_free() itself: the close or
- * the connection being freed holds a reference of its own until the hook returns. Set on s's
- * loop thread. */
-void lc__server_set_drained_hook(lc_server_t *s, void (*hook)(void *arg), void *arg);
 
 #endif

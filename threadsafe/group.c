@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine/group_hooks.h"
 #include "loopcore/errno.h"
 #include "loopcore/group.h"
 #include "loopcore/threadsafe.h"
@@ -222,6 +223,7 @@ int lc_group_create(lc_group_t **out, const lc_group_opts *opts)
         r = lc_new_event_loop(&m->loop);
         if (r != 0)
             break;
+        lc__loop_set_group(m->loop, g);
         r = lc_loop_set_spin_budget(m->loop, spin);
         if (r == 0)
             r = lc_loop_call_soon(m->loop, start_cb, m, NULL);

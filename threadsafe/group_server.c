@@ -2,10 +2,10 @@
  * listening socket per loop, or with loop 0 accepting and handing each connection to the loops
  * in turn through their inbound queues.
  *
- * libuv 1.44 has no flag for SO_REUSEPORT, and loopcore's servers take an already bound socket
- * (lc_server_opts.use_sock), so the sockets are made here: socket, setsockopt, bind; each loop
- * then listens on its own in lc_loop_create_server. Hand-offs become transports of the target
- * loop's server with lc__server_adopt (engine/stream_internal.h): no future per connection. */
+ * Every socket is bound here, up front, on the caller's thread (lc__socket_bind, the engine's own
+ * socket creation); each loop then listens on its own in lc_loop_create_server, which takes an
+ * already bound socket (lc_server_opts.use_sock). Hand-offs become transports of the target
+ * loop's server with lc__server_adopt (engine/group_hooks.h): no future per connection. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -17,8 +17,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine/stream_internal.h"
+#include "engine/group_hooks.h"
+#include "loopcore/errno.h"
 #include "loopcore/group.h"
+#include "loopcore/stream.h"
+#include "loopcore/threadsafe.h"
 
 /* Lifetime and counting across threads.
  *
@@ -111,25 +114,6 @@ static void gs_unref(lc_group_server_t *gs)
     pthread_mutex_destroy(&gs->mu);
     free(gs->m);
     free(gs);
-}
-
-static int make_socket(const struct sockaddr *sa, socklen_t len, int backlog_unused)
-{
-    (void)backlog_unused;
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        (sa->sa_family == AF_INET6 &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
-        bind(fd, sa, len) != 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return fd;
 }
 
 /* ---- Running on a loop ----------------------------------------------------------------------- */
@@ -349,7 +333,8 @@ int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *
     /* Bind every socket first: with port 0 the first bind picks it and the rest reuse it. */
     unsigned nsock = o.mode == LC_GROUP_SERVER_REUSEPORT ? n : 1;
     for (unsigned i = 0; i < nsock && r == 0; i++) {
-        int fd = make_socket((struct sockaddr *)&ss, len, o.backlog);
+        int fd = lc__socket_bind((struct sockaddr *)&ss, len, 0,
+                                 LC__SOCK_REUSEADDR | LC__SOCK_REUSEPORT);
         if (fd < 0) {
             r = fd;
             break;

@@ -47,11 +47,11 @@
  * The default executor. lc_loop_run_in_executor(loop, NULL, ...) uses the loop's default:
  *   1. the one set with lc_loop_set_default_executor() or lc_group_set_default_executor() (the
  *      loop does not own it);
- *   2. else, on a loop run by a loop group's thread (a thread named "lc-loop-<i>", see group.h):
- *      the process-wide shared default executor, created on first use with the default options.
- *      Every loop of every group that has no default of its own shares it: one pool for all the
- *      cores. lc_executor_default_shutdown() shuts it down and frees it (a later use creates a new
- *      one); at process exit it is freed if it is idle;
+ *   2. else, on a loop of a loop group (lc_loop_group() is not NULL, see group.h), whichever
+ *      thread runs it: the process-wide shared default executor, created on first use with the
+ *      default options. Every loop of every group that has no default of its own shares it: one
+ *      pool for all the cores. lc_executor_default_shutdown() shuts it down and frees it (a later
+ *      use creates a new one); at process exit it is freed if it is idle;
  *   3. else (a standalone loop): an executor the loop creates on first use and owns. Closing the
  *      loop shuts it down without waiting for running jobs (asyncio's close): jobs that have not
  *      started never run (their futures are cancelled), jobs that run finish on their workers and

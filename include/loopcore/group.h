@@ -88,7 +88,8 @@ typedef struct lc_group_opts_s {
  *  option, a CPU outside the affinity mask), LC_ENOMEM, or an error of lc_new_event_loop(). */
 int lc_group_create(lc_group_t **out, const lc_group_opts *opts);
 
-/** Starts one thread per loop, named "lc-loop-<i>" and pinned to its CPU; each runs
+/** Starts one thread per loop, named "lc-loop-<i>" (for debuggers and top; lc_loop_group() says
+ *  which loops are a group's, not thread names) and pinned to its CPU; each runs
  *  lc_loop_run_forever() and first the start hook. Returns once every hook has run. Any thread
  *  but a loop of this group; at most once per group. Returns 0, LC_EINVAL, LC_EINVALIDSTATE
  *  (already started, or stopped before start), or a thread-creation error (the threads already
@@ -125,6 +126,8 @@ int lc_group_cpu(const lc_group_t *g, unsigned i);
 
 /** The index of loop in g, or -1 if it is not a member (or an argument is NULL). Any thread. */
 int lc_group_index(const lc_group_t *g, const lc_loop_t *loop);
+
+/* The group a loop belongs to: lc_loop_group(loop), in loop.h. */
 
 /* ---- Cross-loop calls ------------------------------------------------------------------------ */
 

@@ -23,6 +23,7 @@ extern "C" {
 typedef struct lc_loop_s lc_loop_t;
 typedef struct lc_handle_s lc_handle_t;
 typedef struct lc_future_s lc_future_t;
+typedef struct lc_group_s lc_group_t; /* loopcore/group.h */
 
 /* A plain callback: fn(arg). Python's functools.partial becomes a struct that arg points to. */
 typedef void (*lc_call_fn)(void *arg);
@@ -77,6 +78,12 @@ bool lc_loop_is_running(const lc_loop_t *loop);
 
 /** True once lc_loop_close() has succeeded. */
 bool lc_loop_is_closed(const lc_loop_t *loop);
+
+/** The loop group that made loop (lc_group_create(), group.h), or NULL: a loop of
+ *  lc_new_event_loop(), or NULL itself. Set once, when the group makes the loop, never by the
+ *  thread that runs it (its name included): the executor's default rule reads it (executor.h).
+ *  Any thread. */
+lc_group_t *lc_loop_group(const lc_loop_t *loop);
 
 /** Closes the loop: every pending callback, timer and done callback is discarded without running
  *  and freed (handles the user still holds stay valid; lc_handle_cancel on them does nothing);

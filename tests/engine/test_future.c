@@ -1,9 +1,9 @@
 /* Futures: states, results and errors, done callbacks, reference counting, the task factory hook.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
-#include "engine/future_internal.h"
 #include "tests/support/loop_fixture.h"
 
 static void test_future_pending_state(void **state)

@@ -1,5 +1,7 @@
-/* Executors: worker-thread pools, lc_loop_queue_work and run_in_executor
- * (include/loopcore/executor.h).
+/* The worker pool: an executor's workers and the jobs they run (include/loopcore/executor.h), apart
+ * from its callers, as libuv's src/threadpool.c is: queue_work.c submits (lc_loop_queue_work),
+ * run_in_executor.c builds futures on top of that, and default.c picks the executor that a NULL
+ * executor means. The job, the executor and the submission itself are in pool.h.
  *
  * A job is the private part of an lc_work_t, which the caller allocates. It embeds the node of
  * the executor's inbound queue and the lc_call_t that carries its outcome back to its loop:
@@ -8,8 +10,8 @@
  *   lc_loop_queue_work ─MPSC push─▶ pop a batch, run each work ─post chain─▶ chain_delivered:
  *                                (running list)           (loop's MPSC)  after(req, status) each
  *
- * run_in_executor is a user of that API (see its section at the end): one allocation holds the
- * lc_work_t, the job's function and its future's reference.
+ * run_in_executor is a user of that API (run_in_executor.c): one allocation holds the lc_work_t,
+ * the job's function and its future's reference.
  *
  * Submission takes no lock: a job is pushed on the executor's lock-free MPSC queue
  * (threadsafe/mpsc.h), whose consumer role the workers take in turn under ex->mu. A worker takes
@@ -40,14 +42,13 @@
  *     under SHORT_NS): a busy worker pops again within microseconds, and if every busy worker is
  *     stuck in a long job after all, the sentinel's timeout bounds the wait. Nothing to do. This
  *     is what lets one awake worker drain a stream of short jobs without a futex call per job.
- *   - else: wake_workers() under ex->mu claims a sleeper (S or T -> I, then a condvar signal) or
- *     starts a new worker (counted I at once), up to max_workers.
- * The submission's hot path is thus two atomic RMWs (the push's exchange, and the count on a line
- * that only submitters write) and one load of a word that the workers write only when they change
- * state: no lock, and no write to a line that the workers write per job. A worker that takes a
- * batch and leaves jobs behind wakes helpers the same way (two for blocking jobs, so that wake-ups
- * fan out as a tree; for short jobs one, when the backlog would take longer to drain than a
- * wake-up costs).
+ *   - else: lc__executor_wake_workers() under ex->mu claims a sleeper (S or T -> I, then a condvar
+ * signal) or starts a new worker (counted I at once), up to max_workers. The submission's hot path
+ * is thus two atomic RMWs (the push's exchange, and the count on a line that only submitters write)
+ * and one load of a word that the workers write only when they change state: no lock, and no write
+ * to a line that the workers write per job. A worker that takes a batch and leaves jobs behind
+ * wakes helpers the same way (two for blocking jobs, so that wake-ups fan out as a tree; for short
+ * jobs one, when the backlog would take longer to drain than a wake-up costs).
  *
  * Sleepers are claimed under ex->mu: the waker moves one from S (or T) to I and increments the
  * pending count of that condition variable; the sleeper that wakes (signalled, timed out or
@@ -79,18 +80,18 @@
  * is what the rule "B > 0: a busy worker pops again within microseconds" needs.
  *
  * Where workers run. A thread inherits its creator's affinity mask, and the workers of a group's
- * shared executor are started by the group's loop threads, each pinned to one CPU: so a worker
- * gets the process's mask instead (its main thread's, process_cpus()), not its creator's.
- * Inherited, it would share one loop's CPU for good and every round trip would pay a sleep and a
- * wake-up (9 us instead of 0.8 on a two-CPU VM). The kernel still tends to wake a thread on its
- * waker's CPU: once a worker that slept between the jobs of a loop woke on that loop's CPU, its
- * later wake-ups mostly put it there again even with the other CPU idle (measured: 95% of them),
- * and spinning there it takes the CPU from the very thread that submits the next job, which
- * cannot move away when it is a pinned loop. So a worker that is about to spin or pace (see
- * "Pacing") on the CPU that its last job was submitted from (sched_getcpu() at the submission,
- * kept in the job) first moves to another CPU of the mask (leave_cpu): a narrowed mask migrates
- * it at once, and the full mask is restored right after. This is rare (a few hundred moves in a
- * whole executor_bench run).
+ * shared executor are started by the group's loop threads, each pinned to one CPU: so a worker gets
+ * the process's mask instead (its main thread's, process_cpus()), not its creator's. Inherited, it
+ * would share one loop's CPU for good and every round trip would pay a sleep and a wake-up (an
+ * order of magnitude slower: bench/RESULTS.md, executor_bench). The kernel still tends to wake a
+ * thread on its waker's CPU: once a worker that slept between the jobs of a loop woke on that
+ * loop's CPU, its later wake-ups nearly always put it there again even with the other CPU idle
+ * (measured: the same section), and spinning there it takes the CPU from the very thread that
+ * submits the next job, which cannot move away when it is a pinned loop. So a worker that is about
+ * to spin or pace (see "Pacing") on the CPU that its last job was submitted from (sched_getcpu() at
+ * the submission, kept in the job) first moves to another CPU of the mask (leave_cpu): a narrowed
+ * mask migrates it at once, and the full mask is restored right after. This is rare
+ * (bench/RESULTS.md, executor_bench).
  *
  * Closing. The closed bit is set with a seq_cst RMW, followed by a read of submitted, as a
  * worker's transition; a submission checks the bit before its push and again after its count. One
@@ -114,8 +115,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/internal.h"
-#include "loopcore/executor.h"
+#include "executor/pool.h"
+
 #include "threadsafe/mpsc.h"
 
 /* Jobs whose running average is below this are "short": submissions do not wake workers while a
@@ -140,123 +141,16 @@
 #define SPIN_MIN_NS 2000u
 #define SPIN_PROBE_SLEEPS 32u
 /* Pacing (see the top): a busy worker whose last batch of short jobs held more than one job but
- * did not fill up looks at the queue again no sooner than this after its previous look. At a
- * loop's pace of one submission per 50-100 ns that gathers a few dozen jobs, about BATCH_MAX. */
+ * did not fill up looks at the queue again no sooner than this after its previous look: at the
+ * pace a loop submits at (bench/RESULTS.md, executor_bench) that gathers a few dozen jobs, about
+ * BATCH_MAX. */
 #define PACE_NS 3000.0
 /* The most distinct loops whose outcomes one batch sends as chains; more go one by one. */
 #define CHAINS_MAX 8
 
-/* ---- The control word ------------------------------------------------------------------------ */
-
-#define CTL_CLOSED 1ull
-#define CTL_I1 (1ull << 8) /* the worker counts: 12 bits each */
-#define CTL_B1 (1ull << 20)
-#define CTL_S1 (1ull << 32)
-#define CTL_T1 (1ull << 44)
-#define CTL_FIELD(c, one) ((unsigned)(((c) / (one)) & 0xfffu))
-#define CTL_I(c) CTL_FIELD(c, CTL_I1)
-#define CTL_B(c) CTL_FIELD(c, CTL_B1)
-#define CTL_S(c) CTL_FIELD(c, CTL_S1)
-#define CTL_T(c) CTL_FIELD(c, CTL_T1)
-#define MAX_WORKERS 4095u
-
-/* ---- Jobs ------------------------------------------------------------------------------------ */
-
-typedef struct job_s {
-    lc_call_t call;            /* the outcome's message to the loop (a chain's head carries all) */
-    lc_mpsc_node_t qnode;      /* the executor's inbound queue */
-    struct job_s *prev, *next; /* ex->running or ex->bounced; under ex->mu */
-    struct job_s *chain;       /* a batch, then the chain of outcomes sent to one loop */
-    lc_loop_t *loop;
-    lc_work_fn work;
-    lc_after_work_cb after;
-    /* Internal users only (run_in_executor): called under ex->mu on the thread that closes the
-     * loop that owns the executor, for a job whose work runs at that moment. */
-    void (*orphan)(lc_work_t *req);
-    int status; /* the work's return value, or LC_ECANCELLED: written by the worker, published by
-                   the post */
-    /* Set by lc_work_cancel() (loop thread), read by the worker before it runs the work. relaxed
-     * on both sides: it publishes nothing; either the worker sees it and skips the job, or the job
-     * counts as started. */
-    _Atomic bool cancel;
-    /* The CPU the submission ran on (-1: unknown), read by the worker (see leave_cpu). Written
-     * before the push, which publishes it. */
-    int16_t cpu;
-} job_t;
-
-_Static_assert(sizeof(job_t) <= sizeof(((lc_work_t *)0)->_priv), "lc_work_t is too small");
-
-static job_t *job_of(lc_work_t *req) { return (job_t *)(void *)req->_priv; }
+static __thread lc_executor_t *tls_worker_ex; /* the executor this worker thread belongs to */
 
 static lc_work_t *req_of(job_t *j) { return lc_container_of((void *)j, lc_work_t, _priv); }
-
-/* ---- Executors ------------------------------------------------------------------------------- */
-
-struct lc_executor_s {
-    /* Immutable after create; read by submitters and workers. */
-    lc_loop_t *owner; /* rule 3: the loop that owns it; only that loop may submit */
-    unsigned max_workers;
-    size_t max_queued;
-    double spin; /* seconds; 0: never */
-    char prefix[16];
-    /* The workers' CPUs (see process_cpus); has_cpus false: they inherit their creator's. */
-    bool has_cpus;
-    cpu_set_t cpus;
-    /* Whether avg_ns is under SHORT_NS: read by every submission that finds no idle worker, so it
-     * sits on this read-mostly line, apart from avg_ns, and is written only when it flips (a
-     * worker's relaxed load and store: a heuristic; a lost flip is redone at the next batch). */
-    _Atomic bool short_jobs;
-    char pad0[LC_MPSC_PAD];
-
-    /* Written by submitters: jobs pushed. seq_cst RMW after the push, seq_cst reads by workers
-     * after their transitions: the Dekker pair of the top of the file. */
-    _Atomic uint64_t submitted;
-    /* One for the handle (the user's, or the owning loop's), one per worker. */
-    _Atomic uint32_t refs;
-    char pad1[LC_MPSC_PAD];
-
-    /* The control word (see the top): written by workers when they change state and by the
-     * closing thread; read by every submission. */
-    _Atomic uint64_t ctl;
-    /* Set (release) by a push that found the queue re-armed; a spinning worker exchanges it
-     * (acquire), which orders that push before its pop. A stale true only costs an empty pop. */
-    _Atomic bool hint;
-    /* max_queued only: jobs pushed and not yet taken (relaxed: the jobs travel through the
-     * queue; this only counts them). */
-    _Atomic int64_t bounded;
-    char pad2[LC_MPSC_PAD];
-
-    lc_mpsc_t inq; /* padded inside; the consumer role is taken under mu */
-
-    /* Jobs popped (by workers, shutdown, release): written under mu (relaxed, exact there). */
-    _Atomic uint64_t taken;
-    /* Written by workers; relaxed everywhere: heuristics and statistics. */
-    _Atomic uint32_t avg_ns;    /* running average of job durations */
-    _Atomic bool spinning;      /* an idle worker spins (CAS false -> true to become it) */
-    _Atomic uint32_t spin_ns;   /* the adaptive spin budget (see the top); 0: sleep at once */
-    _Atomic bool stop_spin;     /* shutdown: spinners stop at once */
-    _Atomic bool orphaned_hint; /* the owner loop closed: workers skip the jobs they hold */
-    _Atomic unsigned long long completed, cancelled;
-    _Atomic unsigned next_index; /* thread names */
-    char pad3[LC_MPSC_PAD];
-
-    pthread_mutex_t mu; /* the queue's consumer role, the lists and the fields below */
-    pthread_cond_t work_cv;
-    pthread_cond_t sentinel_cv;
-    pthread_cond_t idle_cv; /* lc_executor_shutdown(wait) waits here for the last worker */
-    job_t *running;         /* jobs taken by workers */
-    job_t *bounced;         /* owned executors: outcomes the closed owner refused */
-    unsigned nthreads;      /* workers alive, starting ones included */
-    unsigned pend_work;     /* claims of work_cv sleepers not yet taken by a woken thread */
-    unsigned pend_sentinel; /* the same for sentinel_cv */
-    long sentinel_ns;       /* the sentinel's next timeout */
-    unsigned sleeps;        /* counts sleeps, to try spinning again (SPIN_PROBE_SLEEPS) */
-    bool shutdown;
-    bool owned;    /* the owner loop's release will come (rule 3); cleared by release/let-go */
-    bool orphaned; /* the owner loop closed: jobs still held by workers are dropped */
-};
-
-static __thread lc_executor_t *tls_worker_ex; /* the executor this worker thread belongs to */
 
 static double now_s(void)
 {
@@ -268,14 +162,14 @@ static double now_s(void)
 static uint64_t ctl_add(lc_executor_t *ex, uint64_t delta)
 {
     /* seq_cst: a transition, the worker's write in the Dekker pair at the top; it pairs with the
-     * seq_cst load of ctl in submit(). */
+     * seq_cst load of ctl in lc__executor_submit() (pool.h). */
     return atomic_fetch_add_explicit(&ex->ctl, delta, memory_order_seq_cst) + delta;
 }
 
 /* The worker's read in the Dekker pair, after a transition and before it looks at the queue:
  * returns how many pushed jobs are not taken yet, as far as this thread can tell (>= 1: some
- * job's push happens-before what follows). seq_cst: pairs with the seq_cst RMW in submit(). Under
- * mu (taken is exact there). */
+ * job's push happens-before what follows). seq_cst: pairs with the seq_cst RMW in
+ * lc__executor_submit(). Under mu (taken is exact there). */
 static int64_t look_after_transition(lc_executor_t *ex)
 {
     uint64_t sub = atomic_load_explicit(&ex->submitted, memory_order_seq_cst);
@@ -288,7 +182,7 @@ static void ex_ref(lc_executor_t *ex)
     atomic_fetch_add_explicit(&ex->refs, 1, memory_order_relaxed);
 }
 
-static void ex_unref(lc_executor_t *ex)
+void lc__executor_unref(lc_executor_t *ex)
 {
     /* acq_rel: the release half orders this holder's uses of ex before the free; the acquire
      * half, in the holder that drops the last reference, pairs with the others' release halves,
@@ -397,8 +291,8 @@ static void chain_delivered(lc_call_t *call, int status)
 static void *worker_main(void *arg);
 static void fail_all_queued(lc_executor_t *ex, int err);
 
-/* Starts a worker that wake_workers() counted (nthreads, and I in ctl). Without mu. On failure
- * takes the counts back; with no worker left, the queued jobs fail with the error. */
+/* Starts a worker that lc__executor_wake_workers() counted (nthreads, and I in ctl). Without mu. On
+ * failure takes the counts back; with no worker left, the queued jobs fail with the error. */
 static int spawn_worker(lc_executor_t *ex)
 {
     ex_ref(ex); /* the worker's */
@@ -437,13 +331,12 @@ static int spawn_worker(lc_executor_t *ex)
     pthread_mutex_unlock(&ex->mu);
     if (none)
         fail_all_queued(ex, -r);
-    ex_unref(ex);
+    lc__executor_unref(ex);
     return -r;
 }
 
-/* Makes sure at least target workers are idle (bounded by the queued jobs, which the caller
- * checked): claims sleepers, else starts workers up to max_workers. Any thread, without mu. */
-static void wake_workers(lc_executor_t *ex, unsigned target)
+/* Declared in pool.h. */
+void lc__executor_wake_workers(lc_executor_t *ex, unsigned target)
 {
     unsigned spawn = 0;
     pthread_mutex_lock(&ex->mu);
@@ -473,12 +366,6 @@ static void wake_workers(lc_executor_t *ex, unsigned target)
         spawn_worker(ex);
 }
 
-static bool jobs_short(lc_executor_t *ex)
-{
-    /* relaxed: a heuristic, see the field. */
-    return atomic_load_explicit(&ex->short_jobs, memory_order_relaxed);
-}
-
 /* Takes a batch. An idle worker becomes busy first (I -> B, then its look: see the top); a busy
  * one just pops again. Returns the number of jobs (the worker is then busy) or 0 (it is then
  * idle). */
@@ -491,7 +378,7 @@ static size_t take_batch(lc_executor_t *ex, bool *busy, job_t **batch, lc_mpsc_s
         *busy = true;
     }
     pthread_mutex_lock(&ex->mu);
-    size_t n = pop_jobs(ex, jobs_short(ex) ? BATCH_MAX : 1, batch, st);
+    size_t n = pop_jobs(ex, lc__jobs_short(ex) ? BATCH_MAX : 1, batch, st);
     for (job_t *j = *batch; j != NULL; j = j->chain)
         list_push(&ex->running, j);
     pthread_mutex_unlock(&ex->mu);
@@ -761,7 +648,7 @@ static void *worker_main(void *arg)
     for (;;) {
         job_t *batch;
         lc_mpsc_status_t st;
-        if (busy && last_n > 1 && last_n < BATCH_MAX && jobs_short(ex)) {
+        if (busy && last_n > 1 && last_n < BATCH_MAX && lc__jobs_short(ex)) {
             leave_cpu(ex, last_cpu); /* as a spinner does: not against the submitter */
             pace(last_look + PACE_NS * 1e-9);
         }
@@ -783,9 +670,9 @@ static void *worker_main(void *arg)
                     (int64_t)(atomic_load_explicit(&ex->submitted, memory_order_relaxed) -
                               atomic_load_explicit(&ex->taken, memory_order_relaxed));
                 if (avg >= SHORT_NS)
-                    wake_workers(ex, left >= 2 ? 2 : 1);
+                    lc__executor_wake_workers(ex, left >= 2 ? 2 : 1);
                 else if ((double)left * avg > WAKE_COST_NS)
-                    wake_workers(ex, 1);
+                    lc__executor_wake_workers(ex, 1);
             }
             last_cpu = run_batch(ex, batch);
             may_spin = true;
@@ -802,7 +689,8 @@ static void *worker_main(void *arg)
          * for the CPU). */
         uint32_t budget = atomic_load_explicit(&ex->spin_ns, memory_order_relaxed);
         if (may_spin && budget > 0 &&
-            (CTL_B(atomic_load_explicit(&ex->ctl, memory_order_relaxed)) == 0 || !jobs_short(ex)) &&
+            (CTL_B(atomic_load_explicit(&ex->ctl, memory_order_relaxed)) == 0 ||
+             !lc__jobs_short(ex)) &&
             atomic_compare_exchange_strong_explicit(&ex->spinning, &expected, true,
                                                     memory_order_relaxed, memory_order_relaxed)) {
             leave_cpu(ex, last_cpu);
@@ -818,7 +706,7 @@ static void *worker_main(void *arg)
         may_spin = true;
     }
     tls_worker_ex = NULL;
-    ex_unref(ex); /* the worker's; nothing of ex is touched after it */
+    lc__executor_unref(ex); /* the worker's; nothing of ex is touched after it */
     return NULL;
 }
 
@@ -973,7 +861,7 @@ int lc_executor_destroy(lc_executor_t *ex)
     int r = lc_executor_shutdown(ex, true, false);
     if (r != 0)
         return r;
-    ex_unref(ex);
+    lc__executor_unref(ex);
     return 0;
 }
 
@@ -999,16 +887,27 @@ int lc_executor_get_stats(lc_executor_t *ex, lc_executor_stats_t *stats)
 
 lc_executor_t *lc_executor_current(void) { return tls_worker_ex; }
 
-/* ---- The loop's default executor ------------------------------------------------------------- */
+/* ---- Owned executors ------------------------------------------------------------------------- */
+
+int lc__executor_create_owned(lc_loop_t *loop, lc_executor_t **out)
+{
+    lc_executor_t *ex;
+    int r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
+    if (r != 0)
+        return r;
+    ex->owner = loop; /* nobody else can see ex yet */
+    ex->owned = true;
+    *out = ex;
+    return 0;
+}
 
 /* The owned executor's release: lc_loop_close() calls it on the closing thread, after it handed
  * back every queued outcome. Shuts the executor down without waiting: queued jobs never run
  * (after(req, LC_ECLOSED) here); jobs held by workers are orphaned (their orphan hooks run here,
  * under mu; their workers hand the outcomes over when the work returns); outcomes the closed loop
  * refused are handed over here. */
-static void owned_release(void *p)
+void lc__executor_release_owned(lc_executor_t *ex)
 {
-    lc_executor_t *ex = p;
     close_submissions(ex);
     pthread_mutex_lock(&ex->mu);
     ex->shutdown = true;
@@ -1041,160 +940,33 @@ static void owned_release(void *p)
         job_finish(j, LC_ECLOSED);
         j = next;
     }
-    ex_unref(ex); /* the loop's; the workers still alive keep ex */
+    lc__executor_unref(ex); /* the loop's; the workers still alive keep ex */
 }
 
-/* The process-wide shared default (rule 2). */
-static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic(lc_executor_t *) shared_default;
-static bool shared_atexit_registered; /* under shared_mu */
-
-static void shared_at_exit(void)
+void lc__executor_let_go(lc_executor_t *ex)
 {
-    pthread_mutex_lock(&shared_mu);
-    /* relaxed: under shared_mu, which every store holds. */
-    lc_executor_t *ex = atomic_load_explicit(&shared_default, memory_order_relaxed);
-    bool idle = false;
-    if (ex != NULL) {
-        pthread_mutex_lock(&ex->mu);
-        /* Idle: nothing queued, no worker holds a job. relaxed: a snapshot. */
-        uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_relaxed);
-        idle = CTL_B(c) == 0 && atomic_load_explicit(&ex->submitted, memory_order_relaxed) ==
-                                    atomic_load_explicit(&ex->taken, memory_order_relaxed);
-        pthread_mutex_unlock(&ex->mu);
-        if (idle)
-            atomic_store_explicit(&shared_default, NULL, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&shared_mu);
-    /* A busy executor is left to the process's end: waiting for its jobs could hang the exit,
-     * and their loops may be gone. */
-    if (idle)
-        lc_executor_destroy(ex);
+    pthread_mutex_lock(&ex->mu);
+    ex->owned = false;
+    pthread_mutex_unlock(&ex->mu);
+    lc_executor_shutdown(ex, false, false);
+    lc__executor_unref(ex);
 }
 
-static int get_shared_default(lc_executor_t **out)
+bool lc__executor_idle(lc_executor_t *ex)
 {
-    /* acquire: pairs with the release store below; the executor's fields are initialized. */
-    lc_executor_t *ex = atomic_load_explicit(&shared_default, memory_order_acquire);
-    if (ex != NULL) {
-        *out = ex;
-        return 0;
-    }
-    pthread_mutex_lock(&shared_mu);
-    int r = 0;
-    ex = atomic_load_explicit(&shared_default, memory_order_relaxed); /* under shared_mu */
-    if (ex == NULL) {
-        r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
-        if (r == 0) {
-            /* release: publishes the initialized executor to the lock-free readers above. */
-            atomic_store_explicit(&shared_default, ex, memory_order_release);
-            if (!shared_atexit_registered)
-                shared_atexit_registered = atexit(shared_at_exit) == 0;
-        }
-    }
-    pthread_mutex_unlock(&shared_mu);
-    *out = ex;
-    return r;
+    pthread_mutex_lock(&ex->mu);
+    /* Idle: nothing queued, no worker holds a job. relaxed: a snapshot. */
+    uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_relaxed);
+    bool idle = CTL_B(c) == 0 && atomic_load_explicit(&ex->submitted, memory_order_relaxed) ==
+                                     atomic_load_explicit(&ex->taken, memory_order_relaxed);
+    pthread_mutex_unlock(&ex->mu);
+    return idle;
 }
 
-int lc_executor_default_shutdown(bool cancel_pending)
-{
-    pthread_mutex_lock(&shared_mu);
-    /* relaxed: under shared_mu, which every store holds. */
-    lc_executor_t *ex = atomic_load_explicit(&shared_default, memory_order_relaxed);
-    if (ex != NULL && tls_worker_ex == ex) {
-        pthread_mutex_unlock(&shared_mu);
-        return LC_EBUSY;
-    }
-    atomic_store_explicit(&shared_default, NULL, memory_order_relaxed);
-    pthread_mutex_unlock(&shared_mu);
-    if (ex == NULL)
-        return 0;
-    lc_executor_shutdown(ex, true, cancel_pending);
-    ex_unref(ex);
-    return 0;
-}
+/* ---- Submissions and outcomes ---------------------------------------------------------------- */
 
-/* True if the calling thread is a loop group's loop thread (named "lc-loop-<i>" by
- * lc_group_start(), see group.h). Cached per thread: the name is read from the kernel. */
-static bool on_group_thread(void)
-{
-    static __thread signed char cached = -1;
-    if (cached < 0) {
-        char name[32] = "";
-        cached = pthread_getname_np(pthread_self(), name, sizeof(name)) == 0 &&
-                 strncmp(name, "lc-loop-", 8) == 0;
-    }
-    return cached > 0;
-}
-
-/* The executor that lc_loop_run_in_executor(loop, NULL, ...) uses (rules 1-3 in the header). */
-static int default_executor(lc_loop_t *loop, lc_executor_t **out)
-{
-    if (loop->default_executor != NULL) {
-        *out = loop->default_executor;
-        return 0;
-    }
-    lc_loop_t *running;
-    if (lc_get_running_loop(&running) == 0 && running == loop && on_group_thread())
-        return get_shared_default(out);
-    lc_executor_t *ex;
-    int r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
-    if (r != 0)
-        return r;
-    ex->owner = loop; /* nobody else can see ex yet */
-    ex->owned = true;
-    loop->default_executor = ex;
-    loop->default_executor_release = owned_release;
-    *out = ex;
-    return 0;
-}
-
-int lc_loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex)
-{
-    if (loop == NULL)
-        return LC_EINVAL;
-    if (lc_loop_is_closed(loop))
-        return LC_ECLOSED;
-    int r = lc__loop_check_thread(loop, "set_default_executor");
-    if (r != 0)
-        return r;
-    if (loop->default_executor_release != NULL) {
-        /* Let go of the owned one: it shuts down without waiting and its queued jobs still run
-         * and deliver (the loop stays open); from now on the unowned rules apply to it. */
-        lc_executor_t *old = loop->default_executor;
-        pthread_mutex_lock(&old->mu);
-        old->owned = false;
-        pthread_mutex_unlock(&old->mu);
-        lc_executor_shutdown(old, false, false);
-        ex_unref(old);
-    }
-    loop->default_executor = ex;
-    loop->default_executor_release = NULL;
-    return 0;
-}
-
-int lc_group_set_default_executor(lc_group_t *g, lc_executor_t *ex)
-{
-    if (g == NULL)
-        return LC_EINVAL;
-    unsigned n = lc_group_size(g);
-    for (unsigned i = 0; i < n; i++) {
-        if (lc_loop_is_running(lc_group_loop(g, i)))
-            return LC_EBUSY;
-    }
-    for (unsigned i = 0; i < n; i++) {
-        int r = lc_loop_set_default_executor(lc_group_loop(g, i), ex);
-        if (r != 0)
-            return r;
-    }
-    return 0;
-}
-
-/* ---- lc_loop_queue_work ---------------------------------------------------------------------- */
-
-/* A submission that found the executor closed after its push (see "Closing" at the top). */
-static int submit_late(lc_executor_t *ex, job_t *j)
+/* Declared in pool.h (see "Closing" at the top). */
+int lc__executor_submit_late(lc_executor_t *ex, job_t *j)
 {
     pthread_mutex_lock(&ex->mu);
     job_t *back = ex->nthreads == 0 ? pop_all(ex, NULL) : NULL;
@@ -1203,270 +975,9 @@ static int submit_late(lc_executor_t *ex, job_t *j)
     return send_back(back, LC_ECANCELLED, j) ? LC_ECLOSED : 0;
 }
 
-/* Pushes j on ex's queue and wakes a worker if the rule at the top says so. Any thread. */
-static int submit(lc_executor_t *ex, job_t *j)
+int lc__work_redeliver(lc_work_t *req)
 {
-    /* relaxed: the early check of the closed bit; the one after the count decides. */
-    if (LC_UNLIKELY(atomic_load_explicit(&ex->ctl, memory_order_relaxed) & CTL_CLOSED))
-        return LC_ECLOSED;
-    if (ex->max_queued != 0) {
-        /* relaxed: see the field. */
-        int64_t q = atomic_fetch_add_explicit(&ex->bounded, 1, memory_order_relaxed);
-        if (q >= (int64_t)ex->max_queued) {
-            atomic_fetch_sub_explicit(&ex->bounded, 1, memory_order_relaxed);
-            return LC_EAGAIN;
-        }
-    }
-    if (lc_mpsc_push(&ex->inq, &j->qnode)) {
-        /* release: pairs with the spinner's acquire exchange (see the field). */
-        atomic_store_explicit(&ex->hint, true, memory_order_release);
-    }
-    /* The submission's half of the Dekker pair at the top: count the pushed job, then read the
-     * workers' states. seq_cst both: they pair with the workers' transitions (ctl_add) and reads
-     * (look_after_transition), and with close_submissions(). */
-    atomic_fetch_add_explicit(&ex->submitted, 1, memory_order_seq_cst);
-    uint64_t c = atomic_load_explicit(&ex->ctl, memory_order_seq_cst);
-    if (LC_UNLIKELY(c & CTL_CLOSED))
-        return submit_late(ex, j);
-    if (CTL_I(c) > 0)
-        return 0;
-    if (CTL_B(c) > 0 && CTL_T(c) > 0 && jobs_short(ex))
-        return 0;
-    wake_workers(ex, 1);
-    return 0;
-}
-
-/* Resolves the executor to use (NULL: the loop's default) and checks the loop. */
-static int resolve_executor(lc_loop_t *loop, lc_executor_t **ex)
-{
-    if (lc_loop_is_closed(loop))
-        return LC_ECLOSED;
-    int r = lc__loop_check_thread(loop, "run_in_executor");
-    if (r != 0)
-        return r;
-    if (*ex == NULL)
-        return default_executor(loop, ex);
-    if ((*ex)->owner != NULL && (*ex)->owner != loop)
-        return LC_EINVAL; /* an owned executor serves its loop only (see lc_executor_current) */
-    return 0;
-}
-
-static int queue_job(lc_loop_t *loop, lc_executor_t *ex, lc_work_t *req, lc_work_fn work,
-                     lc_after_work_cb after, void (*orphan)(lc_work_t *req))
-{
-    job_t *j = job_of(req);
-    j->loop = loop;
-    j->work = work;
-    j->after = after;
-    j->orphan = orphan;
-    j->status = 0;
-    int cpu = sched_getcpu(); /* glibc reads it from the thread's rseq area: no system call */
-    j->cpu = (int16_t)(cpu >= 0 && cpu <= INT16_MAX ? cpu : -1);
-    j->chain = j->prev = j->next = NULL;
-    atomic_init(&j->cancel, false);
-    return submit(ex, j);
-}
-
-int lc_loop_queue_work(lc_loop_t *loop, lc_executor_t *ex, lc_work_t *req, lc_work_fn work,
-                       lc_after_work_cb after)
-{
-    if (loop == NULL || req == NULL || work == NULL || after == NULL)
-        return LC_EINVAL;
-    int r = resolve_executor(loop, &ex);
-    if (r != 0)
-        return r;
-    return queue_job(loop, ex, req, work, after, NULL);
-}
-
-int lc_work_cancel(lc_work_t *req)
-{
-    if (req == NULL)
-        return LC_EINVAL;
-    /* relaxed: see the field. */
-    atomic_store_explicit(&job_of(req)->cancel, true, memory_order_relaxed);
-    return 0;
-}
-
-/* ---- run_in_executor ------------------------------------------------------------------------- *
- *
- * One allocation per call: the lc_work_t, the job's function, and the future's reference (the
- * future itself is the engine's). The watcher is a done callback on the future, added at
- * submission and removed when the outcome arrives; it runs only if the future's owner cancelled
- * it first, and then cancels the work (lc_work_cancel). */
-
-typedef struct {
-    lc_work_t work;
-    lc_job_fn fn;
-    void *arg;
-    lc_result_dtor dtor;
-    /* The reference to the future. Loop thread, or the thread that closes the loop (a hand-back,
-     * or the owned executor's release, which calls orphaned() under the executor's mutex; the
-     * worker reads it only after taking that mutex). */
-    lc_future_t *fut;
-    /* Written by the worker in rie_work, published to the loop by the post (or to the releasing
-     * thread by the executor's mutex). */
-    void *result;
-    int status;
-    bool ran;
-    bool watch_ran; /* loop thread: the watcher ran */
-    bool delivered; /* loop thread: the outcome arrived; waiting only for the watcher to run */
-} rie_t;
-
-static void rie_watch(lc_future_t *fut, void *arg);
-
-static int rie_work(lc_work_t *req)
-{
-    rie_t *r = lc_container_of(req, rie_t, work);
-    void *result = NULL;
-    r->status = r->fn(r->arg, &result);
-    r->result = result;
-    r->ran = true;
-    return 0;
-}
-
-/* Passes a successful result that nobody will receive to the destructor. */
-static void rie_drop_result(rie_t *r)
-{
-    if (r->ran && r->status >= 0 && r->result != NULL && r->dtor != NULL)
-        r->dtor(r->result);
-    r->result = NULL;
-}
-
-/* The loop is closed: marks a pending future done (cancelled if fn did not run, else failed with
- * LC_ECLOSED), counts its error as retrieved (nobody can wait for it any more) and drops the
- * reference. Runs no user code: the loop schedules no callback any more. */
-static void rie_settle_closed(rie_t *r, bool ran)
-{
-    lc_future_t *fut = r->fut;
-    if (fut == NULL)
-        return;
-    r->fut = NULL;
-    lc_future_remove_done_callback(fut, rie_watch, r);
-    if (!lc_future_done(fut)) {
-        if (ran)
-            lc_future_set_error(fut, LC_ECLOSED);
-        else
-            lc_future_cancel(fut);
-    }
-    int ignored;
-    (void)lc_future_error(fut, &ignored);
-    lc_future_unref(fut);
-}
-
-/* The owned executor's release, for a job whose fn runs now (see orphan in job_t). */
-static void rie_orphaned(lc_work_t *req)
-{
-    /* fn started (it runs on a worker now, which writes r->ran): the future fails with
-     * LC_ECLOSED. */
-    rie_settle_closed(lc_container_of(req, rie_t, work), true);
-}
-
-static void rie_after(lc_work_t *req, int status)
-{
-    rie_t *r = lc_container_of(req, rie_t, work);
-    if (r->delivered) {
-        /* Second visit (see below): the watcher has run, or close dropped it. */
-        free(r);
-        return;
-    }
-    if (status == LC_ECLOSED) {
-        /* The loop closed first; we run on the closing thread, or on the worker of an orphaned
-         * job (whose future the release settled already). */
-        rie_drop_result(r);
-        rie_settle_closed(r, r->ran);
-        free(r);
-        return;
-    }
-    lc_future_t *fut = r->fut;
-    r->fut = NULL;
-    if (lc_future_remove_done_callback(fut, rie_watch, r) > 0) {
-        /* The usual case: the future was pending. */
-        if (!r->ran) /* skipped (LC_ECANCELLED), or no worker could start (an error) */
-            status == LC_ECANCELLED ? (void)lc_future_cancel(fut)
-                                    : (void)lc_future_set_error(fut, status);
-        else if (r->status == LC_ECANCELLED)
-            lc_future_cancel(fut);
-        else if (r->status < 0)
-            lc_future_set_error(fut, r->status);
-        else
-            lc_future_set_result(fut, r->result);
-        lc_future_unref(fut);
-        free(r);
-        return;
-    }
-    /* The future was done first (its owner cancelled it): the outcome is dropped. */
-    rie_drop_result(r);
-    lc_future_unref(fut);
-    if (r->watch_ran) {
-        free(r);
-        return;
-    }
-    /* The watcher is scheduled but has not run, and it uses r. Send r once more through the
-     * inbound queue: the loop appends it behind the watcher, which therefore runs first. If the
-     * loop closes before, close hands r back (LC_ECLOSED); the watcher is dropped unrun. */
-    r->delivered = true;
-    job_t *j = job_of(req);
+    job_t *j = lc__job_of(req);
     j->chain = NULL; /* a chain of one (chain_delivered read the old link already) */
-    if (lc_loop_post_threadsafe(j->loop, &j->call, chain_delivered) != 0)
-        free(r);
-}
-
-/* The future is done before its outcome arrived (its owner cancelled it). Loop thread. */
-static void rie_watch(lc_future_t *fut, void *arg)
-{
-    (void)fut;
-    rie_t *r = arg;
-    r->watch_ran = true;
-    lc_work_cancel(&r->work);
-}
-
-int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
-                                 lc_result_dtor dtor, lc_future_t **fut)
-{
-    if (fut != NULL)
-        *fut = NULL;
-    if (loop == NULL || fn == NULL || fut == NULL)
-        return LC_EINVAL;
-    int r = resolve_executor(loop, &ex);
-    if (r != 0)
-        return r;
-    rie_t *job = malloc(sizeof(*job));
-    if (job == NULL)
-        return LC_ENOMEM;
-    lc_future_t *f;
-    r = lc_loop_create_future(loop, &f);
-    if (r != 0) {
-        free(job);
-        return r;
-    }
-    /* The first done callback is stored inline in the future: this cannot fail. */
-    r = lc_future_add_done_callback(f, rie_watch, job);
-    if (r != 0) {
-        lc_future_unref(f);
-        free(job);
-        return r;
-    }
-    job->fn = fn;
-    job->arg = arg;
-    job->dtor = dtor;
-    job->fut = lc_future_ref(f);
-    job->result = NULL;
-    job->status = 0;
-    job->ran = job->watch_ran = job->delivered = false;
-    r = queue_job(loop, ex, &job->work, rie_work, rie_after, rie_orphaned);
-    if (r != 0) {
-        lc_future_remove_done_callback(f, rie_watch, job);
-        lc_future_unref(f); /* the job's */
-        lc_future_unref(f); /* the caller's */
-        free(job);
-        return r;
-    }
-    *fut = f;
-    return 0;
-}
-
-int lc_loop_run_in_executor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
-                            lc_future_t **fut)
-{
-    return lc_loop_run_in_executor_dtor(loop, ex, fn, arg, NULL, fut);
+    return lc_loop_post_threadsafe(j->loop, &j->call, chain_delivered);
 }
