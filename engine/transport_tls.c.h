@@ -63,6 +63,9 @@ struct lc__tls_s {
 };
 
 static __thread char tls_last_err[256];
+/* Where the data that arrives after our close_notify goes (discarded). Not tls_read_buf: close()
+ * may be called from data_received, whose data lives there until it returns. */
+static __thread char tls_discard_buf[16384];
 
 static void tls_shutdown_step(lc_transport_t *t);
 static void tls_read_some(lc_transport_t *t);
@@ -229,7 +232,10 @@ static unsigned tls_poll_events(const lc_transport_t *t, unsigned ev)
     const struct lc__tls_s *s = t->tls;
     if (s->state != TLS_OPEN)
         return s->want_write ? UV_WRITABLE : UV_READABLE;
-    if (s->want_write)
+    /* A read that wants to write (a KeyUpdate's answer that the socket did not take) waits for
+     * POLLOUT only while reading goes on: paused or closing, nobody would read on POLLOUT, which
+     * would then fire again and again; the next SSL_write sends OpenSSL's pending bytes first. */
+    if (s->want_write && t->reading && !t->closing && !t->eof_seen)
         ev |= UV_WRITABLE;
     if (s->write_wants_read && t->wlen > 0)
         ev |= UV_READABLE;
@@ -598,16 +604,13 @@ static void tls_shutdown_step(lc_transport_t *t)
     }
     for (int i = 0; i < LC__TLS_READS_PER_POLL; i++) {
         ERR_clear_error();
-        int n = SSL_read(s->ssl, tls_read_buf, (int)sizeof(tls_read_buf));
+        int n = SSL_read(s->ssl, tls_discard_buf, (int)sizeof(tls_discard_buf));
         if (n > 0)
             continue; /* data after close is discarded */
         int e = SSL_get_error(s->ssl, n);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            bool ww = e == SSL_ERROR_WANT_WRITE;
-            if (ww != s->want_write || t->events == 0) {
-                s->want_write = ww;
-                update_poll(t);
-            }
+            s->want_write = e == SSL_ERROR_WANT_WRITE;
+            update_poll(t);
             return;
         }
         /* The peer's close_notify, or its EOF or reset: either way the exchange is over. */

@@ -25,19 +25,19 @@ extern char **environ;
 static char certdir[64];
 static char cert_path[128], key_path[128];
 
-/* ---- peers: one protocol, its behaviour chosen by mode ----------------------------------------
- */
+/* ---- peers: one protocol, its behaviour chosen by mode --------------------------------------- */
 
 enum {
-    M_ECHO,     /* writes back what it gets */
-    M_COLLECT,  /* keeps what it gets */
-    M_PAUSED,   /* pauses reading in connection_made and never resumes */
-    M_FIN,      /* on its first data: shutdown(SHUT_WR) under TLS (FIN, no close_notify) */
-    M_RESET,    /* on its first data: RST (SO_LINGER 0 + abort) */
-    M_HTTP,     /* answers one HTTP request with "ok", then closes */
-    M_STARTTLS, /* plaintext; on "STARTTLS\n" answers "GO\n" and upgrades (server side) */
-    M_BULK,     /* client of the 16 MiB test: sends BULK_TOTAL bytes, checks the echo */
-    M_BUFFERED, /* as M_COLLECT, with get_buffer / buffer_updated */
+    M_ECHO,          /* writes back what it gets */
+    M_COLLECT,       /* keeps what it gets */
+    M_PAUSED,        /* pauses reading in connection_made and never resumes */
+    M_FIN,           /* on its first data: shutdown(SHUT_WR) under TLS (FIN, no close_notify) */
+    M_RESET,         /* on its first data: RST (SO_LINGER 0 + abort) */
+    M_HTTP,          /* answers one HTTP request with "ok", then closes */
+    M_STARTTLS,      /* plaintext; on "STARTTLS\n" answers "GO\n" and upgrades (server side) */
+    M_BULK,          /* client of the 16 MiB test: sends BULK_TOTAL bytes, checks the echo */
+    M_BUFFERED,      /* as M_COLLECT, with get_buffer / buffer_updated */
+    M_CLOSE_IN_DATA, /* closes from data_received, then checks its data is unchanged */
 };
 
 #define BULK_TOTAL (16u << 20)
@@ -139,6 +139,15 @@ static void p_got(peer_t *p, const char *data, size_t len)
         if (p->bytes_in == BULK_TOTAL)
             lc_transport_close(t);
         break;
+    case M_CLOSE_IN_DATA: {
+        /* close() reads and discards what follows: not into the memory data points to. */
+        static char copy[65536];
+        memcpy(copy, data, len);
+        lc_transport_close(t);
+        if (memcmp(copy, data, len) != 0)
+            p->bad_data = true;
+        break;
+    }
     default:
         break;
     }
@@ -219,8 +228,8 @@ static const lc_protocol_t buffered_proto = {
     .buffer_updated = p_buffer_updated,
 };
 
-static int modes[] = {M_ECHO, M_COLLECT,  M_PAUSED, M_FIN,     M_RESET,
-                      M_HTTP, M_STARTTLS, M_BULK,   M_BUFFERED};
+static int modes[] = {M_ECHO, M_COLLECT,  M_PAUSED, M_FIN,      M_RESET,
+                      M_HTTP, M_STARTTLS, M_BULK,   M_BUFFERED, M_CLOSE_IN_DATA};
 
 static int peer_factory(void *arg, const lc_protocol_t **proto, void **user)
 {
@@ -1048,6 +1057,36 @@ static void test_tls_pause_reading_holds_decrypted_records(void **state)
     SSL_CTX_free(cctx);
 }
 
+static void test_tls_close_from_data_received_keeps_its_data(void **state)
+{
+    lc_loop_t *loop = *state;
+    int port;
+    lc_server_t *s = start_server(loop, server_ctx, &modes[M_CLOSE_IN_DATA], 0, &port);
+    SSL_CTX *cctx = make_client_ctx(false, false, 0);
+    lc_future_t *fut = connect_tls(loop, cctx, &modes[M_COLLECT], "127.0.0.1", port, NULL);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    /* Several records in one burst: the server's first read takes them all (read-ahead). */
+    static char a[16000], b[16000], c[16000];
+    memset(a, 'a', sizeof(a));
+    memset(b, 'b', sizeof(b));
+    memset(c, 'c', sizeof(c));
+    assert_int_equal(lc_transport_write(t, a, sizeof(a)), 0);
+    assert_int_equal(lc_transport_write(t, b, sizeof(b)), 0);
+    assert_int_equal(lc_transport_write(t, c, sizeof(c)), 0);
+    wait_for(loop, &npeers, 2, 5);
+    peer_t *sv = peer_of(M_CLOSE_IN_DATA);
+    wait_for(loop, &sv->lost, 1, 5);
+    assert_false(sv->bad_data);
+    assert_int_equal(sv->lost_err, 0);
+    /* The server's close_notify closes the client too (t is gone after its connection_lost). */
+    wait_for(loop, &peer_of(M_COLLECT)->lost, 1, 5);
+    assert_int_equal(peer_of(M_COLLECT)->eof, 1);
+    lc_server_free(s);
+    SSL_CTX_free(cctx);
+}
+
 static void test_tls_unix_server_and_connection(void **state)
 {
     lc_loop_t *loop = *state;
@@ -1379,6 +1418,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_nocopy_writes_and_key_update_both_ways, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls_pause_reading_holds_decrypted_records, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_close_from_data_received_keeps_its_data, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls_unix_server_and_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_renegotiation_refused, setup, teardown),
