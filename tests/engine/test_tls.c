@@ -54,7 +54,7 @@ typedef struct {
     lc_future_t *tls_fut; /* M_STARTTLS: the upgrade */
 } peer_t;
 
-#define MAX_PEERS 1100
+#define MAX_PEERS 2100
 static peer_t peers[MAX_PEERS];
 static int npeers;
 static SSL_CTX *server_ctx;
@@ -905,10 +905,12 @@ static void test_tls_buffered_protocol(void **state)
     SSL_CTX_free(cctx);
 }
 
+/* 1,000 TLS connections opened at once (their handshakes interleaved on one loop), one echo each.
+ */
 static void test_tls_many_concurrent_connections(void **state)
 {
     lc_loop_t *loop = *state;
-    enum { N = 300 };
+    enum { N = 1000 };
     int port;
     lc_server_t *s = start_server(loop, server_ctx, &modes[M_ECHO], 0, &port);
     SSL_CTX *cctx = make_client_ctx(true, true, 0);
