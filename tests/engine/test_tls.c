@@ -772,6 +772,17 @@ static void test_tls_reset_mid_handshake_and_garbage(void **state)
     close(fd);
     run_for(loop, 0.02);
     assert_int_equal((int)lc_server_active(s), 0);
+    /* An SSLv2-format hello (a 2-byte header with the top bit set) for a version OpenSSL 3 does
+     * not speak, then a close: one connection lost. */
+    fd = raw_connect(port);
+    static const unsigned char v2[] = {0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00,
+                                       0x10, 0x07, 0x00, 0xc0, 0x03, 0x00, 0x80, 0x01, 0x00, 0x80};
+    assert_int_equal(send(fd, v2, sizeof(v2), 0), (ssize_t)sizeof(v2));
+    run_for(loop, 0.05);
+    close(fd);
+    for (int i = 0; i < 500 && lc_server_active(s) > 0; i++)
+        run_for(loop, 0.01);
+    assert_int_equal((int)lc_server_active(s), 0);
     assert_int_equal(npeers, 0);
     /* Still serving. */
     SSL_CTX *cctx = make_client_ctx(false, false, 0);
