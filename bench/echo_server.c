@@ -120,7 +120,7 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 int main(int argc, char **argv)
 {
     long loops = 0, port = 19000;
-    lc_group_server_mode mode = LC_GROUP_SERVER_REUSEPORT;
+    lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
     const char *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
@@ -182,13 +182,13 @@ int main(int argc, char **argv)
 
     lc_group_t *g = NULL;
     lc_group_server_t *gs = NULL;
-    r = lc_group_create(&g, &(lc_group_opts){.nloops = (unsigned)loops});
+    r = lc_group_create(&g, &(lc_group_opts_t){.nloops = (unsigned)loops});
     if (r == 0)
         r = lc_group_start(g);
     if (r == 0)
         r = lc_group_create_server(
             g, echo_factory, NULL,
-            &(lc_group_server_opts){
+            &(lc_group_server_opts_t){
                 .host = "127.0.0.1", .port = (int)port, .backlog = 4096, .mode = mode, .ssl = tls},
             &gs);
     bool use_tls = tls != NULL;

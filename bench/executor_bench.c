@@ -329,9 +329,10 @@ static void ours_rtt_group(double *p50, double *p99)
                      .mu = &mu,
                      .cv = &cv};
     lc_group_t *g;
-    check(lc_group_create(
-              &g, &(lc_group_opts){.nloops = 1, .on_start = rtt_group_start, .on_start_arg = &st}),
-          "lc_group_create");
+    check(
+        lc_group_create(
+            &g, &(lc_group_opts_t){.nloops = 1, .on_start = rtt_group_start, .on_start_arg = &st}),
+        "lc_group_create");
     check(lc_group_start(g), "lc_group_start");
     pthread_mutex_lock(&mu);
     while (!st.finished)
@@ -378,7 +379,7 @@ static void run_ours(long n, figures_t *f)
     f->xloop = cross_loop_rtt_p50();
     ours_rtt(&f->rtt_nospin_p50, &f->rtt_nospin_p99);
     lc_executor_t *ex;
-    check(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = BLOCK_WORKERS}),
+    check(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = BLOCK_WORKERS}),
           "lc_executor_create");
     f->blocking = INFINITY;
     for (int rep = 0; rep < REPS; rep++) {
@@ -388,7 +389,7 @@ static void run_ours(long n, figures_t *f)
         if (ms < f->blocking)
             f->blocking = ms;
     }
-    check(lc_executor_destroy(ex), "lc_executor_destroy");
+    check(lc_executor_free(ex), "lc_executor_free");
 }
 
 /* The cross-loop round trip of a two-loop group, p50 in us. */
@@ -451,7 +452,7 @@ static double cross_loop_rtt_p50(void)
     pthread_mutex_init(&st.mu, NULL);
     pthread_cond_init(&st.cv, NULL);
     int r = lc_group_create(
-        &st.g, &(lc_group_opts){.nloops = 2, .on_start = xloop_start, .on_start_arg = &st});
+        &st.g, &(lc_group_opts_t){.nloops = 2, .on_start = xloop_start, .on_start_arg = &st});
     check(r, "lc_group_create");
     check(lc_group_start(st.g), "lc_group_start");
     pthread_mutex_lock(&st.mu);

@@ -242,7 +242,7 @@ int main(int argc, char **argv)
     unsigned loops = 0;
     int port = 8080;
     const char *host = "127.0.0.1";
-    lc_group_server_mode mode = LC_GROUP_SERVER_REUSEPORT;
+    lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
     bool quiet = false;
     const char *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
@@ -307,14 +307,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     lc_group_t *g = NULL;
-    int r = lc_group_create(&g, &(lc_group_opts){.nloops = loops, .on_start = on_loop_start});
+    int r = lc_group_create(&g, &(lc_group_opts_t){.nloops = loops, .on_start = on_loop_start});
     if (r == 0)
         r = lc_group_start(g);
     lc_group_server_t *gs = NULL;
     if (r == 0)
         r = lc_group_create_server(
             g, http_factory, NULL,
-            &(lc_group_server_opts){
+            &(lc_group_server_opts_t){
                 .host = host, .port = port, .backlog = 4096, .mode = mode, .ssl = tls},
             &gs);
     bool use_tls = tls != NULL;

@@ -145,7 +145,7 @@ static double bench_call_later_cancel(long n, lc_handle_t **handles)
               "lc_loop_call_later");
     for (long i = 0; i < n; i++) {
         check(lc_handle_cancel(handles[i]), "lc_handle_cancel");
-        lc_handle_release(handles[i]);
+        lc_handle_unref(handles[i]);
     }
     check(lc_loop_stop(loop), "lc_loop_stop");
     check(lc_loop_run_forever(loop), "lc_loop_run_forever");

@@ -793,7 +793,7 @@ static group_result group_parts(bool do_rtt, bool do_idle)
     group_result res = {0};
     part("group create/start", 30);
     lc_group_t *g;
-    check(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), "lc_group_create");
+    check(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), "lc_group_create");
     check(lc_group_start(g), "lc_group_start");
     lc_loop_t *l0 = lc_group_loop(g, 0), *l1 = lc_group_loop(g, 1);
     fprintf(stderr,

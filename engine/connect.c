@@ -281,11 +281,11 @@ static connector *connector_new(lc_loop_t *loop, lc_protocol_factory_fn factory,
 }
 
 int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                              const lc_connection_opts *opts, lc_future_t **fut)
+                              const lc_connection_opts_t *opts, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;
-    lc_connection_opts o = opts != NULL ? *opts : (lc_connection_opts){0};
+    lc_connection_opts_t o = opts != NULL ? *opts : (lc_connection_opts_t){0};
     if (loop == NULL || factory == NULL || fut == NULL)
         return LC_EINVAL;
     if (o.use_sock && (o.host != NULL || o.port != NULL || o.port_num != 0 ||
@@ -328,7 +328,7 @@ int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, v
     c->family = o.family;
     c->proto = o.proto;
     c->flags = o.flags;
-    c->nodelay = !o.no_delay_off;
+    c->nodelay = !o.nagle;
     snprintf(portbuf, sizeof(portbuf), "%d", o.port_num);
     c->remote_host = o.host != NULL ? strdup(o.host) : NULL;
     c->remote_port = strdup(o.port != NULL ? o.port : portbuf);
@@ -369,9 +369,9 @@ fail:
 
 /* ---- Unix sockets ---------------------------------------------------------------------------- */
 
-int lc__unix_addr(const lc_unix_opts *o, struct sockaddr_un *sun, socklen_t *len);
+int lc__unix_addr(const lc_unix_opts_t *o, struct sockaddr_un *sun, socklen_t *len);
 
-int lc__unix_addr(const lc_unix_opts *o, struct sockaddr_un *sun, socklen_t *len)
+int lc__unix_addr(const lc_unix_opts_t *o, struct sockaddr_un *sun, socklen_t *len)
 {
     if (o->path == NULL)
         return LC_EINVAL;
@@ -386,7 +386,7 @@ int lc__unix_addr(const lc_unix_opts *o, struct sockaddr_un *sun, socklen_t *len
 }
 
 int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                   void *factory_arg, const lc_unix_opts *opts, lc_future_t **fut)
+                                   void *factory_arg, const lc_unix_opts_t *opts, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;

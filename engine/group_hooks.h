@@ -29,7 +29,7 @@ void lc__loop_set_group(lc_loop_t *loop, lc_group_t *g);
  * the fd, or a negative error (nothing is left open). Any thread.
  *
  * The one place where the engine's servers (lc_loop_create_server) and the group servers make
- * their sockets. Not public: lc_server_opts already offers what a user needs (reuse_port, and
+ * their sockets. Not public: lc_server_opts_t already offers what a user needs (reuse_port, and
  * use_sock for a socket of their own), and asyncio has no such call. The group server needs it
  * because it binds every loop's socket up front, on the caller's thread, before any loop serves
  * (with port 0 the first bind picks the port that the others reuse). */
@@ -46,7 +46,7 @@ lc_server_t *lc__server_new_bare(lc_loop_t *loop, lc_protocol_factory_fn factory
                                  void *factory_arg);
 
 /* Gives s (a bare server) TLS for the connections adopted into it: ctx (s takes a reference; NULL:
- * plaintext) and the timeouts as lc_server_opts' (0: the defaults). s's loop thread. Returns 0,
+ * plaintext) and the timeouts as lc_server_opts_t' (0: the defaults). s's loop thread. Returns 0,
  * LC_EINVAL (a negative or NaN timeout, or one without ctx) or LC_ENOMEM. */
 int lc__server_set_tls(lc_server_t *s, struct ssl_ctx_st *ctx, double handshake_timeout,
                        double shutdown_timeout);

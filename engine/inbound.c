@@ -376,7 +376,7 @@ void lc__inbound_close(lc_loop_t *loop)
  *
  * Memory. A handle is in exactly one place: a producer's cache, in flight (queued or running), a
  * loop's batch or return stack, or with the user (a handle whose user reference is dropped last
- * is freed by lc_handle_release(), as before). The caches and stacks only hold handles that were
+ * is freed by lc_handle_unref(), as before). The caches and stacks only hold handles that were
  * in flight before, so the memory is bounded by the most messages ever in flight at once. A
  * thread's cache is freed when the thread exits (a pthread key destructor; the main thread's at
  * exit stays reachable); the batch and the stack are freed when the loop's memory is (by then no

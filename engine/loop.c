@@ -75,7 +75,7 @@ void lc__handle_loop_unref(lc_loop_t *loop, lc_handle_t *h)
     }
     /* acquire: if the count is 1 the loop holds the only reference and nobody can take a new
      * one, so no RMW is needed; the acquire pairs with the release half of a user's
-     * lc_handle_release() on another thread, so the user's last use happens-before our free.
+     * lc_handle_unref() on another thread, so the user's last use happens-before our free.
      * Otherwise acq_rel: the same pairing in both directions. */
     if (atomic_load_explicit(&h->q.refs, memory_order_acquire) == 1 ||
         atomic_fetch_sub_explicit(&h->q.refs, 1, memory_order_acq_rel) == 1)
@@ -470,7 +470,7 @@ int lc_handle_when(const lc_handle_t *h, double *when)
     return 0;
 }
 
-void lc_handle_release(lc_handle_t *h)
+void lc_handle_unref(lc_handle_t *h)
 {
     if (h == NULL)
         return;

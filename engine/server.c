@@ -52,7 +52,7 @@ struct lc_server_s {
     size_t nwaiters;
     /* create_server in progress: */
     lc_future_t *create_fut;
-    lc_server_opts opts;
+    lc_server_opts_t opts;
     lc__tls_config tls; /* TLS settings of accepted connections (tls.ctx NULL: plaintext) */
     char **hosts;
     size_t nhosts, host_i;
@@ -474,7 +474,7 @@ int lc__socket_bind(const struct sockaddr *addr, socklen_t len, int protocol, un
 
 static int bind_one(lc_server_t *s, const struct addrinfo *a)
 {
-    unsigned flags = (s->opts.no_reuse_address ? 0 : LC__SOCK_REUSEADDR) |
+    unsigned flags = (s->opts.exclusive_address ? 0 : LC__SOCK_REUSEADDR) |
                      (s->opts.reuse_port ? LC__SOCK_REUSEPORT : 0);
     int fd = lc__socket_bind(a->ai_addr, a->ai_addrlen, a->ai_protocol, flags);
     return fd < 0 ? fd : server_add_fd(s, fd);
@@ -490,7 +490,7 @@ static void create_finish(lc_server_t *s, int err)
         err = LC_ECLOSED;
     if (err == 0 && lc_future_done(fut))
         err = LC_ECANCELLED;
-    if (err == 0 && !s->opts.no_start_serving)
+    if (err == 0 && !s->opts.start_paused)
         err = server_listen(s);
     if (err != 0) {
         if (!lc_future_done(fut))
@@ -551,11 +551,11 @@ static void resolve_next_host(lc_server_t *s)
 }
 
 int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                          const lc_server_opts *opts, lc_future_t **fut)
+                          const lc_server_opts_t *opts, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;
-    lc_server_opts o = opts != NULL ? *opts : (lc_server_opts){0};
+    lc_server_opts_t o = opts != NULL ? *opts : (lc_server_opts_t){0};
     if (loop == NULL || factory == NULL || fut == NULL || o.port < 0 || o.port > 65535 ||
         o.backlog < 0 || (o.hosts == NULL && o.nhosts > 0) || o.accept_retry_delay < 0)
         return LC_EINVAL;
@@ -582,7 +582,7 @@ int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void 
     if (o.use_sock) {
         int fd = dup(o.sock);
         r = fd >= 0 ? server_add_fd(s, fd) : -errno;
-        if (r == 0 && !o.no_start_serving)
+        if (r == 0 && !o.start_paused)
             r = server_listen(s);
         if (r != 0) {
             lc_server_free(s);
@@ -622,10 +622,10 @@ int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void 
 
 /* ---- Unix servers ---------------------------------------------------------------------------- */
 
-int lc__unix_addr(const lc_unix_opts *o, struct sockaddr_un *sun, socklen_t *len);
+int lc__unix_addr(const lc_unix_opts_t *o, struct sockaddr_un *sun, socklen_t *len);
 
 int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                               const lc_unix_opts *opts, lc_future_t **fut)
+                               const lc_unix_opts_t *opts, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;
@@ -677,7 +677,7 @@ int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, 
         r = server_add_fd(s, fd);
     else
         close(fd);
-    if (r == 0 && !opts->no_start_serving)
+    if (r == 0 && !opts->start_paused)
         r = server_listen(s);
     if (r == 0)
         r = lc_loop_create_future(loop, fut);

@@ -437,7 +437,7 @@ int lc_sleep(double seconds)
     if (r == 0) {
         r = lc_await(fut, NULL);
         lc_handle_cancel(h);
-        lc_handle_release(h);
+        lc_handle_unref(h);
     }
     lc_future_unref(fut);
     return r;

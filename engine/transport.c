@@ -347,7 +347,7 @@ static void send_timer_stop(lc_transport_t *t)
 {
     if (t->send_timer != NULL) {
         lc_handle_cancel(t->send_timer);
-        lc_handle_release(t->send_timer);
+        lc_handle_unref(t->send_timer);
         t->send_timer = NULL;
     }
 }
@@ -364,7 +364,7 @@ static void send_timer_start(lc_transport_t *t)
 static void send_timer_cb(void *arg)
 {
     lc_transport_t *t = arg;
-    lc_handle_release(t->send_timer);
+    lc_handle_unref(t->send_timer);
     t->send_timer = NULL;
     /* Nothing queued now (the next byte queued arms it again), or lost already. */
     if (t->wlen == 0 || t->lost_scheduled || !(t->send_timeout > 0))

@@ -184,7 +184,7 @@ static void tls_timer_stop(lc_transport_t *t)
 {
     if (t->tls->timer != NULL) {
         lc_handle_cancel(t->tls->timer);
-        lc_handle_release(t->tls->timer);
+        lc_handle_unref(t->tls->timer);
         t->tls->timer = NULL;
     }
 }
@@ -278,7 +278,7 @@ static void tls_handshake_failed(lc_transport_t *t, int err)
 static void tls_handshake_timeout_cb(void *arg)
 {
     lc_transport_t *t = arg;
-    lc_handle_release(t->tls->timer);
+    lc_handle_unref(t->tls->timer);
     t->tls->timer = NULL;
     char text[128];
     snprintf(text, sizeof(text),
@@ -554,7 +554,7 @@ static int tls_writelines(lc_transport_t *t, const struct iovec *bufs, size_t nb
 static void tls_shutdown_timeout_cb(void *arg)
 {
     lc_transport_t *t = arg;
-    lc_handle_release(t->tls->timer);
+    lc_handle_unref(t->tls->timer);
     t->tls->timer = NULL;
     tls_set_error_text(t, "SSL shutdown timed out");
     schedule_lost(t, LC_ESSLSHUTDOWNTIMEOUT);

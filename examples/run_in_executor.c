@@ -139,10 +139,10 @@ int main(void)
         return fail("custom thread pool", r);
     print_bytes("custom thread pool", result);
     free(result);
-    lc_executor_destroy(pool);
+    lc_executor_free(pool);
 
     /* 3. A CPU-bound job, in another custom pool. */
-    r = lc_executor_create(&pool, &(lc_executor_opts){.thread_name_prefix = "cpu"});
+    r = lc_executor_create(&pool, &(lc_executor_opts_t){.thread_name_prefix = "cpu"});
     if (r != 0)
         return fail("lc_executor_create", r);
     r = await_job(loop, pool, cpu_bound, &result);
@@ -150,7 +150,7 @@ int main(void)
         return fail("custom thread pool (cpu-bound)", r);
     print_u128("custom thread pool (cpu-bound)", *(unsigned __int128 *)result);
     free(result);
-    lc_executor_destroy(pool);
+    lc_executor_free(pool);
 
     /* asyncio.run() closes the loop, which shuts its default executor down. */
     lc_loop_close(loop);

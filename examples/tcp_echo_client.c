@@ -111,7 +111,7 @@ int main(int argc, char **argv)
     if (r == 0)
         r = lc_loop_create_connection(
             loop, echo_client_factory, &protocol,
-            &(lc_connection_opts){.host = "127.0.0.1", .port_num = (int)port}, &fut);
+            &(lc_connection_opts_t){.host = "127.0.0.1", .port_num = (int)port}, &fut);
     if (r == 0) {
         r = lc_loop_run_until_complete(loop, fut, &res);
         lc_future_unref(fut);

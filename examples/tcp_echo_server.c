@@ -169,7 +169,7 @@ int main(int argc, char **argv)
     lc_future_t *fut = NULL;
     void *res = NULL;
     r = lc_loop_create_server(loop, echo_server_factory, &app,
-                              &(lc_server_opts){.host = "127.0.0.1", .port = (int)port}, &fut);
+                              &(lc_server_opts_t){.host = "127.0.0.1", .port = (int)port}, &fut);
     if (r == 0) {
         r = lc_loop_run_until_complete(loop, fut, &res);
         lc_future_unref(fut);

@@ -30,7 +30,7 @@ static void shared_at_exit(void)
     /* A busy executor is left to the process's end: waiting for its jobs could hang the exit,
      * and their loops may be gone. */
     if (idle)
-        lc_executor_destroy(ex);
+        lc_executor_free(ex);
 }
 
 static int get_shared_default(lc_executor_t **out)
@@ -45,7 +45,7 @@ static int get_shared_default(lc_executor_t **out)
     int r = 0;
     ex = atomic_load_explicit(&shared_default, memory_order_relaxed); /* under shared_mu */
     if (ex == NULL) {
-        r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
+        r = lc_executor_create(&ex, &(lc_executor_opts_t){.thread_name_prefix = "lc-default"});
         if (r == 0) {
             /* release: publishes the initialized executor to the lock-free readers above. */
             atomic_store_explicit(&shared_default, ex, memory_order_release);

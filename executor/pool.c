@@ -763,9 +763,9 @@ static unsigned default_max_workers(const lc_executor_t *ex)
 
 static _Atomic unsigned executor_counter; /* names "lc-exec-<n>" */
 
-int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts)
+int lc_executor_create(lc_executor_t **out, const lc_executor_opts_t *opts)
 {
-    static const lc_executor_opts defaults = {0};
+    static const lc_executor_opts_t defaults = {0};
     if (out == NULL)
         return LC_EINVAL;
     *out = NULL;
@@ -856,7 +856,7 @@ int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending)
     return 0;
 }
 
-int lc_executor_destroy(lc_executor_t *ex)
+int lc_executor_free(lc_executor_t *ex)
 {
     int r = lc_executor_shutdown(ex, true, false);
     if (r != 0)
@@ -892,7 +892,7 @@ lc_executor_t *lc_executor_current(void) { return tls_worker_ex; }
 int lc__executor_create_owned(lc_loop_t *loop, lc_executor_t **out)
 {
     lc_executor_t *ex;
-    int r = lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "lc-default"});
+    int r = lc_executor_create(&ex, &(lc_executor_opts_t){.thread_name_prefix = "lc-default"});
     if (r != 0)
         return r;
     ex->owner = loop; /* nobody else can see ex yet */

@@ -14,7 +14,7 @@ typedef struct {
     lc_work_t work;
     lc_job_fn fn;
     void *arg;
-    lc_result_dtor dtor;
+    lc_result_dtor_fn dtor;
     /* The reference to the future. Loop thread, or the thread that closes the loop (a hand-back,
      * or the owned executor's release, which calls orphaned() under the executor's mutex; the
      * worker reads it only after taking that mutex). */
@@ -135,7 +135,7 @@ static void rie_watch(lc_future_t *fut, void *arg)
 }
 
 int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
-                                 lc_result_dtor dtor, lc_future_t **fut)
+                                 lc_result_dtor_fn dtor, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;

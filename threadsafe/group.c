@@ -155,9 +155,9 @@ static void destroy_loops(lc_group_t *g, unsigned n)
         lc_loop_free(g->members[i].loop);
 }
 
-int lc_group_create(lc_group_t **out, const lc_group_opts *opts)
+int lc_group_create(lc_group_t **out, const lc_group_opts_t *opts)
 {
-    static const lc_group_opts defaults = {0};
+    static const lc_group_opts_t defaults = {0};
     if (out == NULL)
         return LC_EINVAL;
     *out = NULL;
@@ -219,7 +219,7 @@ int lc_group_create(lc_group_t **out, const lc_group_opts *opts)
         member_t *m = &ms[made];
         m->group = g;
         m->index = made;
-        m->cpu = opts->no_pin ? -1 : list[made % nlist];
+        m->cpu = opts->unpinned ? -1 : list[made % nlist];
         r = lc_new_event_loop(&m->loop);
         if (r != 0)
             break;

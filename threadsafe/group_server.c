@@ -4,7 +4,7 @@
  *
  * Every socket is bound here, up front, on the caller's thread (lc__socket_bind, the engine's own
  * socket creation); each loop then listens on its own in lc_loop_create_server, which takes an
- * already bound socket (lc_server_opts.use_sock). Hand-offs become transports of the target
+ * already bound socket (lc_server_opts_t.use_sock). Hand-offs become transports of the target
  * loop's server with lc__server_adopt (engine/group_hooks.h): no future per connection. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -59,12 +59,12 @@ struct lc_group_server_s {
     lc_group_t *group;
     lc_protocol_factory_fn factory;
     void *factory_arg;
-    lc_group_server_mode mode;
+    lc_group_server_mode_t mode;
     int port;
     unsigned n;
     gs_member *m;
     int backlog;
-    /* TLS (lc_group_server_opts.ssl and timeouts), read by every loop's serve step. Needed only
+    /* TLS (lc_group_server_opts_t.ssl and timeouts), read by every loop's serve step. Needed only
      * while lc_group_create_server() runs, which makes every loop's server before it returns
      * (lc_group_submit_wait), while the caller's reference keeps the context alive; each
      * server then holds a reference of its own. So no OpenSSL call is made here. */
@@ -201,12 +201,12 @@ static int serve_on_loop(lc_loop_t *loop, void *arg, void **result)
         lc_future_t *fut = NULL;
         int r = lc_loop_create_server(
             loop, gs->factory, gs->factory_arg,
-            &(lc_server_opts){.use_sock = true,
-                              .sock = mb->fd,
-                              .backlog = gs->backlog,
-                              .ssl = gs->ssl,
-                              .ssl_handshake_timeout = gs->ssl_handshake_timeout,
-                              .ssl_shutdown_timeout = gs->ssl_shutdown_timeout},
+            &(lc_server_opts_t){.use_sock = true,
+                                .sock = mb->fd,
+                                .backlog = gs->backlog,
+                                .ssl = gs->ssl,
+                                .ssl_handshake_timeout = gs->ssl_handshake_timeout,
+                                .ssl_shutdown_timeout = gs->ssl_shutdown_timeout},
             &fut);
         if (r != 0)
             return r;
@@ -257,7 +257,7 @@ static int close_on_loop(lc_loop_t *loop, void *arg, void **result)
 
 /* ---- Public ---------------------------------------------------------------------------------- */
 
-static int resolve_numeric(const lc_group_server_opts *o, struct sockaddr_storage *ss,
+static int resolve_numeric(const lc_group_server_opts_t *o, struct sockaddr_storage *ss,
                            socklen_t *len)
 {
     memset(ss, 0, sizeof(*ss));
@@ -284,11 +284,11 @@ static int resolve_numeric(const lc_group_server_opts *o, struct sockaddr_storag
 }
 
 int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *factory_arg,
-                           const lc_group_server_opts *opts, lc_group_server_t **out)
+                           const lc_group_server_opts_t *opts, lc_group_server_t **out)
 {
     if (out != NULL)
         *out = NULL;
-    lc_group_server_opts o = opts != NULL ? *opts : (lc_group_server_opts){0};
+    lc_group_server_opts_t o = opts != NULL ? *opts : (lc_group_server_opts_t){0};
     if (g == NULL || factory == NULL || out == NULL || o.port < 0 || o.port > 65535 ||
         o.backlog < 0 || (o.mode != LC_GROUP_SERVER_REUSEPORT && o.mode != LC_GROUP_SERVER_HANDOFF))
         return LC_EINVAL;

@@ -286,7 +286,7 @@ static void conn_connect(lcb_conn_t *c, uint64_t now)
     lc_future_t *f = NULL;
     int r = lc_loop_create_connection(
         w->loop, conn_factory, c,
-        &(lc_connection_opts){.host = cfg->host, .port = cfg->port, .ssl = w->ssl}, &f);
+        &(lc_connection_opts_t){.host = cfg->host, .port = cfg->port, .ssl = w->ssl}, &f);
     if (r == 0 && lc_future_add_done_callback(f, conn_connect_done, c) != 0) {
         lc_future_cancel(f);
         r = LC_ENOMEM;
@@ -637,9 +637,9 @@ int lcb_run(const lcb_config_t *cfg, lcb_result_t *res, FILE *progress, char *er
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, &old);
 
-    lc_group_opts gopts = {
+    lc_group_opts_t gopts = {
         .nloops = cfg->threads,
-        .no_pin = !cfg->pin,
+        .unpinned = !cfg->pin,
         .cpus = cfg->ncpus > 0 ? cfg->cpus : NULL,
         .ncpus = cfg->ncpus,
         .spin_budget = -1, /* cross-thread work is rare here: never spin for it */

@@ -89,7 +89,7 @@
 extern "C" {
 #endif
 
-/* The default spin budget of an idle worker, in seconds (see lc_executor_opts.spin_budget). */
+/* The default spin budget of an idle worker, in seconds (see lc_executor_opts_t.spin_budget). */
 #define LC_EXECUTOR_DEFAULT_SPIN 50e-6
 
 typedef struct lc_executor_s lc_executor_t;
@@ -99,7 +99,7 @@ typedef struct lc_executor_s lc_executor_t;
 typedef int (*lc_job_fn)(void *arg, void **result);
 
 /* Destroys a successful job's result that no future will deliver. Any thread. */
-typedef void (*lc_result_dtor)(void *result);
+typedef void (*lc_result_dtor_fn)(void *result);
 
 typedef struct lc_work_s lc_work_t;
 
@@ -132,7 +132,7 @@ typedef struct lc_executor_opts_s {
     double spin_budget; /* at most this many seconds (capped at 1) an idle worker polls the queue
                            before it sleeps (one worker at a time; the spin adapts, down to none,
                            when it does not pay); 0: LC_EXECUTOR_DEFAULT_SPIN; negative: never */
-} lc_executor_opts;
+} lc_executor_opts_t;
 
 /* A snapshot of an executor's counters, for tests and monitoring. */
 typedef struct lc_executor_stats_s {
@@ -148,9 +148,9 @@ typedef struct lc_executor_stats_s {
 /* ---- Executors ------------------------------------------------------------------------------- */
 
 /** Creates an executor in *out (no threads yet); opts NULL for the defaults. Any thread. The caller
- *  owns it: lc_executor_destroy(). Returns 0, LC_EINVAL (NaN spin budget, max_workers over 4095)
+ *  owns it: lc_executor_free(). Returns 0, LC_EINVAL (NaN spin budget, max_workers over 4095)
  *  or LC_ENOMEM. */
-int lc_executor_create(lc_executor_t **out, const lc_executor_opts *opts);
+int lc_executor_create(lc_executor_t **out, const lc_executor_opts_t *opts);
 
 /** Shuts ex down: later submissions fail with LC_ECLOSED (one made at the same moment from another
  *  thread may still be taken, and then runs or is cancelled as a queued job). With
@@ -164,7 +164,7 @@ int lc_executor_shutdown(lc_executor_t *ex, bool wait, bool cancel_pending);
 /** lc_executor_shutdown(ex, true, false) (queued jobs still run), then releases the caller's
  *  handle: ex must not be used by the caller afterwards. Any thread but a worker of ex. Returns 0,
  *  LC_EINVAL or LC_EBUSY. */
-int lc_executor_destroy(lc_executor_t *ex);
+int lc_executor_free(lc_executor_t *ex);
 
 /** Copies ex's counters into *stats. Any thread (a snapshot). Returns 0 or LC_EINVAL. */
 int lc_executor_get_stats(lc_executor_t *ex, lc_executor_stats_t *stats);
@@ -194,7 +194,7 @@ int lc_loop_run_in_executor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, vo
  *  future was cancelled or its loop closed first), dtor(result) is called on the thread that
  *  finds it (dtor NULL: the result is dropped, as with lc_loop_run_in_executor). */
 int lc_loop_run_in_executor_dtor(lc_loop_t *loop, lc_executor_t *ex, lc_job_fn fn, void *arg,
-                                 lc_result_dtor dtor, lc_future_t **fut);
+                                 lc_result_dtor_fn dtor, lc_future_t **fut);
 
 /* ---- lc_loop_queue_work: no future, no allocation ------------------------------------------- */
 

@@ -75,18 +75,18 @@ typedef struct lc_group_opts_s {
                         process may run on (sched_getaffinity), ascending. Each must be in the
                         process's affinity mask. Read during create only. */
     size_t ncpus;    /* entries in cpus (0 if and only if cpus is NULL) */
-    bool no_pin;     /* true: do not pin the threads (lc_group_cpu() gives -1) */
+    bool unpinned;   /* true: do not pin the threads (lc_group_cpu() gives -1) */
     lc_group_start_fn on_start; /* per-loop start hook, or NULL */
     void *on_start_arg;
     double spin_budget; /* seconds; 0: LC_GROUP_DEFAULT_SPIN; negative: no spin */
-} lc_group_opts;
+} lc_group_opts_t;
 
 /* ---- Life cycle ------------------------------------------------------------------------------ */
 
 /** Creates a group of loops in *out (NULL on failure), with no threads yet; opts NULL for the
  *  defaults. Any thread. The caller owns the group: lc_group_free(). Returns 0, LC_EINVAL (bad
  *  option, a CPU outside the affinity mask), LC_ENOMEM, or an error of lc_new_event_loop(). */
-int lc_group_create(lc_group_t **out, const lc_group_opts *opts);
+int lc_group_create(lc_group_t **out, const lc_group_opts_t *opts);
 
 /** Starts one thread per loop, named "lc-loop-<i>" (for debuggers and top; lc_loop_group() says
  *  which loops are a group's, not thread names) and pinned to its CPU; each runs
@@ -185,21 +185,21 @@ typedef enum {
      * closed (lc_group_server_close) or when the target is closed is dropped: its fd is closed,
      * as a connection left in a closed listener's backlog would be. */
     LC_GROUP_SERVER_HANDOFF,
-} lc_group_server_mode;
+} lc_group_server_mode_t;
 
 typedef struct lc_group_server_opts_s {
     const char *host; /* a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
     int port;         /* 0: the first bind picks one and every other socket reuses it */
     int family;       /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
     int backlog;      /* 0 means 100 (per socket) */
-    lc_group_server_mode mode;
+    lc_group_server_mode_t mode;
     /* TLS on every loop (stream.h): one SSL_CTX shared by all of them (each loop's server takes
      * a reference; the caller may free its own once lc_group_create_server returns); the
-     * timeouts as lc_server_opts' (LC_EINVAL for a negative or NaN one, or one without ssl). */
+     * timeouts as lc_server_opts_t' (LC_EINVAL for a negative or NaN one, or one without ssl). */
     struct ssl_ctx_st *ssl;
     double ssl_handshake_timeout;
     double ssl_shutdown_timeout;
-} lc_group_server_opts;
+} lc_group_server_opts_t;
 
 /* Counting and wait_closed. Every loop of a group server has a server of its own (its listener,
  * or in hand-off mode on loops 1..n-1 one with no socket), and every connection a loop serves,
@@ -222,7 +222,7 @@ typedef struct lc_group_server_opts_s {
  *  loop. Returns 0, LC_EINVAL, LC_EBUSY (called on a loop thread), LC_EINVALIDSTATE (group not
  *  running), or the socket/bind error. */
 int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *factory_arg,
-                           const lc_group_server_opts *opts, lc_group_server_t **out);
+                           const lc_group_server_opts_t *opts, lc_group_server_t **out);
 
 /** The port being served. */
 int lc_group_server_port(const lc_group_server_t *gs);

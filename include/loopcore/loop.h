@@ -100,7 +100,7 @@ int lc_loop_free(lc_loop_t *loop);
 
 /** Schedules fn(arg) for the next iteration; callbacks run in the order scheduled, each exactly
  *  once. If handle is not NULL, *handle receives a reference the caller must release with
- *  lc_handle_release(). Returns 0, LC_EINVAL, LC_ECLOSED, LC_ENOMEM, or LC_EWRONGTHREAD (debug). */
+ *  lc_handle_unref(). Returns 0, LC_EINVAL, LC_ECLOSED, LC_ENOMEM, or LC_EWRONGTHREAD (debug). */
 int lc_loop_call_soon(lc_loop_t *loop, lc_call_fn fn, void *arg, lc_handle_t **handle);
 
 /** Schedules fn(arg) to run delay seconds from now (zero and negative delays make a timer that
@@ -134,7 +134,7 @@ int lc_handle_when(const lc_handle_t *handle, double *when);
 
 /** Releases the reference returned by a scheduling call. The handle must not be used afterwards.
  *  Does not cancel. Loop thread only. NULL is ignored. */
-void lc_handle_release(lc_handle_t *handle);
+void lc_handle_unref(lc_handle_t *handle);
 
 /* ---- Tasks: the factory hook (tasks themselves: include/loopcore/task.h, a later issue) --------
  */

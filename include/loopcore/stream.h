@@ -256,7 +256,7 @@ const char *lc_ssl_last_error_text(void);
 /* start_tls's keyword arguments; zero values are the defaults. */
 typedef struct lc_start_tls_opts_s {
     bool server_side;
-    const char *server_hostname;  /* clients: as lc_connection_opts' (NULL and "": none) */
+    const char *server_hostname;  /* clients: as lc_connection_opts_t' (NULL and "": none) */
     double ssl_handshake_timeout; /* 0: 60 s */
     double ssl_shutdown_timeout;  /* 0: 30 s */
 } lc_start_tls_opts;
@@ -288,7 +288,7 @@ typedef struct lc_connection_opts_s {
     int sock;
     const char *local_host; /* local_addr: bind before connecting (port 0 if local_port 0) */
     int local_port;
-    bool no_delay_off; /* TCP_NODELAY is on by default (asyncio since 3.6) */
+    bool nagle; /* TCP_NODELAY is on by default (asyncio since 3.6) */
     /* TLS: the user's SSL_CTX (the engine takes a reference), or NULL for a plain connection. */
     struct ssl_ctx_st *ssl;
     /* SNI and, when ssl verifies peers (SSL_VERIFY_PEER), the name the certificate must match
@@ -297,7 +297,7 @@ typedef struct lc_connection_opts_s {
     const char *server_hostname;
     double ssl_handshake_timeout; /* seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
     double ssl_shutdown_timeout;  /* seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
-} lc_connection_opts;
+} lc_connection_opts_t;
 
 /** Opens a TCP connection: resolves host:port (off the loop thread), tries each address in turn
  *  until one connects, (with ssl: completes the TLS handshake), makes the protocol with
@@ -307,7 +307,7 @@ typedef struct lc_connection_opts_s {
  *  for the caller), LC_EINVAL (also: TLS fields without ssl, ssl with use_sock and no
  *  server_hostname, a bad timeout), LC_ECLOSED, LC_ENOMEM. */
 int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                              const lc_connection_opts *opts, lc_future_t **fut);
+                              const lc_connection_opts_t *opts, lc_future_t **fut);
 
 /* create_unix_connection / create_unix_server's path: a filesystem path, or an abstract name
  * starting with '\0' (then path_len says its length; 0 means strlen(path)). */
@@ -316,19 +316,20 @@ typedef struct lc_unix_opts_s {
     size_t path_len;
     bool use_sock; /* wrap sock instead (connected, or bound for a server) */
     int sock;
-    int backlog;           /* servers: 0 means 100 */
-    bool no_start_serving; /* servers: do not listen yet */
-    /* TLS, as in lc_connection_opts / lc_server_opts. server_hostname: connections only; with
+    int backlog;       /* servers: 0 means 100 */
+    bool start_paused; /* servers: do not listen yet */
+    /* TLS, as in lc_connection_opts_t / lc_server_opts_t. server_hostname: connections only; with
      * ssl it must be given (there is no host to default to); "" for none. */
     struct ssl_ctx_st *ssl;
     const char *server_hostname;
     double ssl_handshake_timeout;
     double ssl_shutdown_timeout;
-} lc_unix_opts;
+} lc_unix_opts_t;
 
 /** As create_connection, on a Unix stream socket. */
 int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                   void *factory_arg, const lc_unix_opts *opts, lc_future_t **fut);
+                                   void *factory_arg, const lc_unix_opts_t *opts,
+                                   lc_future_t **fut);
 
 /** Wraps an accepted (connected) socket fd in a transport with a new protocol, as
  *  create_connection does; the transport owns fd from then on (even on failure it is closed).
@@ -349,16 +350,16 @@ typedef struct lc_server_opts_s {
     bool use_sock;
     int sock;                  /* an already bound socket to serve */
     int backlog;               /* 0 means 100 */
-    bool no_reuse_address;     /* SO_REUSEADDR is on by default */
+    bool exclusive_address;    /* SO_REUSEADDR is on by default */
     bool reuse_port;           /* SO_REUSEPORT */
-    bool no_start_serving;     /* bound but not listening until lc_server_start_serving() */
+    bool start_paused;         /* bound but not listening until lc_server_start_serving() */
     double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
     /* TLS: the user's SSL_CTX, with its certificate and key (the engine takes a reference until
-     * the server and its last connection are gone), or NULL. Timeouts as lc_connection_opts'. */
+     * the server and its last connection are gone), or NULL. Timeouts as lc_connection_opts_t'. */
     struct ssl_ctx_st *ssl;
     double ssl_handshake_timeout;
     double ssl_shutdown_timeout;
-} lc_server_opts;
+} lc_server_opts_t;
 
 /** Creates a TCP server and resolves *fut with its lc_server_t * (owned by the caller: release it
  *  with lc_server_free). Hosts are resolved off the loop thread; each address gets a socket with
@@ -367,16 +368,16 @@ typedef struct lc_server_opts_s {
  *  lc_server_active). Returns 0 (then *fut holds one reference), LC_EINVAL (also a bad TLS
  *  timeout, or one given without ssl), LC_ECLOSED, LC_ENOMEM; bind errors fail the future. */
 int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                          const lc_server_opts *opts, lc_future_t **fut);
+                          const lc_server_opts_t *opts, lc_future_t **fut);
 
 /** A Unix stream server on opts->path (a stale socket file at the path is replaced). */
 int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
-                               const lc_unix_opts *opts, lc_future_t **fut);
+                               const lc_unix_opts_t *opts, lc_future_t **fut);
 
 /** Stops listening: the listening sockets are closed at once; accepted connections stay open. */
 int lc_server_close(lc_server_t *s);
 lc_loop_t *lc_server_get_loop(const lc_server_t *s);
-/** Starts listening (if created with no_start_serving). Idempotent. */
+/** Starts listening (if created with start_paused). Idempotent. */
 int lc_server_start_serving(lc_server_t *s);
 bool lc_server_is_serving(const lc_server_t *s);
 /** A future that resolves when the server is closed (lc_server_close) — serve_forever's C form:

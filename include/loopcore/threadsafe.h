@@ -40,7 +40,7 @@ extern "C" {
 
 /** Schedules fn(arg) on loop's thread from any thread (asyncio's call_soon_threadsafe). If handle
  *  is not NULL, *handle receives a reference that any thread may cancel (lc_handle_cancel) and
- *  must release (lc_handle_release). Returns 0, LC_EINVAL, LC_ENOMEM or LC_ECLOSED (fn will not
+ *  must release (lc_handle_unref). Returns 0, LC_EINVAL, LC_ENOMEM or LC_ECLOSED (fn will not
  *  run). Any thread. */
 int lc_loop_call_soon_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg, lc_handle_t **handle);
 

@@ -206,7 +206,7 @@ static int tls_servers_up(void)
         srv_kind k = tls_kinds[i];
         r = lc_group_create_server(
             srv_group, srv_factory, &kinds[k],
-            &(lc_group_server_opts){.host = "127.0.0.1", .backlog = 512, .ssl = ctx},
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .backlog = 512, .ssl = ctx},
             &tls_servers[k]);
         if (r == 0)
             tls_ports[k] = lc_group_server_port(tls_servers[k]);
@@ -219,13 +219,13 @@ static int servers_up(void **state)
 {
     (void)state;
     lc_test_watchdog(240);
-    if (lc_group_create(&srv_group, &(lc_group_opts){.nloops = 1, .no_pin = true}) != 0 ||
+    if (lc_group_create(&srv_group, &(lc_group_opts_t){.nloops = 1, .unpinned = true}) != 0 ||
         lc_group_start(srv_group) != 0)
         return -1;
     for (int k = 0; k < SRV_COUNT; k++) {
         kinds[k] = (srv_kind)k;
         if (lc_group_create_server(srv_group, srv_factory, &kinds[k],
-                                   &(lc_group_server_opts){.host = "127.0.0.1", .backlog = 512},
+                                   &(lc_group_server_opts_t){.host = "127.0.0.1", .backlog = 512},
                                    &servers[k]) != 0)
             return -1;
         ports[k] = lc_group_server_port(servers[k]);

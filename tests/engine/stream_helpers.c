@@ -164,7 +164,7 @@ lc_server_t *start_echo_server(lc_loop_t *loop, echo_server_t *es, const char *h
 {
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_server(loop, echo_server_factory, es,
-                                           &(lc_server_opts){.host = host, .port = 0}, &fut),
+                                           &(lc_server_opts_t){.host = host, .port = 0}, &fut),
                      0);
     lc_server_t *s = await_fut(loop, fut, 0);
     lc_future_unref(fut);
@@ -179,7 +179,7 @@ lc_transport_t *connect_client(lc_loop_t *loop, client_t *c, const char *host, i
     lc_future_t *fut = NULL;
     assert_int_equal(
         lc_loop_create_connection(loop, client_factory, c,
-                                  &(lc_connection_opts){.host = host, .port_num = port}, &fut),
+                                  &(lc_connection_opts_t){.host = host, .port_num = port}, &fut),
         0);
     lc_transport_t *t = await_fut(loop, fut, expect_err);
     lc_future_unref(fut);
@@ -192,7 +192,7 @@ void run_for(lc_loop_t *loop, double seconds)
     assert_int_equal(lc_loop_call_later(loop, seconds, lc_test_stop_cb, loop, &h), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_handle_cancel(h);
-    lc_handle_release(h);
+    lc_handle_unref(h);
 }
 
 /* Runs the loop until *var reaches want, in 10 ms slices, for at most 10 s: the figures are not

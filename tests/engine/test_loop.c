@@ -465,7 +465,7 @@ static void test_loop_zero_and_negative_delays_run_after_ready(void **state)
     assert_int_equal(lc_loop_call_later(loop, 0, lc_test_log_cb, &later0, &h), 0);
     double when;
     assert_int_equal(lc_handle_when(h, &when), 0); /* a timer handle even for delay 0 */
-    lc_handle_release(h);
+    lc_handle_unref(h);
     assert_int_equal(lc_loop_call_soon(loop, lc_test_log_cb, &s[1], NULL), 0);
     assert_int_equal(lc_loop_call_at(loop, lc_loop_time(loop), lc_test_log_cb, &at_now, NULL), 0);
     assert_int_equal(lc_loop_call_soon(loop, lc_test_log_cb, &s[2], NULL), 0);
@@ -540,8 +540,8 @@ static void test_loop_close_discards_pending(void **state)
     assert_true(lc_loop_time(loop) > 0);
     assert_int_equal(lc_loop_free(loop), 0);
     /* Released after the loop is gone: still safe. */
-    lc_handle_release(soon);
-    lc_handle_release(later);
+    lc_handle_unref(soon);
+    lc_handle_unref(later);
 }
 
 /* ---- nesting --------------------------------------------------------------------------------- */

@@ -70,10 +70,10 @@ static void unix_echo(lc_loop_t *loop, const char *path, size_t path_len)
 {
     echo_server_t es = {0};
     lc_future_t *fut = NULL;
-    assert_int_equal(lc_loop_create_unix_server(loop, echo_server_factory, &es,
-                                                &(lc_unix_opts){.path = path, .path_len = path_len},
-                                                &fut),
-                     0);
+    assert_int_equal(
+        lc_loop_create_unix_server(loop, echo_server_factory, &es,
+                                   &(lc_unix_opts_t){.path = path, .path_len = path_len}, &fut),
+        0);
     lc_server_t *s = await_fut(loop, fut, 0);
     lc_future_unref(fut);
     client_t c = {.loop = loop,
@@ -83,7 +83,7 @@ static void unix_echo(lc_loop_t *loop, const char *path, size_t path_len)
                   .stop_when_done = true};
     assert_int_equal(
         lc_loop_create_unix_connection(loop, client_factory, &c,
-                                       &(lc_unix_opts){.path = path, .path_len = path_len}, &fut),
+                                       &(lc_unix_opts_t){.path = path, .path_len = path_len}, &fut),
         0);
     lc_transport_t *t = await_fut(loop, fut, 0);
     lc_future_unref(fut);
@@ -214,7 +214,7 @@ static void test_stream_half_close_server_side(void **state)
     echo_server_t es = {0};
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_server(loop, half_closing_factory, &es,
-                                           &(lc_server_opts){.host = "127.0.0.1"}, &fut),
+                                           &(lc_server_opts_t){.host = "127.0.0.1"}, &fut),
                      0);
     lc_server_t *s = await_fut(loop, fut, 0);
     lc_future_unref(fut);
@@ -280,12 +280,12 @@ static void test_stream_connect_refused_and_address_fallback(void **state)
     assert_int_equal(
         lc_loop_create_connection(
             loop, client_factory, &c,
-            &(lc_connection_opts){.host = "127.0.0.1", .port_num = 80, .server_hostname = "x"},
+            &(lc_connection_opts_t){.host = "127.0.0.1", .port_num = 80, .server_hostname = "x"},
             &fut),
         LC_EINVAL); /* TLS arguments without ssl, as asyncio */
     assert_int_equal(lc_loop_create_connection(loop, client_factory, &c, NULL, &fut), LC_EINVAL);
     assert_int_equal(
-        lc_loop_create_connection(loop, NULL, &c, &(lc_connection_opts){.port_num = 80}, &fut),
+        lc_loop_create_connection(loop, NULL, &c, &(lc_connection_opts_t){.port_num = 80}, &fut),
         LC_EINVAL);
 }
 

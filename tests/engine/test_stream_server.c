@@ -78,10 +78,10 @@ static void test_stream_start_serving_false_and_serve_forever(void **state)
     lc_loop_t *loop = *state;
     echo_server_t es = {0};
     lc_future_t *fut = NULL;
-    assert_int_equal(lc_loop_create_server(
-                         loop, echo_server_factory, &es,
-                         &(lc_server_opts){.host = "127.0.0.1", .no_start_serving = true}, &fut),
-                     0);
+    assert_int_equal(
+        lc_loop_create_server(loop, echo_server_factory, &es,
+                              &(lc_server_opts_t){.host = "127.0.0.1", .start_paused = true}, &fut),
+        0);
     lc_server_t *s = await_fut(loop, fut, 0);
     lc_future_unref(fut);
     assert_false(lc_server_is_serving(s));
@@ -125,10 +125,10 @@ static void test_stream_thousand_connections(void **state)
      * queue are retried by the kernel after 1, 2, 4... s, which a loaded machine can stretch
      * past the test's bound. */
     lc_future_t *sfut = NULL;
-    assert_int_equal(lc_loop_create_server(loop, echo_server_factory, &es,
-                                           &(lc_server_opts){.host = "127.0.0.1", .backlog = 2048},
-                                           &sfut),
-                     0);
+    assert_int_equal(
+        lc_loop_create_server(loop, echo_server_factory, &es,
+                              &(lc_server_opts_t){.host = "127.0.0.1", .backlog = 2048}, &sfut),
+        0);
     lc_server_t *s = await_fut(loop, sfut, 0);
     lc_future_unref(sfut);
     int port = server_port(s);
@@ -139,11 +139,11 @@ static void test_stream_thousand_connections(void **state)
     for (int i = 0; i < N; i++) {
         int len = snprintf(msgs[i], 16, "conn-%d", i);
         cs[i] = (client_t){.loop = loop, .payload = msgs[i], .payload_len = (size_t)len};
-        assert_int_equal(
-            lc_loop_create_connection(loop, client_factory, &cs[i],
-                                      &(lc_connection_opts){.host = "127.0.0.1", .port_num = port},
-                                      &futs[i]),
-            0);
+        assert_int_equal(lc_loop_create_connection(
+                             loop, client_factory, &cs[i],
+                             &(lc_connection_opts_t){.host = "127.0.0.1", .port_num = port},
+                             &futs[i]),
+                         0);
     }
     /* Run until every echo is back (or 20 s). */
     for (int round = 0; round < 2000; round++) {
@@ -199,7 +199,7 @@ static void test_stream_emfile_backs_off_and_recovers(void **state)
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_server(
                          loop, echo_server_factory, &es,
-                         &(lc_server_opts){.host = "127.0.0.1", .accept_retry_delay = 0.1}, &fut),
+                         &(lc_server_opts_t){.host = "127.0.0.1", .accept_retry_delay = 0.1}, &fut),
                      0);
     lc_server_t *s = await_fut(loop, fut, 0);
     lc_future_unref(fut);
@@ -278,11 +278,11 @@ static void test_stream_loop_close_with_open_streams(void **state)
     /* A create_server still resolving and a connect in flight, too. */
     lc_future_t *f1 = NULL, *f2 = NULL;
     assert_int_equal(lc_loop_create_server(loop, echo_server_factory, &es,
-                                           &(lc_server_opts){.host = "localhost"}, &f1),
+                                           &(lc_server_opts_t){.host = "localhost"}, &f1),
                      0);
     assert_int_equal(lc_loop_create_connection(
                          loop, client_factory, &c,
-                         &(lc_connection_opts){.host = "localhost", .port_num = server_port(s)},
+                         &(lc_connection_opts_t){.host = "localhost", .port_num = server_port(s)},
                          &f2),
                      0);
     /* Everything is released by close (ASan's leak check), and each open connection gets its
@@ -370,7 +370,7 @@ static void test_stream_python_asyncio_client(void **state)
     lc_loop_call_later(loop, 60, lc_test_stop_cb, loop, &guard);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_handle_cancel(guard);
-    lc_handle_release(guard);
+    lc_handle_unref(guard);
     if (!ch.exited) {
         kill(ch.pid, SIGKILL);
         waitpid(ch.pid, &ch.status, 0);

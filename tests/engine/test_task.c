@@ -358,7 +358,7 @@ static int coro_echo_client(void *arg, void **result)
     io->step = 1;
     /* create_server on a port the kernel picks */
     r = lc_loop_create_server(loop, echo_factory, NULL,
-                              &(lc_server_opts){.host = "127.0.0.1", .port = 0}, &f);
+                              &(lc_server_opts_t){.host = "127.0.0.1", .port = 0}, &f);
     if (r != 0)
         return r;
     lc_server_t *server = NULL;
@@ -380,7 +380,7 @@ static int coro_echo_client(void *arg, void **result)
     io->reader.loop = loop;
     r = lc_loop_create_connection(
         loop, reader_factory, &io->reader,
-        &(lc_connection_opts){.host = "127.0.0.1", .port_num = ntohs(sin.sin_port)}, &f);
+        &(lc_connection_opts_t){.host = "127.0.0.1", .port_num = ntohs(sin.sin_port)}, &f);
     lc_transport_t *t = NULL;
     if (r == 0) {
         r = lc_await(f, (void **)&t);

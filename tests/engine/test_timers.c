@@ -51,7 +51,7 @@ static void test_timers_never_early_and_in_order(void **state)
             assert_true(t[i].when >= before + delay);
             assert_true(t[i].when <= lc_loop_time(loop) + delay);
         }
-        lc_handle_release(h);
+        lc_handle_unref(h);
     }
     assert_int_equal(lc_loop_call_later(loop, 0.08, lc_test_stop_cb, loop, NULL), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
@@ -112,9 +112,9 @@ static void test_timers_large_delays(void **state)
     assert_int_equal(lc_loop_run_forever(loop), 0);
     assert_int_equal(log.n, 0);
     assert_true(lc_loop_time(loop) - now < 5);
-    lc_handle_release(h2d);
-    lc_handle_release(hinf);
-    lc_handle_release(hbig);
+    lc_handle_unref(h2d);
+    lc_handle_unref(hinf);
+    lc_handle_unref(hbig);
 }
 
 static void test_timers_cancel_before_run(void **state)
@@ -135,8 +135,8 @@ static void test_timers_cancel_before_run(void **state)
     assert_int_equal(lc_loop_call_later(loop, 0.01, lc_test_stop_cb, loop, NULL), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     assert_int_equal(log.n, 0);
-    lc_handle_release(soon);
-    lc_handle_release(timer);
+    lc_handle_unref(soon);
+    lc_handle_unref(timer);
     assert_int_equal(lc_handle_cancel(NULL), LC_EINVAL);
 }
 
@@ -158,8 +158,8 @@ static void test_timers_cancel_after_run_is_noop(void **state)
     assert_int_equal(lc_handle_cancel(timer), 0);
     double w;
     assert_int_equal(lc_handle_when(soon, &w), LC_EINVAL); /* not a timer handle */
-    lc_handle_release(soon);
-    lc_handle_release(timer);
+    lc_handle_unref(soon);
+    lc_handle_unref(timer);
 }
 
 typedef struct {
@@ -186,7 +186,7 @@ static void test_timers_cancel_later_member_of_batch(void **state)
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_test_assert_log(&log, (int[]){0, 3}, 2);
-    lc_handle_release(c.victim);
+    lc_handle_unref(c.victim);
 }
 
 static void test_timers_cancel_due_timer_in_same_iteration(void **state)
@@ -202,7 +202,7 @@ static void test_timers_cancel_due_timer_in_same_iteration(void **state)
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_test_assert_log(&log, (int[]){0}, 1);
-    lc_handle_release(c.victim);
+    lc_handle_unref(c.victim);
 
     /* A ready callback cancels a timer that is due in the same iteration (rule 5d). */
     log.n = 0;
@@ -211,7 +211,7 @@ static void test_timers_cancel_due_timer_in_same_iteration(void **state)
     lc_loop_stop(loop);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_test_assert_log(&log, (int[]){0}, 1);
-    lc_handle_release(c.victim);
+    lc_handle_unref(c.victim);
 }
 
 static void count_cb(void *arg) { (*(int *)arg)++; }
@@ -231,7 +231,7 @@ static void test_timers_million_cancelled_leave_nothing(void **state)
     assert_true(cap_full >= N);
     for (int i = 0; i < N; i++) {
         assert_int_equal(lc_handle_cancel(hs[i]), 0);
-        lc_handle_release(hs[i]);
+        lc_handle_unref(hs[i]);
     }
     free(hs);
     /* Cancelled timers are flagged in place and the heap is rebuilt without them whenever they

@@ -275,7 +275,7 @@ static void run_for(lc_loop_t *loop, double seconds)
     assert_int_equal(lc_loop_call_later(loop, seconds, lc_test_stop_cb, loop, &h), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_handle_cancel(h);
-    lc_handle_release(h);
+    lc_handle_unref(h);
 }
 
 /* Runs the loop in 10 ms slices until *var >= want, for at most seconds. */
@@ -322,12 +322,12 @@ static lc_server_t *start_server(lc_loop_t *loop, SSL_CTX *ctx, int *mode, doubl
                                  int *port)
 {
     lc_future_t *fut = NULL;
-    assert_int_equal(
-        lc_loop_create_server(
-            loop, peer_factory, mode,
-            &(lc_server_opts){.host = "127.0.0.1", .ssl = ctx, .ssl_handshake_timeout = hs_timeout},
-            &fut),
-        0);
+    assert_int_equal(lc_loop_create_server(loop, peer_factory, mode,
+                                           &(lc_server_opts_t){.host = "127.0.0.1",
+                                                               .ssl = ctx,
+                                                               .ssl_handshake_timeout = hs_timeout},
+                                           &fut),
+                     0);
     lc_server_t *s = NULL;
     assert_int_equal(await_fut(loop, fut, (void **)&s), 0);
     lc_future_unref(fut);
@@ -348,7 +348,7 @@ static lc_future_t *connect_tls(lc_loop_t *loop, SSL_CTX *ctx, int *mode, const 
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_connection(
                          loop, peer_factory, mode,
-                         &(lc_connection_opts){
+                         &(lc_connection_opts_t){
                              .host = host, .port_num = port, .ssl = ctx, .server_hostname = sni},
                          &fut),
                      0);
@@ -579,25 +579,25 @@ static void test_tls_bad_arguments(void **state)
     lc_loop_t *loop = *state;
     SSL_CTX *cctx = make_client_ctx(false, false, 0);
     lc_future_t *fut = NULL;
-    lc_connection_opts o = {.host = "127.0.0.1", .port_num = 1, .ssl = cctx};
+    lc_connection_opts_t o = {.host = "127.0.0.1", .port_num = 1, .ssl = cctx};
     o.ssl_handshake_timeout = -1;
     assert_int_equal(lc_loop_create_connection(loop, peer_factory, &modes[0], &o, &fut), LC_EINVAL);
     o.ssl_handshake_timeout = 0;
     o.ssl_shutdown_timeout = -0.5;
     assert_int_equal(lc_loop_create_connection(loop, peer_factory, &modes[0], &o, &fut), LC_EINVAL);
-    o = (lc_connection_opts){.host = "127.0.0.1", .port_num = 1, .ssl_handshake_timeout = 5};
+    o = (lc_connection_opts_t){.host = "127.0.0.1", .port_num = 1, .ssl_handshake_timeout = 5};
     assert_int_equal(lc_loop_create_connection(loop, peer_factory, &modes[0], &o, &fut),
                      LC_EINVAL); /* TLS fields without ssl */
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    o = (lc_connection_opts){.use_sock = true, .sock = sv[0], .ssl = cctx};
+    o = (lc_connection_opts_t){.use_sock = true, .sock = sv[0], .ssl = cctx};
     assert_int_equal(lc_loop_create_connection(loop, peer_factory, &modes[0], &o, &fut),
                      LC_EINVAL); /* sock and ssl: server_hostname is needed */
     close(sv[0]);
     close(sv[1]);
     assert_int_equal(lc_loop_create_server(
                          loop, peer_factory, &modes[0],
-                         &(lc_server_opts){.ssl = server_ctx, .ssl_handshake_timeout = -3}, &fut),
+                         &(lc_server_opts_t){.ssl = server_ctx, .ssl_handshake_timeout = -3}, &fut),
                      LC_EINVAL);
     assert_null(fut);
     SSL_CTX_free(cctx);
@@ -638,10 +638,10 @@ static void test_tls_client_handshake_timeout(void **state)
     lc_future_t *fut = NULL;
     assert_int_equal(
         lc_loop_create_connection(loop, peer_factory, &modes[M_COLLECT],
-                                  &(lc_connection_opts){.host = "127.0.0.1",
-                                                        .port_num = ntohs(sin.sin_port),
-                                                        .ssl = cctx,
-                                                        .ssl_handshake_timeout = 0.2},
+                                  &(lc_connection_opts_t){.host = "127.0.0.1",
+                                                          .port_num = ntohs(sin.sin_port),
+                                                          .ssl = cctx,
+                                                          .ssl_handshake_timeout = 0.2},
                                   &fut),
         0);
     assert_int_equal(await_fut(loop, fut, NULL), LC_ESSLHANDSHAKETIMEOUT);
@@ -660,10 +660,10 @@ static void test_tls_shutdown_timeout_when_peer_never_answers(void **state)
     SSL_CTX *cctx = make_client_ctx(false, false, 0);
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_connection(loop, peer_factory, &modes[M_COLLECT],
-                                               &(lc_connection_opts){.host = "127.0.0.1",
-                                                                     .port_num = port,
-                                                                     .ssl = cctx,
-                                                                     .ssl_shutdown_timeout = 0.2},
+                                               &(lc_connection_opts_t){.host = "127.0.0.1",
+                                                                       .port_num = port,
+                                                                       .ssl = cctx,
+                                                                       .ssl_shutdown_timeout = 0.2},
                                                &fut),
                      0);
     lc_transport_t *t = NULL;
@@ -803,7 +803,7 @@ static void test_tls_start_tls_after_plaintext(void **state)
     /* A plain server whose protocol upgrades on "STARTTLS\n". */
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_server(loop, peer_factory, &modes[M_STARTTLS],
-                                           &(lc_server_opts){.host = "127.0.0.1"}, &fut),
+                                           &(lc_server_opts_t){.host = "127.0.0.1"}, &fut),
                      0);
     lc_server_t *s = NULL;
     assert_int_equal(await_fut(loop, fut, (void **)&s), 0);
@@ -817,7 +817,7 @@ static void test_tls_start_tls_after_plaintext(void **state)
     assert_int_equal(
         lc_loop_create_connection(
             loop, peer_factory, &modes[M_COLLECT],
-            &(lc_connection_opts){.host = "127.0.0.1", .port_num = ntohs(sin.sin_port)}, &fut),
+            &(lc_connection_opts_t){.host = "127.0.0.1", .port_num = ntohs(sin.sin_port)}, &fut),
         0);
     lc_transport_t *plain = NULL;
     assert_int_equal(await_fut(loop, fut, (void **)&plain), 0);
@@ -1108,15 +1108,16 @@ static void test_tls_unix_server_and_connection(void **state)
     size_t plen = 1 + strlen(path + 1);
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_create_unix_server(loop, peer_factory, &modes[M_ECHO],
-                                                &(lc_unix_opts){.path = path,
-                                                                .path_len = plen,
-                                                                .ssl = server_ctx,
-                                                                .server_hostname = "x"},
+                                                &(lc_unix_opts_t){.path = path,
+                                                                  .path_len = plen,
+                                                                  .ssl = server_ctx,
+                                                                  .server_hostname = "x"},
                                                 &fut),
                      LC_EINVAL); /* server_hostname is a client's */
     assert_int_equal(lc_loop_create_unix_server(
                          loop, peer_factory, &modes[M_ECHO],
-                         &(lc_unix_opts){.path = path, .path_len = plen, .ssl = server_ctx}, &fut),
+                         &(lc_unix_opts_t){.path = path, .path_len = plen, .ssl = server_ctx},
+                         &fut),
                      0);
     lc_server_t *s = NULL;
     assert_int_equal(await_fut(loop, fut, (void **)&s), 0);
@@ -1124,15 +1125,15 @@ static void test_tls_unix_server_and_connection(void **state)
     SSL_CTX *cctx = make_client_ctx(true, true, 0);
     assert_int_equal(lc_loop_create_unix_connection(
                          loop, peer_factory, &modes[M_COLLECT],
-                         &(lc_unix_opts){.path = path, .path_len = plen, .ssl = cctx}, &fut),
+                         &(lc_unix_opts_t){.path = path, .path_len = plen, .ssl = cctx}, &fut),
                      LC_EINVAL); /* no host to default server_hostname to */
-    assert_int_equal(lc_loop_create_unix_connection(loop, peer_factory, &modes[M_COLLECT],
-                                                    &(lc_unix_opts){.path = path,
-                                                                    .path_len = plen,
-                                                                    .ssl = cctx,
-                                                                    .server_hostname = "localhost"},
-                                                    &fut),
-                     0);
+    assert_int_equal(
+        lc_loop_create_unix_connection(
+            loop, peer_factory, &modes[M_COLLECT],
+            &(lc_unix_opts_t){
+                .path = path, .path_len = plen, .ssl = cctx, .server_hostname = "localhost"},
+            &fut),
+        0);
     lc_transport_t *t = NULL;
     assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
     lc_future_unref(fut);

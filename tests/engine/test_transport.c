@@ -22,7 +22,7 @@ static void run_for(lc_loop_t *loop, double seconds)
     assert_int_equal(lc_loop_call_later(loop, seconds, lc_test_stop_cb, loop, &h), 0);
     assert_int_equal(lc_loop_run_forever(loop), 0);
     lc_handle_cancel(h);
-    lc_handle_release(h);
+    lc_handle_unref(h);
 }
 
 /* Runs the loop until *var reaches want, in 10 ms slices, for at most 10 s. */

@@ -94,7 +94,7 @@ static void test_default_executor_loop_group_is_set_by_the_group(void **state)
     assert_null(lc_loop_group(NULL));
 
     lc_group_t *g;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     for (unsigned i = 0; i < lc_group_size(g); i++)
         assert_ptr_equal(lc_loop_group(lc_group_loop(g, i)), g); /* before start */
     assert_int_equal(lc_group_start(g), 0);
@@ -189,7 +189,7 @@ static void test_default_executor_group_loop_shares_whichever_thread(void **stat
 {
     lc_loop_t *standalone = *state;
     lc_group_t *g;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     lc_executor_t *ex0 = default_of(lc_group_loop(g, 0));
     lc_executor_t *ex1 = default_of(lc_group_loop(g, 1));
     assert_non_null(ex0);

@@ -118,7 +118,7 @@ static void test_executor_bad_arguments(void **state)
     assert_int_equal(lc_executor_shutdown(NULL, true, true), LC_EINVAL);
     assert_int_equal(lc_executor_get_stats(NULL, NULL), LC_EINVAL);
     lc_executor_t *ex = (lc_executor_t *)&ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 100000}),
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 100000}),
                      LC_EINVAL);
     assert_null(ex);
     assert_null(lc_executor_current());
@@ -149,10 +149,10 @@ static void test_executor_lazy_workers_names_and_max(void **state)
     assert_int_equal(lc_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.max_workers, default_max_workers());
     assert_int_equal(st.workers, 0);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
 
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 3,
-                                                                 .thread_name_prefix = "mypool"}),
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 3,
+                                                                   .thread_name_prefix = "mypool"}),
                      0);
     assert_int_equal(lc_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.max_workers, 3);
@@ -178,7 +178,7 @@ static void test_executor_lazy_workers_names_and_max(void **state)
     assert_int_equal(lc_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.completed, 5);
     assert_int_equal(st.workers, 3);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -188,7 +188,7 @@ static void test_executor_full_queue_is_eagain(void **state)
     reset_globals();
     lc_executor_t *ex;
     assert_int_equal(
-        lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1, .max_queued = 2}), 0);
+        lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1, .max_queued = 2}), 0);
     lc_future_t *futs[4] = {0};
     assert_int_equal(lc_loop_run_in_executor(loop, ex, gated_job, NULL, &futs[0]), 0);
     run_until_count(loop, &g_started, 1); /* the worker took it: the queue is empty again */
@@ -210,7 +210,7 @@ static void test_executor_full_queue_is_eagain(void **state)
     assert_int_equal(lc_loop_run_in_executor(loop, ex, counting_job, NULL, &again[0]), 0);
     run_until_done(loop, again);
     lc_future_unref(again[0]);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -222,7 +222,7 @@ static void test_executor_short_job_not_stuck_behind_long_one(void **state)
     reset_globals();
     lc_executor_t *ex;
     assert_int_equal(
-        lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 2, .spin_budget = -1}), 0);
+        lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 2, .spin_budget = -1}), 0);
     /* Teach the executor that jobs are short. */
     lc_future_t *warm[201] = {0};
     for (int i = 0; i < 200; i++)
@@ -251,7 +251,7 @@ static void test_executor_short_job_not_stuck_behind_long_one(void **state)
     assert_int_equal(lc_future_result(a, &result), 0);
     free(result);
     lc_future_unref(a);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -262,7 +262,7 @@ static void test_executor_cancel_before_start_never_runs(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *a, *b;
     assert_int_equal(lc_loop_run_in_executor(loop, ex, gated_job, NULL, &a), 0);
     run_until_count(loop, &g_started, 1); /* a holds the only worker */
@@ -292,7 +292,7 @@ static void test_executor_cancel_before_start_never_runs(void **state)
     lc_future_unref(b);
     /* The workers are gone after this; b's message may still wait in the loop's queue, and the
      * loop's close (teardown) hands it back. */
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -301,7 +301,7 @@ static void test_executor_cancel_after_start_discards_result(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *a;
     assert_int_equal(
         lc_loop_run_in_executor_dtor(loop, ex, gated_job, (void *)42, counting_dtor, &a), 0);
@@ -314,7 +314,7 @@ static void test_executor_cancel_after_start_discards_result(void **state)
     assert_true(lc_future_cancelled(a));
     assert_int_equal(lc_future_result(a, NULL), LC_ECANCELLED);
     lc_future_unref(a);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -326,7 +326,7 @@ static void test_executor_cancel_in_the_outcomes_batch(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *a;
     assert_int_equal(
         lc_loop_run_in_executor_dtor(loop, ex, gated_job, (void *)7, counting_dtor, &a), 0);
@@ -341,7 +341,7 @@ static void test_executor_cancel_in_the_outcomes_batch(void **state)
     run_until_count(loop, &g_dtors, 1);
     assert_true(lc_future_cancelled(a));
     lc_future_unref(a);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -388,7 +388,7 @@ static void test_executor_set_default_executor(void **state)
     assert_int_equal(lc_loop_set_default_executor(loop, NULL), 0); /* back to the rule */
     lc_executor_t *fresh = executor_of_default(loop);
     assert_ptr_not_equal(fresh, custom);
-    assert_int_equal(lc_executor_destroy(custom), 0);
+    assert_int_equal(lc_executor_free(custom), 0);
 }
 
 int main(void)

@@ -101,7 +101,8 @@ static void run_group_jobs(lc_executor_t *set_default)
     assert_non_null(ctx);
     pthread_mutex_init(&ctx->mu, NULL);
     pthread_cond_init(&ctx->cv, NULL);
-    assert_int_equal(lc_group_create(&ctx->g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&ctx->g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}),
+                     0);
     if (set_default != NULL)
         assert_int_equal(lc_group_set_default_executor(ctx->g, set_default), 0);
     assert_int_equal(lc_group_start(ctx->g), 0);
@@ -145,9 +146,10 @@ static void test_executor_group_set_default_executor(void **state)
 {
     (void)state;
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.thread_name_prefix = "grp"}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.thread_name_prefix = "grp"}),
+                     0);
     run_group_jobs(ex);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
 }
 
 /* ---- Where workers run ------------------------------------------------------------------------
@@ -241,8 +243,8 @@ static void test_executor_workers_of_a_pinned_loop_use_every_cpu(void **state)
     pthread_cond_init(&c->cv, NULL);
     lc_group_t *g;
     assert_int_equal(
-        lc_group_create(&g,
-                        &(lc_group_opts){.nloops = 1, .on_start = pinned_start, .on_start_arg = c}),
+        lc_group_create(
+            &g, &(lc_group_opts_t){.nloops = 1, .on_start = pinned_start, .on_start_arg = c}),
         0);
     assert_int_equal(lc_group_start(g), 0);
     pthread_mutex_lock(&c->mu);

@@ -88,7 +88,7 @@ static void test_executor_queue_work_cancel_before_start(void **state)
     lc_loop_t *loop = *state;
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     _Atomic unsigned done = 0;
     sq_t a = {.in = 2, .gated = true, .done = &done}, b = {.in = 3, .done = &done};
     assert_int_equal(lc_loop_queue_work(loop, ex, &a.req, sq_work, sq_after), 0);
@@ -101,7 +101,7 @@ static void test_executor_queue_work_cancel_before_start(void **state)
     assert_int_equal(a.out, 4);
     assert_int_equal(b.status, LC_ECANCELLED);
     assert_false(b.ran);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -113,7 +113,7 @@ static void test_executor_queue_work_close_hands_back(void **state)
     reset_globals();
     gate_open(&g_gate);
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 2}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 2}), 0);
     _Atomic unsigned done = 0;
     sq_t qs[3] = {{.in = 1, .done = &done}, {.in = 2, .done = &done}, {.in = 3, .done = &done}};
     for (int i = 0; i < 3; i++)
@@ -127,7 +127,7 @@ static void test_executor_queue_work_close_hands_back(void **state)
         assert_int_equal(qs[i].status, LC_ECLOSED);
         assert_true(qs[i].after_on_test_thread); /* the closing thread */
     }
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 

@@ -40,7 +40,7 @@ static void shutdown_with_running_and_pending(lc_loop_t *loop, bool cancel_pendi
 {
     reset_globals();
     lc_executor_t *ex;
-    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts){.max_workers = 1}), 0);
+    assert_int_equal(lc_executor_create(&ex, &(lc_executor_opts_t){.max_workers = 1}), 0);
     lc_future_t *futs[4] = {0};
     assert_int_equal(
         lc_loop_run_in_executor_dtor(loop, ex, gated_job, (void *)1, counting_dtor, &futs[0]), 0);
@@ -101,7 +101,7 @@ static void shutdown_with_running_and_pending(lc_loop_t *loop, bool cancel_pendi
     assert_int_equal(lc_loop_run_in_executor(loop, ex, counting_job, NULL, &after), LC_ECLOSED);
     assert_null(after);
     assert_int_equal(atomic_load(&g_dtors), 0); /* every result was delivered */
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
     gate_destroy(&g_gate);
 }
 
@@ -134,7 +134,7 @@ static void test_executor_shutdown_wait_from_a_worker_is_ebusy(void **state)
     assert_int_equal(lc_future_result(futs[0], &result), 0);
     assert_int_equal((int)(intptr_t)result, LC_EBUSY);
     lc_future_unref(futs[0]);
-    assert_int_equal(lc_executor_destroy(ex), 0);
+    assert_int_equal(lc_executor_free(ex), 0);
 }
 
 /* Closing a loop shuts down the executor it owns without waiting: running jobs finish on their

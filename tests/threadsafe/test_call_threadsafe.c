@@ -110,7 +110,7 @@ static void *canceller_main(void *arg)
     assert_int_equal(lc_loop_call_soon_threadsafe(c->loop, cancel_victim_cb, c, &c->h), 0);
     assert_int_equal(lc_handle_cancel(c->h), 0);
     assert_true(lc_handle_cancelled(c->h));
-    lc_handle_release(c->h); /* released on this thread, while the loop still queues it */
+    lc_handle_unref(c->h); /* released on this thread, while the loop still queues it */
     set_phase(c, 2);
     return NULL;
 }
@@ -145,7 +145,7 @@ static void test_threadsafe_cancel_and_release_from_other_thread(void **state)
     assert_int_equal(lc_loop_run_forever(loop), 0);
     assert_int_equal(atomic_load(&c.ran), 1);
     assert_int_equal(lc_handle_cancel(h), 0);
-    lc_handle_release(h);
+    lc_handle_unref(h);
     pthread_mutex_destroy(&c.mu);
     pthread_cond_destroy(&c.cv);
 }
@@ -315,7 +315,7 @@ static void *churn_main(void *arg)
         if (h != NULL) {
             if (i & 8)
                 sched_yield();
-            lc_handle_release(h);
+            lc_handle_unref(h);
         }
     }
     return NULL;
@@ -373,7 +373,7 @@ static void *keeper_main(void *arg)
     k->top_before = atomic_load_explicit(&k->a->ts_free, memory_order_relaxed);
     assert_int_equal(lc_loop_call_soon_threadsafe(k->a, count_cb, &dummy, &k->first), 0);
     k->top_after = atomic_load_explicit(&k->a->ts_free, memory_order_relaxed);
-    lc_handle_release(k->first); /* a is not running: a still holds it, queued */
+    lc_handle_unref(k->first); /* a is not running: a still holds it, queued */
     atomic_store(&k->posted, 1);
     wait_step(&k->step, 1);
     /* a is closed: refused, and the handle goes back to this thread's cache. */

@@ -95,7 +95,7 @@ static void test_group_explicit_cpus_wrap_around_and_pin(void **state)
 
     lc_group_t *g = NULL;
     assert_int_equal(
-        lc_group_create(&g, &(lc_group_opts){.nloops = n, .cpus = list, .ncpus = (size_t)navail}),
+        lc_group_create(&g, &(lc_group_opts_t){.nloops = n, .cpus = list, .ncpus = (size_t)navail}),
         0);
     assert_int_equal(lc_group_size(g), n);
     for (unsigned i = 0; i < n; i++)
@@ -124,14 +124,15 @@ static void test_group_explicit_cpus_wrap_around_and_pin(void **state)
     assert_int_equal(lc_group_free(g), 0);
 }
 
-static void test_group_no_pin_and_spin_budget_options(void **state)
+static void test_group_unpinned_and_spin_budget_options(void **state)
 {
     (void)state;
     int avail[CPU_SETSIZE];
     int navail = affinity_list(avail, CPU_SETSIZE);
     lc_group_t *g = NULL;
     assert_int_equal(
-        lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true, .spin_budget = 1e-3}), 0);
+        lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true, .spin_budget = 1e-3}),
+        0);
     assert_int_equal(lc_group_cpu(g, 0), -1);
     assert_int_equal(lc_group_cpu(g, 1), -1);
     assert_true(fabs(lc_loop_get_spin_budget(lc_group_loop(g, 1)) - 1e-3) < 1e-12);
@@ -142,7 +143,7 @@ static void test_group_no_pin_and_spin_budget_options(void **state)
     assert_string_equal(s.name, "lc-loop-1");
     assert_int_equal(lc_group_free(g), 0);
 
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1, .spin_budget = -1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1, .spin_budget = -1}), 0);
     assert_true(lc_loop_get_spin_budget(lc_group_loop(g, 0)) == 0.0);
     assert_int_equal(lc_group_free(g), 0);
 }
@@ -194,7 +195,8 @@ static void test_group_start_hook_runs_first_on_its_loop_thread(void **state)
     assert_non_null(hs);
     lc_group_t *g = NULL;
     assert_int_equal(
-        lc_group_create(&g, &(lc_group_opts){.nloops = 3, .on_start = hook_fn, .on_start_arg = hs}),
+        lc_group_create(&g,
+                        &(lc_group_opts_t){.nloops = 3, .on_start = hook_fn, .on_start_arg = hs}),
         0);
     hs->g = g;
     /* Work queued before start, in both ways, must wait for the hook. */
@@ -240,7 +242,7 @@ static void test_group_stop_from_inside_a_loop(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 3}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 3}), 0);
     assert_int_equal(lc_group_start(g), 0);
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 1), stop_group_fn, g, NULL), 0);
     assert_int_equal(lc_group_join(g), 0);
@@ -272,19 +274,19 @@ static void test_group_lifecycle_errors_and_free_without_start(void **state)
     assert_int_equal(lc_group_create(NULL, NULL), LC_EINVAL);
     lc_group_t *g = (lc_group_t *)1;
     int cpus[2] = {-1, 0};
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 0}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 0}), LC_EINVAL);
     assert_null(g);
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.ncpus = 2}), LC_EINVAL);
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 2}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.ncpus = 2}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 2}), LC_EINVAL);
     cpus[0] = CPU_SETSIZE;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 1}), LC_EINVAL);
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.spin_budget = NAN}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 1}), LC_EINVAL);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.spin_budget = NAN}), LC_EINVAL);
     cpu_set_t set;
     sched_getaffinity(0, sizeof(set), &set);
     for (int c = 0; c < CPU_SETSIZE; c++) {
         if (!CPU_ISSET(c, &set)) { /* a CPU this process may not use */
             cpus[0] = c;
-            assert_int_equal(lc_group_create(&g, &(lc_group_opts){.cpus = cpus, .ncpus = 1}),
+            assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.cpus = cpus, .ncpus = 1}),
                              LC_EINVAL);
             break;
         }
@@ -299,7 +301,7 @@ static void test_group_lifecycle_errors_and_free_without_start(void **state)
     assert_int_equal(lc_group_index(NULL, NULL), -1);
 
     /* Free without start: queued work is discarded or handed back, exactly once. */
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     assert_null(lc_group_loop(g, 2));
     assert_int_equal(lc_group_cpu(g, 2), LC_EINVAL);
     lc_loop_t *other = NULL;
@@ -329,7 +331,7 @@ static void test_group_lifecycle_errors_and_free_without_start(void **state)
     }
 
     /* Stop before start forbids the start. */
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1}), 0);
     assert_int_equal(lc_group_stop(g), 0);
     assert_int_equal(lc_group_start(g), LC_EINVALIDSTATE);
     assert_int_equal(lc_group_join(g), LC_EINVALIDSTATE);
@@ -356,7 +358,7 @@ static void test_group_start_stop_100_times(void **state)
     (void)state;
     for (int round = 0; round < 100; round++) {
         lc_group_t *g = NULL;
-        assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+        assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
         assert_int_equal(lc_group_start(g), 0);
         atomic_uint ran = 0;
         assert_int_equal(lc_group_broadcast_wait(g, count_loop_fn, &ran), 0);
@@ -376,7 +378,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_explicit_cpus_wrap_around_and_pin, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_group_no_pin_and_spin_budget_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_unpinned_and_spin_budget_options, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_group_start_hook_runs_first_on_its_loop_thread, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_group_stop_from_inside_a_loop, setup, teardown),

@@ -46,15 +46,15 @@ static int connect_to(int port)
     return fd;
 }
 
-static void serve_200(lc_group_server_mode mode)
+static void serve_200(lc_group_server_mode_t mode)
 {
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 4, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 4, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     lc_group_server_t *gs = NULL;
     assert_int_equal(
         lc_group_create_server(g, echo_factory, NULL,
-                               &(lc_group_server_opts){.host = "127.0.0.1", .mode = mode}, &gs),
+                               &(lc_group_server_opts_t){.host = "127.0.0.1", .mode = mode}, &gs),
         0);
     int port = lc_group_server_port(gs);
     assert_true(port > 0);
@@ -115,21 +115,22 @@ static void test_group_server_bad_arguments(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     lc_group_server_t *gs = (lc_group_server_t *)1;
     assert_int_equal(lc_group_create_server(g, NULL, NULL, NULL, &gs), LC_EINVAL);
     assert_null(gs);
     assert_int_equal(lc_group_create_server(g, echo_factory, NULL,
-                                            &(lc_group_server_opts){.host = "not-an-address"}, &gs),
+                                            &(lc_group_server_opts_t){.host = "not-an-address"},
+                                            &gs),
                      LC_EINVAL);
-    assert_int_equal(
-        lc_group_create_server(g, echo_factory, NULL, &(lc_group_server_opts){.port = 70000}, &gs),
-        LC_EINVAL);
+    assert_int_equal(lc_group_create_server(g, echo_factory, NULL,
+                                            &(lc_group_server_opts_t){.port = 70000}, &gs),
+                     LC_EINVAL);
     /* IPv6, port chosen by the kernel, shared by both sockets. */
-    assert_int_equal(
-        lc_group_create_server(g, echo_factory, NULL, &(lc_group_server_opts){.host = "::1"}, &gs),
-        0);
+    assert_int_equal(lc_group_create_server(g, echo_factory, NULL,
+                                            &(lc_group_server_opts_t){.host = "::1"}, &gs),
+                     0);
     assert_true(lc_group_server_port(gs) > 0);
     assert_int_equal(lc_group_server_close(gs), 0);
     assert_int_equal(lc_group_free(g), 0);
@@ -220,7 +221,7 @@ static void test_group_server_handoff_close_under_connect_flood(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 4, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 4, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     flood_t f;
     pthread_t th[FLOOD_THREADS];
@@ -231,9 +232,9 @@ static void test_group_server_handoff_close_under_connect_flood(void **state)
         lc_group_server_t *gs = NULL;
         assert_int_equal(
             lc_group_create_server(g, echo_factory, NULL,
-                                   &(lc_group_server_opts){.host = "127.0.0.1",
-                                                           .backlog = 512,
-                                                           .mode = LC_GROUP_SERVER_HANDOFF},
+                                   &(lc_group_server_opts_t){.host = "127.0.0.1",
+                                                             .backlog = 512,
+                                                             .mode = LC_GROUP_SERVER_HANDOFF},
                                    &gs),
             0);
         atomic_store(&f.port, lc_group_server_port(gs));
@@ -258,14 +259,14 @@ static void test_group_server_handoff_close_after_stop(void **state)
     flood_start(&f, th);
     for (int iter = 0; iter < 10; iter++) {
         lc_group_t *g = NULL;
-        assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 3, .no_pin = true}), 0);
+        assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 3, .unpinned = true}), 0);
         assert_int_equal(lc_group_start(g), 0);
         lc_group_server_t *gs = NULL;
         assert_int_equal(
             lc_group_create_server(g, echo_factory, NULL,
-                                   &(lc_group_server_opts){.host = "127.0.0.1",
-                                                           .backlog = 512,
-                                                           .mode = LC_GROUP_SERVER_HANDOFF},
+                                   &(lc_group_server_opts_t){.host = "127.0.0.1",
+                                                             .backlog = 512,
+                                                             .mode = LC_GROUP_SERVER_HANDOFF},
                                    &gs),
             0);
         atomic_store(&f.port, lc_group_server_port(gs));
@@ -371,13 +372,13 @@ static void test_group_server_handoff_wait_closed_counts_handed_connections(void
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     lc_group_server_t *gs = NULL;
     assert_int_equal(
         lc_group_create_server(
             g, echo_factory, NULL,
-            &(lc_group_server_opts){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
         0);
     int port = lc_group_server_port(gs);
     int a = connect_to(port); /* handed to loop 0 */
@@ -417,11 +418,11 @@ static void test_group_server_reuseport_wait_closed_idle(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     lc_group_server_t *gs = NULL;
     assert_int_equal(lc_group_create_server(g, echo_factory, NULL,
-                                            &(lc_group_server_opts){.host = "127.0.0.1"}, &gs),
+                                            &(lc_group_server_opts_t){.host = "127.0.0.1"}, &gs),
                      0);
     lc_future_t *fut = (lc_future_t *)1;
     assert_int_equal(lc_group_server_wait_closed(gs, &fut), LC_ENORUNNINGLOOP);
@@ -445,13 +446,13 @@ static void test_group_server_wait_closed_pending_at_group_free(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     lc_group_server_t *gs = NULL;
     assert_int_equal(
         lc_group_create_server(
             g, echo_factory, NULL,
-            &(lc_group_server_opts){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
         0);
     int port = lc_group_server_port(gs);
     int a = connect_to(port), b = connect_to(port);
@@ -487,7 +488,7 @@ static void test_group_submit_wait_does_not_wait_for_stopped_loops(void **state)
     _Atomic int calls = 0;
     void *res = NULL;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
     assert_int_equal(lc_group_submit_wait(g, 2, count_call, (void *)&calls, NULL), LC_EINVAL);
     assert_int_equal(lc_group_submit_wait(NULL, 0, count_call, (void *)&calls, NULL), LC_EINVAL);
     assert_int_equal(lc_group_start(g), 0);
@@ -501,19 +502,19 @@ static void test_group_submit_wait_does_not_wait_for_stopped_loops(void **state)
     /* Creating a server on a stopped group fails instead of waiting (both modes). */
     lc_group_server_t *gs = (lc_group_server_t *)1;
     assert_int_equal(lc_group_create_server(g, echo_factory, NULL,
-                                            &(lc_group_server_opts){.host = "127.0.0.1"}, &gs),
+                                            &(lc_group_server_opts_t){.host = "127.0.0.1"}, &gs),
                      LC_EINVALIDSTATE);
     assert_null(gs);
     assert_int_equal(
         lc_group_create_server(
             g, echo_factory, NULL,
-            &(lc_group_server_opts){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
         LC_EINVALIDSTATE);
     assert_int_equal(lc_group_free(g), 0);
     assert_int_equal(atomic_load(&calls), 1);
 
     /* A group stopped before it started: its loops never run. */
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1, .unpinned = true}), 0);
     assert_int_equal(lc_group_stop(g), 0);
     assert_int_equal(lc_group_submit_wait(g, 0, count_call, (void *)&calls, NULL), LC_ECLOSED);
     assert_int_equal(lc_group_free(g), 0);

@@ -152,7 +152,7 @@ static void test_group_shutdown_with_messages_in_flight(void **state)
         lc_group_t *g = NULL;
         assert_int_equal(
             lc_group_create(
-                &g, &(lc_group_opts){.nloops = 2, .on_start = chain_hook, .on_start_arg = sd}),
+                &g, &(lc_group_opts_t){.nloops = 2, .on_start = chain_hook, .on_start_arg = sd}),
             0);
         sd->g = g;
         pthread_t producers[SHUTDOWN_PRODUCERS];
@@ -258,7 +258,7 @@ static void test_group_free_resolves_submits_caught_by_shutdown(void **state)
     caught_t *c = calloc(1, sizeof(*c));
     assert_non_null(c);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 3}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 3}), 0);
     c->g = g;
     assert_int_equal(lc_group_start(g), 0);
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 1), stop_then_submit_fn, c, NULL), 0);

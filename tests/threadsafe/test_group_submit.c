@@ -63,7 +63,7 @@ static void test_group_submit_resolves_on_origin_loop(void **state)
     assert_non_null(ss);
     waiter_init(&ss->done);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     ss->g = g;
     assert_int_equal(lc_group_start(g), 0);
     pthread_t t0;
@@ -123,7 +123,7 @@ static void test_group_submit_wait_from_main_thread(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     assert_int_equal(lc_group_start(g), 0);
 
     seen_t s;
@@ -213,7 +213,7 @@ static void test_group_broadcast_reaches_every_loop_once(void **state)
     waiter_init(&bs->done);
     const unsigned n = 4;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = n}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = n}), 0);
     bs->g = g;
     assert_int_equal(lc_group_start(g), 0);
 
@@ -317,7 +317,7 @@ static void test_group_ping_pong_10000_submits(void **state)
     assert_non_null(pp);
     waiter_init(&pp->done);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 2}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2}), 0);
     pp->g = g;
     assert_int_equal(lc_group_start(g), 0);
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 0), pingpong_start_fn, pp, NULL), 0);
@@ -365,7 +365,7 @@ static void test_group_submit_to_self_and_to_closed_loop(void **state)
     assert_int_equal(lc_new_event_loop(&st.closed_target), 0);
     assert_int_equal(lc_loop_close(st.closed_target), 0);
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1}), 0);
     assert_int_equal(lc_group_start(g), 0);
     void *res = NULL;
     assert_int_equal(
@@ -424,7 +424,7 @@ static void test_group_submit_to_loop_closed_before_it_ran(void **state)
     waiter_init(&hb->ss.done);
     assert_int_equal(lc_new_event_loop(&hb->target), 0); /* never runs */
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1}), 0);
     assert_int_equal(lc_group_start(g), 0);
     pthread_t t0;
     assert_int_equal(lc_loop_submit_wait(lc_group_loop(g, 0), thread_fn, &t0, NULL), 0);

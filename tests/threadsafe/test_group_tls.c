@@ -45,7 +45,7 @@ static int connect_to(int port)
     return fd;
 }
 
-static void serve_tls(lc_group_server_mode mode)
+static void serve_tls(lc_group_server_mode_t mode)
 {
     SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
     assert_int_equal(SSL_CTX_use_certificate_chain_file(sctx, cert), 1);
@@ -55,14 +55,14 @@ static void serve_tls(lc_group_server_mode mode)
     assert_int_equal(SSL_CTX_load_verify_locations(cctx, cert, NULL), 1);
 
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 4, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 4, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     lc_group_server_t *gs = NULL;
     assert_int_equal(lc_group_create_server(g, echo_factory, NULL,
-                                            &(lc_group_server_opts){.host = "127.0.0.1",
-                                                                    .mode = mode,
-                                                                    .ssl = sctx,
-                                                                    .ssl_handshake_timeout = 10},
+                                            &(lc_group_server_opts_t){.host = "127.0.0.1",
+                                                                      .mode = mode,
+                                                                      .ssl = sctx,
+                                                                      .ssl_handshake_timeout = 10},
                                             &gs),
                      0);
     SSL_CTX_free(sctx); /* the group server keeps its own reference */
@@ -122,14 +122,14 @@ static void test_group_tls_bad_timeout(void **state)
 {
     (void)state;
     lc_group_t *g = NULL;
-    assert_int_equal(lc_group_create(&g, &(lc_group_opts){.nloops = 1, .no_pin = true}), 0);
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 1, .unpinned = true}), 0);
     assert_int_equal(lc_group_start(g), 0);
     SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
     lc_group_server_t *gs = NULL;
     assert_int_equal(
         lc_group_create_server(
             g, echo_factory, NULL,
-            &(lc_group_server_opts){.host = "127.0.0.1", .ssl = sctx, .ssl_shutdown_timeout = -1},
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .ssl = sctx, .ssl_shutdown_timeout = -1},
             &gs),
         LC_EINVAL);
     assert_null(gs);
