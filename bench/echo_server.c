@@ -211,6 +211,7 @@ int main(int argc, char **argv)
     r = lc_group_server_close(gs);
     if (r != 0)
         fprintf(stderr, "echo_server: closing the server: %s\n", lc_strerror(r));
+    lc_group_server_free(gs);
     int r2 = lc_group_free(g);
     if (r2 != 0)
         fprintf(stderr, "echo_server: freeing the group: %s\n", lc_strerror(r2));

@@ -332,6 +332,7 @@ int main(int argc, char **argv)
     sigwait(&sigs, &sig);
     lc_group_server_close(gs);
     lc_group_broadcast_wait(g, loop_shutdown, NULL);
+    lc_group_server_free(gs);
     lc_group_free(g);
     return 0;
 }

@@ -470,6 +470,17 @@ int lc_handle_when(const lc_handle_t *h, double *when)
     return 0;
 }
 
+lc_handle_t *lc_handle_ref(lc_handle_t *h)
+{
+    /* relaxed: the caller holds a reference, so the count cannot reach zero meanwhile, and a new
+     * reference publishes nothing (the release half of each later drop orders the uses). It also
+     * keeps lc__handle_loop_unref's shortcut sound: a count of 1 held by the loop means no user
+     * holds one, and without one nobody can add one. */
+    if (h != NULL)
+        atomic_fetch_add_explicit(&h->q.refs, 1, memory_order_relaxed);
+    return h;
+}
+
 void lc_handle_unref(lc_handle_t *h)
 {
     if (h == NULL)

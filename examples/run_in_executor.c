@@ -129,7 +129,8 @@ int main(void)
     print_bytes("default thread pool", result);
     free(result);
 
-    /* 2. A custom thread pool; destroying it is the end of Python's "with" block. */
+    /* 2. A custom thread pool; freeing it (lc_executor_free: shutdown, waiting, then release) is
+     * the end of Python's "with" block. */
     lc_executor_t *pool;
     r = lc_executor_create(&pool, NULL);
     if (r != 0)

@@ -25,9 +25,10 @@
 
 /* Lifetime and counting across threads.
  *
- * References (refs): the creator's (dropped at the end of lc_group_server_close), one per loop
- * whose server has its drained hook pending, one per hand-off message in flight. The memory goes
- * with the last; so a hand-off that a loop runs or hands back after the close still finds gs.
+ * References (refs): the creator's (dropped by lc_group_server_free, after the close), one per
+ * loop whose server has its drained hook pending, one per hand-off message in flight. The memory
+ * goes with the last; so a hand-off that a loop runs or hands back after the close still finds gs,
+ * and the caller can still ask for wait_closed between lc_group_server_close and _free.
  *
  * Counting: each loop has its own lc_server_t (reuse-port: its listener; hand-off: loop 0's
  * listener, a socketless one on the others), and every connection the loop serves, accepted
@@ -81,6 +82,9 @@ struct lc_group_server_s {
      * drop; the acquire of the drop that reaches zero makes all of it visible to the thread that
      * frees gs. */
     _Atomic uint32_t refs;
+    /* Set by the first lc_group_server_close (the caller's threads only, which are no loop of the
+     * group; seq_cst exchange: of two concurrent closes exactly one runs the close steps). */
+    _Atomic bool closed;
     pthread_mutex_t mu; /* guards the three below */
     unsigned undrained; /* loops whose server is not yet closed and empty */
     bool drained;       /* undrained reached zero: wait_closed resolves at once */
@@ -323,6 +327,7 @@ int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *
     gs->ssl_handshake_timeout = o.ssl_handshake_timeout;
     gs->ssl_shutdown_timeout = o.ssl_shutdown_timeout;
     atomic_init(&gs->refs, 1); /* the creator's */
+    atomic_init(&gs->closed, false);
     pthread_mutex_init(&gs->mu, NULL);
     gs->undrained = n;
     for (unsigned i = 0; i < n; i++) {
@@ -423,6 +428,9 @@ static long read_member(lc_group_server_t *gs, unsigned index, lc_submit_fn fn)
 {
     if (gs == NULL || index >= gs->n)
         return LC_EINVAL;
+    /* Once closed, the loops' servers are released (close_on_loop): nothing left to count. */
+    if (atomic_load(&gs->closed))
+        return LC_ECLOSED;
     void *res = NULL;
     int r = lc_group_submit_wait(gs->group, index, fn, &gs->m[index], &res);
     return r != 0 ? r : (long)(intptr_t)res;
@@ -479,6 +487,8 @@ int lc_group_server_close(lc_group_server_t *gs)
 {
     if (gs == NULL)
         return LC_EINVAL;
+    if (atomic_exchange(&gs->closed, true))
+        return 0;
     /* Loop 0 first: in hand-off mode it is the one that accepts, and once its step ran nothing
      * new is handed off. Hand-offs still queued find their loop's server closed (or not yet, if
      * they run first: then that loop counts them) and hold references of their own, so gs
@@ -490,6 +500,14 @@ int lc_group_server_close(lc_group_server_t *gs)
         if (r != 0 && r != LC_ECLOSED && first == 0)
             first = r;
     }
-    gs_unref(gs);
     return first;
+}
+
+int lc_group_server_free(lc_group_server_t *gs)
+{
+    if (gs == NULL)
+        return LC_EINVAL;
+    int r = lc_group_server_close(gs); /* 0 at once if the caller closed it already */
+    gs_unref(gs);                      /* the creator's */
+    return r;
 }

@@ -60,8 +60,9 @@
  * lc_loop_set_default_executor(loop, NULL) returns a loop to that rule.
  *
  * Lifetime rules.
- *   - An executor must outlive every loop that may still submit to it; it is freed once it was
- *     destroyed and its last worker is gone (outcomes on their way to loops do not need it).
+ *   - An executor must outlive every loop that may still submit to it; its memory goes once
+ *     lc_executor_free() was called and its last worker is gone (outcomes on their way to loops
+ *     do not need it).
  *   - A loop closed while it still has jobs on an executor it owns: see 3 above, all handled.
  *   - A loop closed while it still has jobs on an executor it does not own: finish them first.
  *     Wait for their futures, or shut the executor down with wait = true (its outcomes then wait

@@ -1,8 +1,9 @@
 /* loopcore loop groups (one loop per core) and cross-loop calls with results.
  *
- * A group owns N loops, each run by its own thread, each thread pinned to one CPU. The loops keep
- * running between batches of work: a loop of a started group leaves lc_loop_run_forever() only
- * when lc_group_stop() posts it a stop. Life cycle:
+ * A group owns N loops, each run by its own thread, each thread pinned to one CPU (unless the
+ * group is made with .unpinned). The loops keep running between batches of work: a loop of a
+ * started group leaves lc_loop_run_forever() only when lc_group_stop() posts it a stop. Life
+ * cycle (the group's close is stop + join, threading's verbs; see the object model, loopcore.h):
  *
  *   lc_group_create()  makes the loops (no threads yet). The loops exist and accept posts.
  *   lc_group_start()   starts one thread per loop; returns once every loop runs and ran its hook.
@@ -75,7 +76,8 @@ typedef struct lc_group_opts_s {
                         process may run on (sched_getaffinity), ascending. Each must be in the
                         process's affinity mask. Read during create only. */
     size_t ncpus;    /* entries in cpus (0 if and only if cpus is NULL) */
-    bool unpinned;   /* true: do not pin the threads (lc_group_cpu() gives -1) */
+    bool unpinned;   /* true: the threads are not pinned (lc_group_cpu() gives -1); default:
+                        each thread pinned to its CPU */
     lc_group_start_fn on_start; /* per-loop start hook, or NULL */
     void *on_start_arg;
     double spin_budget; /* seconds; 0: LC_GROUP_DEFAULT_SPIN; negative: no spin */
@@ -210,11 +212,14 @@ typedef struct lc_group_server_opts_s {
  * resolves it (asyncio 3.12: closed, and no connection active anywhere). Nothing is polled; the
  * only cross-thread traffic is one short mutex section per loop and one post per future.
  *
- * Lifetime. The group server's memory is reference-counted: lc_group_server_close() drops the
- * caller's reference, but hand-offs still on their way, and each loop's server until it is
- * drained, hold their own, so gs's memory outlives every message and connection that refers to
- * it. To the caller, gs is gone once lc_group_server_close() is called. Close before
- * lc_group_free(). */
+ * Lifetime: close, then free, as for lc_server_t (the object model, loopcore.h). asyncio's order
+ * works: lc_group_server_close(), then lc_group_server_wait_closed() (from a loop thread), then
+ * lc_group_server_free() once the caller is done with gs; wait_closed may also be asked for
+ * before the close. lc_group_server_free() closes first if needed. Internally the memory is
+ * reference-counted: free drops the caller's reference, but hand-offs still on their way, and each
+ * loop's server until it is drained, hold their own, so gs's memory outlives every message and
+ * connection that refers to it (and a wait_closed future outlives gs). To the caller, gs is gone
+ * once lc_group_server_free() is called. Close and free before lc_group_free(). */
 
 /** Serves host:port on every loop of the started group g: the factory runs on the thread of the
  *  loop that gets the connection (lc_get_running_loop tells which), so factory_arg must be safe
@@ -233,7 +238,7 @@ int lc_group_server_sockets(const lc_group_server_t *gs, int *fds, size_t *n);
 
 /** Connections loop index has taken so far (accepted there, or handed to it). Blocks like
  *  lc_group_submit_wait (not from a loop thread). Returns the count, or a negative error
- *  (LC_ECLOSED: that loop no longer runs). */
+ *  (LC_ECLOSED: gs is closed, or that loop no longer runs). */
 long lc_group_server_connections(lc_group_server_t *gs, unsigned index);
 
 /** Connections loop index serves now (accepted there or handed to it, and not yet closed): the
@@ -243,10 +248,10 @@ long lc_group_server_active(lc_group_server_t *gs, unsigned index);
 
 /** asyncio's Server.wait_closed(): *fut (a new future of the calling loop, one reference for the
  *  caller) resolves, with result NULL, on the calling loop's thread once gs is closed and no
- *  connection is active on any of its loops, handed-off ones included. Call it before
- *  lc_group_server_close() (which makes gs unusable to the caller); the future stays valid.
- *  Must be called on a running loop's thread, any loop (not only one of the group). Returns 0,
- *  LC_EINVAL, LC_ENORUNNINGLOOP or LC_ENOMEM.
+ *  connection is active on any of its loops, handed-off ones included (at once if that is
+ *  already so). Before or after lc_group_server_close(), not after lc_group_server_free(); the
+ *  future stays valid after the free. Must be called on a running loop's thread, any loop (not
+ *  only one of the group). Returns 0, LC_EINVAL, LC_ENORUNNINGLOOP or LC_ENOMEM.
  *  If the future's loop is closed before the future resolves, the future stays pending and the
  *  group server's reference to it is dropped by the thread that drains the group server: use a
  *  loop of the same group (lc_group_free() closes them all on one thread) or keep the loop open
@@ -255,11 +260,19 @@ long lc_group_server_active(lc_group_server_t *gs, unsigned index);
 int lc_group_server_wait_closed(lc_group_server_t *gs, lc_future_t **fut);
 
 /** Stops listening on every loop and waits for it (accepted connections stay open; wait_closed
- *  waits for them), then drops the caller's reference to gs (see "Lifetime" above). Loop 0 goes
+ *  waits for them). gs stays the caller's until lc_group_server_free(): its port stays readable,
+ *  lc_group_server_sockets() gives none, connections and active give LC_ECLOSED. Loop 0 goes
  *  first, so that nothing is handed off once it returns. A loop that has stopped (lc_group_stop)
  *  is not waited for: its part of the server closes when lc_group_free() closes the loop. Not
- *  from a loop thread of the group. Returns 0 or an error (gs is released anyway). */
+ *  from a loop thread of the group. Idempotent (a later call returns 0 at once). Returns 0,
+ *  LC_EINVAL, or the first error of a loop's close step (gs is closed anyway). */
 int lc_group_server_close(lc_group_server_t *gs);
+
+/** Closes gs if it is not closed yet (as lc_group_server_close(), same thread rule), then
+ *  releases the caller's hold on it: gs must not be used afterwards (a wait_closed future it gave
+ *  stays valid and still resolves). Before lc_group_free(). Returns 0, LC_EINVAL, or the close's
+ *  error (gs is released anyway). */
+int lc_group_server_free(lc_group_server_t *gs);
 
 #ifdef __cplusplus
 }

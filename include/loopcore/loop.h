@@ -118,7 +118,11 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
 double lc_loop_time(const lc_loop_t *loop);
 
 /* ---- Handles (asyncio.Handle and TimerHandle) -------------------------------------------------
- */
+ *
+ * A handle is reference-counted (the object model, loopcore.h): the loop holds one reference while
+ * the callback is queued, the caller one if the scheduling call returned the handle. Cancelling
+ * and releasing are separate: lc_handle_cancel() drops no reference, lc_handle_unref() cancels
+ * nothing. */
 
 /** Cancels the callback if it has not run yet; a no-op (never an error, never a use of freed
  *  memory) if it ran, was cancelled or was discarded by close. lc_handle_cancelled() is true
@@ -132,8 +136,14 @@ bool lc_handle_cancelled(const lc_handle_t *handle);
  *  call_at, or time()+delay for call_later. Returns 0, or LC_EINVAL for a call_soon handle. */
 int lc_handle_when(const lc_handle_t *handle, double *when);
 
-/** Releases the reference returned by a scheduling call. The handle must not be used afterwards.
- *  Does not cancel. Loop thread only. NULL is ignored. */
+/** Adds a reference to a handle the caller holds one to (a scheduling call's, or one added
+ *  here); each is dropped with lc_handle_unref(). Returns handle (NULL is returned as is). Loop
+ *  thread only; a handle of call_soon_threadsafe: any thread. */
+lc_handle_t *lc_handle_ref(lc_handle_t *handle);
+
+/** Drops a reference: the one returned by a scheduling call, or one of lc_handle_ref(). After
+ *  dropping its last one the caller must not use the handle. Does not cancel. Loop thread only;
+ *  a handle of call_soon_threadsafe: any thread. NULL is ignored. */
 void lc_handle_unref(lc_handle_t *handle);
 
 /* ---- Tasks: the factory hook (tasks themselves: include/loopcore/task.h, a later issue) --------

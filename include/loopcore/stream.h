@@ -288,7 +288,8 @@ typedef struct lc_connection_opts_s {
     int sock;
     const char *local_host; /* local_addr: bind before connecting (port 0 if local_port 0) */
     int local_port;
-    bool nagle; /* TCP_NODELAY is on by default (asyncio since 3.6) */
+    bool nagle; /* true: Nagle's algorithm on (no TCP_NODELAY); default: TCP_NODELAY, as
+                   asyncio does since 3.6 */
     /* TLS: the user's SSL_CTX (the engine takes a reference), or NULL for a plain connection. */
     struct ssl_ctx_st *ssl;
     /* SNI and, when ssl verifies peers (SSL_VERIFY_PEER), the name the certificate must match
@@ -317,7 +318,8 @@ typedef struct lc_unix_opts_s {
     bool use_sock; /* wrap sock instead (connected, or bound for a server) */
     int sock;
     int backlog;       /* servers: 0 means 100 */
-    bool start_paused; /* servers: do not listen yet */
+    bool start_paused; /* servers: bound, not listening until lc_server_start_serving()
+                          (asyncio's start_serving=False) */
     /* TLS, as in lc_connection_opts_t / lc_server_opts_t. server_hostname: connections only; with
      * ssl it must be given (there is no host to default to); "" for none. */
     struct ssl_ctx_st *ssl;
@@ -350,9 +352,11 @@ typedef struct lc_server_opts_s {
     bool use_sock;
     int sock;                  /* an already bound socket to serve */
     int backlog;               /* 0 means 100 */
-    bool exclusive_address;    /* SO_REUSEADDR is on by default */
+    bool exclusive_address;    /* true: no SO_REUSEADDR (asyncio's reuse_address=False);
+                                  default: SO_REUSEADDR */
     bool reuse_port;           /* SO_REUSEPORT */
-    bool start_paused;         /* bound but not listening until lc_server_start_serving() */
+    bool start_paused;         /* bound but not listening until lc_server_start_serving()
+                                  (asyncio's start_serving=False) */
     double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
     /* TLS: the user's SSL_CTX, with its certificate and key (the engine takes a reference until
      * the server and its last connection are gone), or NULL. Timeouts as lc_connection_opts_t'. */

@@ -238,8 +238,11 @@ static int servers_down(void **state)
     (void)state;
     for (int k = 0; k < SRV_COUNT; k++) {
         lc_group_server_close(servers[k]);
-        if (tls_servers[k] != NULL)
+        lc_group_server_free(servers[k]);
+        if (tls_servers[k] != NULL) {
             lc_group_server_close(tls_servers[k]);
+            lc_group_server_free(tls_servers[k]);
+        }
     }
     lc_group_free(srv_group);
     char cmd[128];

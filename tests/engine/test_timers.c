@@ -1,4 +1,4 @@
-/* call_later / call_at / time, handles: when, cancel, ordering, never early, large delays. */
+/* call_later / call_at / time, handles: when, cancel, ref/unref, ordering, never early, large delays. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -140,6 +140,34 @@ static void test_timers_cancel_before_run(void **state)
     assert_int_equal(lc_handle_cancel(NULL), LC_EINVAL);
 }
 
+/* lc_handle_ref: each reference is dropped on its own; the handle stays usable (when, cancel)
+ * after the callback ran and after the first unref, and goes with the last (ASan: no leak, no
+ * use after free). Cancelling drops no reference. */
+static void test_timers_handle_ref_unref(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_test_log_t log = {0};
+    lc_test_event_t a = {&log, 1}, b = {&log, 2};
+    lc_handle_t *timer = NULL, *cancelled = NULL;
+    assert_int_equal(lc_loop_call_later(loop, 0, lc_test_log_cb, &a, &timer), 0);
+    assert_int_equal(lc_loop_call_soon(loop, lc_test_log_cb, &b, &cancelled), 0);
+    assert_ptr_equal(lc_handle_ref(timer), timer);
+    assert_ptr_equal(lc_handle_ref(cancelled), cancelled);
+    assert_null(lc_handle_ref(NULL));
+    assert_int_equal(lc_handle_cancel(cancelled), 0);
+    lc_handle_unref(cancelled); /* one left: ours */
+    lc_loop_stop(loop);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+    lc_test_assert_log(&log, (int[]){1}, 1);
+    assert_true(lc_handle_cancelled(cancelled));
+    lc_handle_unref(cancelled);
+    lc_handle_unref(timer); /* the loop's is gone too: one left */
+    double w;
+    assert_int_equal(lc_handle_when(timer, &w), 0);
+    assert_false(lc_handle_cancelled(timer));
+    lc_handle_unref(timer);
+}
+
 static void test_timers_cancel_after_run_is_noop(void **state)
 {
     lc_loop_t *loop = *state;
@@ -274,6 +302,7 @@ int main(void)
         T(test_timers_large_delays),
         T(test_timers_cancel_before_run),
         T(test_timers_cancel_after_run_is_noop),
+        T(test_timers_handle_ref_unref),
         T(test_timers_cancel_later_member_of_batch),
         T(test_timers_cancel_due_timer_in_same_iteration),
         T(test_timers_million_cancelled_leave_nothing),

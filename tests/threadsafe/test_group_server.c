@@ -1,7 +1,8 @@
 /* Group servers: one host:port on every loop of a 4-loop group, in both modes; 200 connections
  * must all be served and every loop must serve some. Closing under a connect flood (hand-offs
- * still queued must not outlive the server's memory), closing after the group stopped, and
- * wait_closed / active counts that include connections handed to other loops. */
+ * still queued must not outlive the server's memory), closing after the group stopped,
+ * wait_closed / active counts that include connections handed to other loops, and asyncio's
+ * order: close, then wait_closed, then free. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -96,6 +97,7 @@ static void serve_200(lc_group_server_mode_t mode)
     assert_int_equal(read(conns[0], &z, 1), 1);
     for (int i = 0; i < N; i++)
         close(conns[i]);
+    assert_int_equal(lc_group_server_free(gs), 0);
     assert_int_equal(lc_group_free(g), 0);
 }
 
@@ -132,7 +134,10 @@ static void test_group_server_bad_arguments(void **state)
                                             &(lc_group_server_opts_t){.host = "::1"}, &gs),
                      0);
     assert_true(lc_group_server_port(gs) > 0);
-    assert_int_equal(lc_group_server_close(gs), 0);
+    assert_int_equal(lc_group_server_close(NULL), LC_EINVAL);
+    assert_int_equal(lc_group_server_free(NULL), LC_EINVAL);
+    /* Free closes a server that is still open. */
+    assert_int_equal(lc_group_server_free(gs), 0);
     assert_int_equal(lc_group_free(g), 0);
 }
 
@@ -240,6 +245,7 @@ static void test_group_server_handoff_close_under_connect_flood(void **state)
         atomic_store(&f.port, lc_group_server_port(gs));
         flood_wait(&f, 16);
         assert_int_equal(lc_group_server_close(gs), 0);
+        assert_int_equal(lc_group_server_free(gs), 0);
         atomic_store(&f.port, 0);
     }
     flood_stop(&f, th);
@@ -275,6 +281,7 @@ static void test_group_server_handoff_close_after_stop(void **state)
         if (iter % 2 == 0)
             assert_int_equal(lc_group_join(g), 0);
         assert_int_equal(lc_group_server_close(gs), 0);
+        assert_int_equal(lc_group_server_free(gs), 0);
         atomic_store(&f.port, 0);
         assert_int_equal(lc_group_free(g), 0);
     }
@@ -410,6 +417,7 @@ static void test_group_server_handoff_wait_closed_counts_handed_connections(void
     close(b);
     wait_resolved(&w);
     assert_int_equal(lc_group_submit_wait(g, 0, waiter_release, &w, NULL), 0);
+    assert_int_equal(lc_group_server_free(gs), 0);
     assert_int_equal(lc_group_free(g), 0);
 }
 
@@ -436,6 +444,65 @@ static void test_group_server_reuseport_wait_closed_idle(void **state)
     wait_resolved(&w1);
     assert_int_equal(lc_group_submit_wait(g, 0, waiter_release, &w0, NULL), 0);
     assert_int_equal(lc_group_submit_wait(g, 1, waiter_release, &w1, NULL), 0);
+    assert_int_equal(lc_group_server_free(gs), 0);
+    assert_int_equal(lc_group_free(g), 0);
+}
+
+/* asyncio's order, close() then wait_closed(), then free: hand-off mode, one connection on each
+ * loop. Closing keeps gs usable (port, sockets, a second close; the counters say LC_ECLOSED);
+ * a wait_closed asked for after the close stays pending while a connection is open and resolves
+ * on its own loop once the last one goes; one asked for after that resolves at once; the free
+ * leaves both futures valid (ASan: no leak, no use after free). */
+static void test_group_server_close_then_wait_closed_then_free(void **state)
+{
+    (void)state;
+    lc_group_t *g = NULL;
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = 2, .unpinned = true}), 0);
+    assert_int_equal(lc_group_start(g), 0);
+    lc_group_server_t *gs = NULL;
+    assert_int_equal(
+        lc_group_create_server(
+            g, echo_factory, NULL,
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .mode = LC_GROUP_SERVER_HANDOFF}, &gs),
+        0);
+    int port = lc_group_server_port(gs);
+    int a = connect_to(port); /* handed to loop 0 */
+    assert_true(a >= 0);
+    echo_once(a);
+    int b = connect_to(port); /* handed to loop 1 */
+    assert_true(b >= 0);
+    echo_once(b);
+
+    assert_int_equal(lc_group_server_close(gs), 0);
+    assert_int_equal(lc_group_server_close(gs), 0); /* idempotent */
+    assert_int_equal(connect_to(port), -ECONNREFUSED);
+    assert_int_equal(lc_group_server_port(gs), port);
+    size_t n = 4;
+    int fds[4];
+    assert_int_equal(lc_group_server_sockets(gs, fds, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(lc_group_server_active(gs, 1), LC_ECLOSED);
+    assert_int_equal(lc_group_server_connections(gs, 0), LC_ECLOSED);
+
+    /* Asked for after the close, on loop 1 (where b lives). */
+    waiter_t w = {.gs = gs};
+    assert_int_equal(lc_group_submit_wait(g, 1, waiter_register, &w, NULL), 0);
+    close(a);
+    sleep_ms(100);
+    assert_false(atomic_load(&w.resolved));
+    echo_once(b); /* still served by loop 1 */
+    assert_false(atomic_load(&w.resolved));
+    close(b);
+    wait_resolved(&w);
+
+    /* Drained: a later wait_closed resolves at once. */
+    waiter_t w2 = {.gs = gs};
+    assert_int_equal(lc_group_submit_wait(g, 0, waiter_register, &w2, NULL), 0);
+    wait_resolved(&w2);
+
+    assert_int_equal(lc_group_server_free(gs), 0);
+    assert_int_equal(lc_group_submit_wait(g, 1, waiter_release, &w, NULL), 0);
+    assert_int_equal(lc_group_submit_wait(g, 0, waiter_release, &w2, NULL), 0);
     assert_int_equal(lc_group_free(g), 0);
 }
 
@@ -462,6 +529,7 @@ static void test_group_server_wait_closed_pending_at_group_free(void **state)
     waiter_t w = {.gs = gs};
     assert_int_equal(lc_group_submit_wait(g, 0, waiter_register, &w, NULL), 0);
     assert_int_equal(lc_group_server_close(gs), 0);
+    assert_int_equal(lc_group_server_free(gs), 0);
     assert_int_equal(lc_group_free(g), 0);
     /* Every loop thread is gone: the future (valid until its last reference goes) is ours. */
     assert_false(atomic_load(&w.resolved));
@@ -533,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_group_server_handoff_close_after_stop),
         cmocka_unit_test(test_group_server_handoff_wait_closed_counts_handed_connections),
         cmocka_unit_test(test_group_server_reuseport_wait_closed_idle),
+        cmocka_unit_test(test_group_server_close_then_wait_closed_then_free),
         cmocka_unit_test(test_group_server_wait_closed_pending_at_group_free),
         cmocka_unit_test(test_group_submit_wait_does_not_wait_for_stopped_loops),
     };

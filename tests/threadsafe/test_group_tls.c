@@ -102,6 +102,7 @@ static void serve_tls(lc_group_server_mode_t mode)
     }
     assert_int_equal(total, N);
     assert_int_equal(lc_group_server_close(gs), 0);
+    assert_int_equal(lc_group_server_free(gs), 0);
     assert_int_equal(lc_group_free(g), 0);
     SSL_CTX_free(cctx);
 }
