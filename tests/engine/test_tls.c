@@ -1100,6 +1100,78 @@ static void test_tls_close_from_data_received_keeps_its_data(void **state)
     SSL_CTX_free(cctx);
 }
 
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    static const unsigned char ours[] = "\x08http/1.1";
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* The user's context decides: ALPN chosen by the server's callback, and a client certificate the
+ * server requires and verifies; both ends read them from the getters. */
+static void test_tls_alpn_and_client_certificate(void **state)
+{
+    lc_loop_t *loop = *state;
+    SSL_CTX_set_alpn_select_cb(server_ctx, alpn_select, NULL);
+    SSL_CTX_set_verify(server_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    assert_int_equal(SSL_CTX_load_verify_locations(server_ctx, cert_path, NULL), 1);
+    int port;
+    lc_server_t *s = start_server(loop, server_ctx, &modes[M_ECHO], 0, &port);
+    /* No client certificate: the server refuses the handshake. */
+    SSL_CTX *plain = make_client_ctx(true, true, 0);
+    lc_future_t *fut = connect_tls(loop, plain, &modes[M_COLLECT], "127.0.0.1", port, NULL);
+    lc_transport_t *t = NULL;
+    int r = await_fut(loop, fut, (void **)&t);
+    lc_future_unref(fut);
+    if (r == 0) { /* TLS 1.3: the client may finish first and learn of it from the alert */
+        peer_t *c = peer_of(M_COLLECT);
+        lc_transport_write(t, "x", 1);
+        wait_for(loop, &c->lost, 1, 5);
+        assert_int_equal(c->lost_err, LC_ESSL);
+    } else {
+        assert_int_equal(r, LC_ESSL);
+    }
+    wait_for(loop, &exc_count, 1, 5);
+    assert_true(exc_count >= 1);
+    /* With one (our certificate, which the server trusts) and ALPN offered. */
+    SSL_CTX *cctx = make_client_ctx(true, true, 0);
+    assert_int_equal(SSL_CTX_use_certificate_chain_file(cctx, cert_path), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(cctx, key_path, SSL_FILETYPE_PEM), 1);
+    static const unsigned char offer[] = "\x02h2\x08http/1.1";
+    assert_int_equal(SSL_CTX_set_alpn_protos(cctx, offer, sizeof(offer) - 1), 0);
+    int before = npeers;
+    fut = connect_tls(loop, cctx, &modes[M_BUFFERED], "127.0.0.1", port, "localhost");
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    const unsigned char *alpn;
+    size_t alen;
+    assert_int_equal(lc_transport_get_alpn_protocol(t, &alpn, &alen), 0);
+    assert_int_equal(alen, 8);
+    assert_memory_equal(alpn, "http/1.1", 8);
+    wait_for(loop, &npeers, before + 2, 5);
+    peer_t *sv = NULL;
+    for (int i = before; i < npeers; i++)
+        if (peers[i].mode == M_ECHO)
+            sv = &peers[i];
+    assert_non_null(sv);
+    assert_non_null(lc_transport_get_peer_certificate(sv->t));
+    assert_int_equal(lc_transport_get_alpn_protocol(sv->t, &alpn, &alen), 0);
+    assert_memory_equal(alpn, "http/1.1", 8);
+    assert_non_null(lc_transport_get_ssl(sv->t));
+    lc_transport_close(t);
+    wait_for(loop, &sv->lost, 1, 5);
+    lc_server_free(s);
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(plain);
+}
+
 static void test_tls_unix_server_and_connection(void **state)
 {
     lc_loop_t *loop = *state;
@@ -1435,6 +1507,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls_close_from_data_received_keeps_its_data, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_tls_alpn_and_client_certificate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_unix_server_and_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_renegotiation_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_against_openssl_s_server_tls13, setup,
