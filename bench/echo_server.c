@@ -2,7 +2,7 @@
  * written back from data_received (one read and one write per readiness on the fast path).
  *
  *   echo_server [--loops N] [--port P] [--mode reuseport|handoff] [--nodelay on|off]
- *               [--send-timeout SECONDS]
+ *               [--send-timeout SECONDS] [--tls-cert FILE --tls-key FILE]
  *
  * --loops: loops (threads, one per CPU); default one per CPU of the affinity mask, so
  * `taskset -c 0 echo_server` is a one-loop server. --port: default 19000. --mode: reuseport (one
@@ -18,7 +18,11 @@
  * high-water mark plus one read, not everything it sends. --send-timeout SECONDS (default 60,
  * nginx's send_timeout; > 0): a connection whose queued data makes no progress for that long is to
  * be reset (the engine's lc_transport_set_send_timeout(), set in echo_connection_made), so that a
- * peer that never reads does not hold its connection forever. */
+ * peer that never reads does not hold its connection forever.
+ *
+ * --tls-cert FILE --tls-key FILE (PEM; both or neither): serve TLS 1.2/1.3 on every loop with one
+ * shared SSL_CTX, with no session resumption (bench/support/tls.c), for the harness's tls-echo
+ * mode. The echo is then of plaintext: flow control counts plaintext bytes. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,8 +32,10 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
+#include "bench/support/tls.h"
 #include "loopcore.h"
 
 static bool nodelay = true;
@@ -83,7 +89,8 @@ static int echo_factory(void *arg, const lc_protocol_t **proto, void **user)
 static int usage(void)
 {
     fprintf(stderr, "usage: echo_server [--loops N] [--port P] [--mode reuseport|handoff] "
-                    "[--nodelay on|off] [--send-timeout SECONDS]\n");
+                    "[--nodelay on|off] [--send-timeout SECONDS] [--tls-cert FILE --tls-key "
+                    "FILE]\n");
     return 2;
 }
 
@@ -114,6 +121,7 @@ int main(int argc, char **argv)
 {
     long loops = 0, port = 19000;
     lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
+    const char *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             return usage();
@@ -128,6 +136,10 @@ int main(int argc, char **argv)
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0)
                 return usage();
             nodelay = strcmp(val, "on") == 0;
+        } else if (strcmp(opt, "--tls-cert") == 0) {
+            tls_cert = val;
+        } else if (strcmp(opt, "--tls-key") == 0) {
+            tls_key = val;
         } else if (strcmp(opt, "--send-timeout") == 0) {
             if (!parse_seconds(val, &send_timeout))
                 return usage();
@@ -140,6 +152,18 @@ int main(int argc, char **argv)
                 return usage();
         } else {
             return usage();
+        }
+    }
+
+    if ((tls_cert == NULL) != (tls_key == NULL))
+        return usage();
+    struct ssl_ctx_st *tls = NULL;
+    if (tls_cert != NULL) {
+        char err[256];
+        tls = lcb_tls_server_ctx(tls_cert, tls_key, err, sizeof(err));
+        if (tls == NULL) {
+            fprintf(stderr, "echo_server: TLS: %s\n", err);
+            return 1;
         }
     }
 
@@ -165,17 +189,19 @@ int main(int argc, char **argv)
         r = lc_group_create_server(
             g, echo_factory, NULL,
             &(lc_group_server_opts_t){
-                .host = "127.0.0.1", .port = (int)port, .backlog = 4096, .mode = mode},
+                .host = "127.0.0.1", .port = (int)port, .backlog = 4096, .mode = mode, .ssl = tls},
             &gs);
+    bool use_tls = tls != NULL;
+    SSL_CTX_free(tls); /* the group server holds its own reference */
     if (r != 0) {
         fprintf(stderr, "echo_server: %s\n", lc_strerror(r));
         if (g != NULL)
             lc_group_free(g);
         return 1;
     }
-    fprintf(stderr, "echo_server: listening on 127.0.0.1:%d loops=%u mode=%s\n",
+    fprintf(stderr, "echo_server: listening on 127.0.0.1:%d loops=%u mode=%s%s\n",
             lc_group_server_port(gs), lc_group_size(g),
-            mode == LC_GROUP_SERVER_HANDOFF ? "handoff" : "reuseport");
+            mode == LC_GROUP_SERVER_HANDOFF ? "handoff" : "reuseport", use_tls ? " tls" : "");
 
     int sig = 0;
     do

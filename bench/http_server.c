@@ -33,6 +33,10 @@
  * read. A connection so paused is neither idle nor late with its head: it waits for its peer,
  * which the send timeout bounds.
  *
+ * --tls-cert FILE --tls-key FILE (PEM; both or neither): HTTPS on every loop, one SSL_CTX shared
+ * by all of them, no session resumption (bench/support/tls.c); a Connection: close request is
+ * answered, then the connection closes with a TLS close_notify (the engine's close).
+ *
  * Runs in the foreground until SIGINT or SIGTERM, then closes the server and the group. */
 #include <errno.h>
 #include <signal.h>
@@ -43,7 +47,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/ssl.h>
+
 #include "http_proto.h"
+#include "bench/support/tls.h"
 #include "loopcore.h"
 
 typedef struct conn_s {
@@ -213,7 +220,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff] "
             "[--idle-timeout SECONDS] [--header-timeout SECONDS] [--send-timeout SECONDS] "
-            "[--quiet]\n",
+            "[--tls-cert FILE --tls-key FILE] [--quiet]\n",
             argv0);
     exit(2);
 }
@@ -237,6 +244,7 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1";
     lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
     bool quiet = false;
+    const char *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -266,14 +274,27 @@ int main(int argc, char **argv)
             if (!parse_seconds(v, &send_timeout))
                 usage(argv[0]);
             i++;
+        } else if (strcmp(a, "--tls-cert") == 0 && v != NULL) {
+            tls_cert = v, i++;
+        } else if (strcmp(a, "--tls-key") == 0 && v != NULL) {
+            tls_key = v, i++;
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = true;
         } else {
             usage(argv[0]);
         }
     }
-    if (port < 0 || port > 65535)
+    if (port < 0 || port > 65535 || (tls_cert == NULL) != (tls_key == NULL))
         usage(argv[0]);
+    struct ssl_ctx_st *tls = NULL;
+    if (tls_cert != NULL) {
+        char err[256];
+        tls = lcb_tls_server_ctx(tls_cert, tls_key, err, sizeof(err));
+        if (tls == NULL) {
+            fprintf(stderr, "http_server: TLS: %s\n", err);
+            return 1;
+        }
+    }
 
     http_proto_init();
 
@@ -293,17 +314,20 @@ int main(int argc, char **argv)
     if (r == 0)
         r = lc_group_create_server(
             g, http_factory, NULL,
-            &(lc_group_server_opts_t){.host = host, .port = port, .backlog = 4096, .mode = mode},
+            &(lc_group_server_opts_t){
+                .host = host, .port = port, .backlog = 4096, .mode = mode, .ssl = tls},
             &gs);
+    bool use_tls = tls != NULL;
+    SSL_CTX_free(tls); /* the group server holds its own reference */
     if (r != 0) {
         fprintf(stderr, "http_server: %s\n", lc_strerror(r));
         lc_group_free(g);
         return 1;
     }
     if (!quiet)
-        fprintf(stderr, "http_server: listening on %s:%d loops=%u mode=%s\n", host,
+        fprintf(stderr, "http_server: listening on %s:%d loops=%u mode=%s%s\n", host,
                 lc_group_server_port(gs), lc_group_size(g),
-                mode == LC_GROUP_SERVER_REUSEPORT ? "reuseport" : "handoff");
+                mode == LC_GROUP_SERVER_REUSEPORT ? "reuseport" : "handoff", use_tls ? " tls" : "");
     int sig = 0;
     sigwait(&sigs, &sig);
     lc_group_server_close(gs);

@@ -23,9 +23,10 @@ typedef struct {
     char *remote_host, *remote_port;
     int family, proto, flags;
     bool nodelay;
-    bool resolving; /* a getaddrinfo is in flight: it will come back to us */
-    bool abandoned; /* the loop closed while resolving: free when it comes back */
-    int fd;         /* the socket being connected, or -1 */
+    bool resolving;     /* a getaddrinfo is in flight: it will come back to us */
+    bool abandoned;     /* the loop closed while resolving: free when it comes back */
+    lc__tls_config tls; /* TLS settings (tls.ctx NULL: plaintext) */
+    int fd;             /* the socket being connected, or -1 */
     int last_err;
     /* Watches fd for the end of a connect. A handle is bound to one fd, and its memory is
      * libuv's until its close callback, so each attempt gets a fresh allocation. */
@@ -42,6 +43,7 @@ static void connector_free(connector *c)
         uv_freeaddrinfo(c->local);
     free(c->remote_host);
     free(c->remote_port);
+    lc__tls_config_clear(&c->tls);
     lc_future_unref(c->fut);
     free(c);
 }
@@ -104,6 +106,14 @@ static void connector_connected(connector *c)
     /* Stop watching the fd here before the transport watches it with its own handle. */
     connector_drop_poll(c);
     int err;
+    if (c->tls.ctx != NULL) {
+        /* The transport resolves the future when its handshake ends. */
+        if (lc__transport_new_tls(c->loop, fd, c->factory, c->factory_arg, NULL, &c->tls, c->fut,
+                                  &err) == NULL)
+            lc_future_set_error(c->fut, err);
+        connector_finish(c);
+        return;
+    }
     lc_transport_t *t = lc__transport_new(c->loop, fd, c->factory, c->factory_arg, NULL, &err);
     if (t == NULL)
         lc_future_set_error(c->fut, err);
@@ -278,8 +288,6 @@ int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, v
     lc_connection_opts_t o = opts != NULL ? *opts : (lc_connection_opts_t){0};
     if (loop == NULL || factory == NULL || fut == NULL)
         return LC_EINVAL;
-    if (o.ssl || o.server_hostname != NULL)
-        return LC_ENOTSUP; /* TLS is a later issue */
     if (o.use_sock && (o.host != NULL || o.port != NULL || o.port_num != 0 ||
                        o.local_host != NULL || o.family != 0))
         return LC_EINVAL; /* sock excludes the address arguments, as in asyncio */
@@ -287,23 +295,36 @@ int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, v
         return LC_EINVAL;
     if (o.port_num < 0 || o.port_num > 65535 || o.local_port < 0 || o.local_port > 65535)
         return LC_EINVAL;
-    if (o.use_sock) {
-        if (o.sock < 0)
-            return LC_EINVAL;
-        int fd = dup(o.sock); /* the transport owns its fd; the caller keeps theirs */
-        if (fd < 0)
-            return -errno;
-        return lc_loop_connect_accepted_socket(loop, factory, factory_arg, fd, fut);
-    }
-    int r = lc_loop_create_future(loop, fut);
+    if (o.use_sock && o.sock < 0)
+        return LC_EINVAL;
+    /* TLS: server_hostname defaults to host (asyncio); with sock there is none to default to. */
+    const char *sni = o.server_hostname != NULL || o.ssl == NULL ? o.server_hostname : o.host;
+    if (o.ssl != NULL && sni == NULL)
+        return LC_EINVAL;
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, o.ssl, sni, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                                false);
     if (r != 0)
         return r;
+    if (o.use_sock) {
+        int fd = dup(o.sock); /* the transport owns its fd; the caller keeps theirs */
+        r = fd >= 0 ? lc__connect_fd(loop, factory, factory_arg, fd, &tls, fut) : -errno;
+        lc__tls_config_clear(&tls); /* the transport's SSL holds what it needs */
+        return r;
+    }
+    r = lc_loop_create_future(loop, fut);
+    if (r != 0) {
+        lc__tls_config_clear(&tls);
+        return r;
+    }
     connector *c = connector_new(loop, factory, factory_arg, *fut);
     char portbuf[16];
     if (c == NULL) {
+        lc__tls_config_clear(&tls);
         r = LC_ENOMEM;
         goto fail;
     }
+    c->tls = tls;
     c->family = o.family;
     c->proto = o.proto;
     c->flags = o.flags;
@@ -371,28 +392,40 @@ int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn facto
         *fut = NULL;
     if (loop == NULL || factory == NULL || fut == NULL || opts == NULL)
         return LC_EINVAL;
+    /* TLS over a Unix socket: no host to default server_hostname to, so it must be given. */
+    if (opts->ssl != NULL && opts->server_hostname == NULL)
+        return LC_EINVAL;
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, opts->ssl, opts->server_hostname, opts->ssl_handshake_timeout,
+                                opts->ssl_shutdown_timeout, false);
+    if (r != 0)
+        return r;
     if (opts->use_sock) {
+        int fd = opts->path != NULL || opts->sock < 0 ? -1 : dup(opts->sock);
         if (opts->path != NULL || opts->sock < 0)
-            return LC_EINVAL;
-        int fd = dup(opts->sock);
-        if (fd < 0)
-            return -errno;
-        return lc_loop_connect_accepted_socket(loop, factory, factory_arg, fd, fut);
+            r = LC_EINVAL;
+        else
+            r = fd >= 0 ? lc__connect_fd(loop, factory, factory_arg, fd, &tls, fut) : -errno;
+        lc__tls_config_clear(&tls);
+        return r;
     }
     struct sockaddr_un sun;
     socklen_t len;
-    int r = lc__unix_addr(opts, &sun, &len);
-    if (r != 0)
+    r = lc__unix_addr(opts, &sun, &len);
+    if (r == 0)
+        r = lc_loop_create_future(loop, fut);
+    if (r != 0) {
+        lc__tls_config_clear(&tls);
         return r;
-    r = lc_loop_create_future(loop, fut);
-    if (r != 0)
-        return r;
+    }
     connector *c = connector_new(loop, factory, factory_arg, *fut);
     if (c == NULL) {
+        lc__tls_config_clear(&tls);
         lc_future_unref(*fut);
         *fut = NULL;
         return LC_ENOMEM;
     }
+    c->tls = tls;
     /* One candidate, built by hand: connector_try_next() walks an addrinfo list. */
     struct addrinfo *ai = calloc(1, sizeof(*ai) + sizeof(sun));
     if (ai == NULL) {

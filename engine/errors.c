@@ -27,6 +27,13 @@ static const lc__errdesc lc_errors[] = {
     {LC_ESENDFILENOTAVAILABLE, "LC_ESENDFILENOTAVAILABLE", "sendfile is not available"},
     {LC_ENOTTASK, "LC_ENOTTASK", "await outside a task"},
     {LC_ESENDTIMEOUT, "LC_ESENDTIMEOUT", "send timed out: the peer took no data"},
+    {LC_ESSL, "LC_ESSL", "TLS error"},
+    {LC_ESSLHANDSHAKETIMEOUT, "LC_ESSLHANDSHAKETIMEOUT", "TLS handshake timed out"},
+    {LC_ESSLCERTVERIFY, "LC_ESSLCERTVERIFY", "TLS certificate verify failed"},
+    {LC_ESSLTRUNCATED, "LC_ESSLTRUNCATED",
+     "TLS stream truncated: the peer closed the connection without close_notify"},
+    {LC_ESSLSHUTDOWNTIMEOUT, "LC_ESSLSHUTDOWNTIMEOUT",
+     "TLS shutdown timed out: no close_notify from the peer"},
 };
 
 static const lc__errdesc *find_error(int err)

@@ -45,6 +45,12 @@ void lc__server_set_accept_hook(lc_server_t *s, void (*hook)(int fd, void *arg),
 lc_server_t *lc__server_new_bare(lc_loop_t *loop, lc_protocol_factory_fn factory,
                                  void *factory_arg);
 
+/* Gives s (a bare server) TLS for the connections adopted into it: ctx (s takes a reference; NULL:
+ * plaintext) and the timeouts as lc_server_opts_t' (0: the defaults). s's loop thread. Returns 0,
+ * LC_EINVAL (a negative or NaN timeout, or one without ctx) or LC_ENOMEM. */
+int lc__server_set_tls(lc_server_t *s, struct ssl_ctx_st *ctx, double handshake_timeout,
+                       double shutdown_timeout);
+
 /* Makes fd, a connected non-blocking socket accepted elsewhere, a transport of s on s's loop, as
  * if s had accepted it: s's factory, TCP_NODELAY, counted in lc_server_active() and waited for by
  * lc_server_wait_closed() until the transport is freed. No future. Takes fd (closed on failure).

@@ -53,6 +53,7 @@ struct lc_server_s {
     /* create_server in progress: */
     lc_future_t *create_fut;
     lc_server_opts_t opts;
+    lc__tls_config tls; /* TLS settings of accepted connections (tls.ctx NULL: plaintext) */
     char **hosts;
     size_t nhosts, host_i;
     char port[16];
@@ -66,6 +67,7 @@ static void server_unref(lc_server_t *s)
         free(s->hosts);
         free(s->ls);
         free(s->waiters);
+        lc__tls_config_clear(&s->tls);
         free(s);
     }
 }
@@ -177,7 +179,11 @@ static int server_take(lc_server_t *s, int fd)
     /* TCP_NODELAY on accepted TCP connections too (fails harmlessly on AF_UNIX). */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (lc__transport_new(s->loop, fd, s->factory, s->factory_arg, s, &err) == NULL) {
+    lc_transport_t *t =
+        s->tls.ctx != NULL
+            ? lc__transport_new_tls(s->loop, fd, s->factory, s->factory_arg, s, &s->tls, NULL, &err)
+            : lc__transport_new(s->loop, fd, s->factory, s->factory_arg, s, &err);
+    if (t == NULL) {
         /* The factory refused it (or no memory): the fd is closed already. */
         lc__server_connection_gone(s);
         return err;
@@ -269,6 +275,18 @@ void lc__server_set_drained_hook(lc_server_t *s, void (*hook)(void *arg), void *
 {
     s->drained_hook = hook;
     s->drained_hook_arg = arg;
+}
+
+int lc__server_set_tls(lc_server_t *s, struct ssl_ctx_st *ctx, double handshake_timeout,
+                       double shutdown_timeout)
+{
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, ctx, NULL, handshake_timeout, shutdown_timeout, true);
+    if (r == 0) {
+        lc__tls_config_clear(&s->tls);
+        s->tls = tls;
+    }
+    return r;
 }
 
 int lc__server_adopt(lc_server_t *s, int fd)
@@ -541,19 +559,23 @@ int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void 
     if (loop == NULL || factory == NULL || fut == NULL || o.port < 0 || o.port > 65535 ||
         o.backlog < 0 || (o.hosts == NULL && o.nhosts > 0) || o.accept_retry_delay < 0)
         return LC_EINVAL;
-    if (o.ssl)
-        return LC_ENOTSUP;
     if (o.use_sock && (o.host != NULL || o.nhosts > 0 || o.port != 0 || o.sock < 0))
         return LC_EINVAL;
-    int r = lc_loop_create_future(loop, fut);
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, o.ssl, NULL, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                                true);
     if (r != 0)
         return r;
-    lc_server_t *s = server_new(loop, factory, factory_arg, o.backlog, o.accept_retry_delay);
+    r = lc_loop_create_future(loop, fut);
+    lc_server_t *s =
+        r == 0 ? server_new(loop, factory, factory_arg, o.backlog, o.accept_retry_delay) : NULL;
     if (s == NULL) {
+        lc__tls_config_clear(&tls);
         lc_future_unref(*fut);
         *fut = NULL;
-        return LC_ENOMEM;
+        return r != 0 ? r : LC_ENOMEM;
     }
+    s->tls = tls;
     s->opts = o;
     s->opts.host = NULL;
     s->opts.hosts = NULL;
@@ -611,6 +633,13 @@ int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, 
         return LC_EINVAL;
     if (loop->closed)
         return LC_ECLOSED;
+    /* TLS settings are checked first, then go with the server. */
+    lc__tls_config tls;
+    int tr = lc__tls_config_init(&tls, opts->ssl, opts->server_hostname,
+                                 opts->ssl_handshake_timeout, opts->ssl_shutdown_timeout, true);
+    if (tr != 0)
+        return tr;
+    lc__tls_config_clear(&tls);
     int fd;
     if (opts->use_sock) {
         if (opts->path != NULL || opts->sock < 0)
@@ -642,7 +671,12 @@ int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, 
         close(fd);
         return LC_ENOMEM;
     }
-    int r = server_add_fd(s, fd);
+    int r = lc__tls_config_init(&s->tls, opts->ssl, NULL, opts->ssl_handshake_timeout,
+                                opts->ssl_shutdown_timeout, true);
+    if (r == 0)
+        r = server_add_fd(s, fd);
+    else
+        close(fd);
     if (r == 0 && !opts->start_paused)
         r = server_listen(s);
     if (r == 0)

@@ -6,7 +6,11 @@
  * Why uv_poll and our own read/write rather than uv_tcp_t: libuv's stream writes report progress
  * only when a whole write request completes, so resume_writing could not come at the low-water
  * mark (uvloop's behaviour, asyncio rule 15c); accepted sockets must also be handed between loops
- * as plain fds. The system calls are the same ones libuv would make. */
+ * as plain fds. The system calls are the same ones libuv would make.
+ *
+ * TLS is a mode of this transport (t->tls != NULL), kept in engine/transport_tls.c.h, which is
+ * included at the end of this file; the plaintext path meets it in one branch at each of the
+ * poll callback, the writes, write_eof, close and the end of a flush. */
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -79,6 +83,7 @@ struct lc_transport_s {
     double send_timeout;
     double last_progress;
     lc_handle_t *send_timer;
+    struct lc__tls_s *tls; /* the TLS mode's state, or NULL for plaintext */
 };
 
 static __thread char tls_read_buf[LC__READ_BUF_SIZE];
@@ -88,6 +93,22 @@ static void schedule_lost(lc_transport_t *t, int err);
 static void send_timer_stop(lc_transport_t *t);
 static void fail_pending(lc_transport_t *t, int err);
 static void deliver_done(lc_transport_t *t);
+static int transport_open(lc_transport_t *t, lc_loop_t *loop, int fd, lc_server_t *server);
+
+/* The TLS mode (engine/transport_tls.c.h). */
+static unsigned tls_poll_events(const lc_transport_t *t, unsigned ev);
+static void tls_poll_cb(lc_transport_t *t, int status, int events);
+static void tls_flush(lc_transport_t *t);
+static int tls_write(lc_transport_t *t, const char *data, size_t len);
+static int tls_writelines(lc_transport_t *t, const struct iovec *bufs, size_t nbufs);
+static bool tls_send_queue(lc_transport_t *t);
+static void tls_close(lc_transport_t *t);
+static void tls_shutdown_step(lc_transport_t *t);
+static void tls_kick_if_pending(lc_transport_t *t);
+static bool tls_is_open(const lc_transport_t *t);
+static void tls_release(lc_transport_t *t);
+static void tls_force_close(lc_transport_t *t);
+static void tls_free(lc_transport_t *t);
 
 int lc__set_nonblocking(int fd)
 {
@@ -106,6 +127,8 @@ static void transport_free(lc_transport_t *t)
 {
     if (t->server != NULL)
         lc__server_connection_gone(t->server);
+    if (t->tls != NULL)
+        tls_free(t);
     free(t->wbuf);
     free(t->segs);
     free(t);
@@ -141,6 +164,8 @@ static void transport_release(lc_transport_t *t)
     t->poll_open = false;
     lc__loop_remove_resource(t->loop, &t->res);
     send_timer_stop(t);
+    if (t->tls != NULL)
+        tls_release(t);
     uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
     if (t->fd >= 0) {
         close(t->fd);
@@ -175,6 +200,8 @@ static void transport_force_close(lc__resource *r)
         t->drain_scheduled = false;
         t->refs--;
     }
+    if (t->tls != NULL)
+        tls_force_close(t);
     if (!t->lost_delivered) {
         t->lost_delivered = true;
         if (t->proto != NULL && t->proto->connection_lost != NULL)
@@ -194,6 +221,8 @@ static void update_poll(lc_transport_t *t)
         ev |= UV_READABLE;
     if (t->wlen > 0)
         ev |= UV_WRITABLE;
+    if (t->tls != NULL)
+        ev = tls_poll_events(t, ev);
     if (ev == t->events)
         return;
     t->events = ev;
@@ -592,8 +621,12 @@ static void finish_drained(lc_transport_t *t)
             return;
         }
     }
-    if (t->closing)
-        schedule_lost(t, 0);
+    if (t->closing) {
+        if (t->tls != NULL)
+            tls_shutdown_step(t); /* close_notify, then the peer's */
+        else
+            schedule_lost(t, 0);
+    }
 }
 
 /* do_flush() while a nocopy buffer is pending: sendmsg() from the segments, LC__FLUSH_IOV at a
@@ -647,6 +680,10 @@ static void flush_segs(lc_transport_t *t)
 
 static void do_flush(lc_transport_t *t)
 {
+    if (t->tls != NULL) {
+        tls_flush(t);
+        return;
+    }
     if (t->npend > 0) {
         flush_segs(t);
         return;
@@ -717,6 +754,8 @@ int lc_transport_write(lc_transport_t *t, const void *data, size_t len)
     int r = check_writable(t);
     if (r != 0 || len == 0)
         return r;
+    if (t->tls != NULL)
+        return tls_write(t, data, len);
     size_t done = 0;
     if (t->wlen == 0) {
         /* Try the socket first; queue only the rest. */
@@ -747,6 +786,8 @@ int lc_transport_writelines(lc_transport_t *t, const struct iovec *bufs, size_t 
     }
     if (total == 0)
         return 0;
+    if (t->tls != NULL)
+        return nbufs == 1 ? tls_write(t, bufs[0].iov_base, total) : tls_writelines(t, bufs, nbufs);
     size_t done = 0;
     if (t->wlen == 0 && (!send_now(t, bufs, nbufs, &done) || done == total))
         return 0;
@@ -818,11 +859,17 @@ int lc_transport_write_nocopy(lc_transport_t *t, const struct iovec *bufs, size_
          * the segments just queued (their callback comes before connection_lost). */
         size_t done = 0;
         t->nocopy_sending = true;
-        bool ok = total == 0 || send_now(t, bufs, nbufs, &done);
+        bool ok;
+        if (t->tls != NULL) { /* from the segments just queued, which are the whole queue */
+            ok = !tls_is_open(t) || tls_send_queue(t);
+        } else {
+            ok = total == 0 || send_now(t, bufs, nbufs, &done);
+            if (ok)
+                segs_advance(t, done);
+        }
         t->nocopy_sending = false;
         if (!ok)
             return 0;
-        segs_advance(t, done);
         if (t->wlen == 0)
             return 0;
         if (t->send_timeout > 0)
@@ -839,6 +886,8 @@ int lc_transport_write_eof(lc_transport_t *t)
         return LC_EINVAL;
     if (t->closing)
         return LC_ECLOSED;
+    if (t->tls != NULL)
+        return LC_ENOTSUP; /* no half-close over TLS (asyncio: NotImplementedError) */
     if (t->want_eof)
         return 0;
     t->want_eof = true;
@@ -847,7 +896,7 @@ int lc_transport_write_eof(lc_transport_t *t)
     return 0;
 }
 
-bool lc_transport_can_write_eof(const lc_transport_t *t) { return t != NULL; }
+bool lc_transport_can_write_eof(const lc_transport_t *t) { return t != NULL && t->tls == NULL; }
 
 /* ---- Closing --------------------------------------------------------------------------------- */
 
@@ -858,7 +907,9 @@ int lc_transport_close(lc_transport_t *t)
     if (t->closing)
         return 0;
     t->closing = true;
-    if (t->wlen == 0)
+    if (t->tls != NULL)
+        tls_close(t); /* flush, close_notify, the peer's, within ssl_shutdown_timeout */
+    else if (t->wlen == 0)
         schedule_lost(t, 0);
     else
         update_poll(t); /* stop reading; keep flushing */
@@ -883,6 +934,10 @@ static void transport_poll_cb(uv_poll_t *p, int status, int events)
         return;
     lc_transport_t *t = p->data;
     events &= (int)t->events; /* what the iteration's batch may have stopped watching */
+    if (t->tls != NULL) {
+        tls_poll_cb(t, status, events);
+        return;
+    }
     if (status < 0) {
         /* EPOLLERR: libuv stopped the handle to report it. Data that arrived before the error
          * (say a reply, then the peer's RST) is still readable: deliver it first, as asyncio
@@ -959,6 +1014,8 @@ int lc_transport_resume_reading(lc_transport_t *t)
         return LC_ECLOSED;
     t->reading = true;
     update_poll(t);
+    if (t->tls != NULL)
+        tls_kick_if_pending(t); /* records OpenSSL holds: no socket event will say so */
     return 0;
 }
 
@@ -1023,6 +1080,27 @@ lc_loop_t *lc_transport_get_loop(const lc_transport_t *t) { return t != NULL ? t
 
 /* ---- Creation -------------------------------------------------------------------------------- */
 
+/* Watches fd with t's poll handle and sets the fields every new transport starts with (t is
+ * zeroed, or holds only its TLS state). Returns 0 or uv_poll_init's error (nothing changed). */
+static int transport_open(lc_transport_t *t, lc_loop_t *loop, int fd, lc_server_t *server)
+{
+    int r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd);
+    if (r != 0)
+        return r;
+    t->poll.data = t;
+    t->poll_open = true;
+    t->loop = loop;
+    t->server = server;
+    t->fd = fd;
+    t->refs = 1;
+    t->reading = true;
+    t->high = LC__DEFAULT_HIGH;
+    t->low = LC__DEFAULT_HIGH / 4;
+    t->res.force_close = transport_force_close;
+    lc__loop_add_resource(loop, &t->res);
+    return 0;
+}
+
 lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
                                   void *factory_arg, lc_server_t *server, int *err)
 {
@@ -1038,26 +1116,15 @@ lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_f
     if (r == 0 && proto == NULL)
         r = LC_EINVAL;
     if (r == 0)
-        r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd);
+        r = transport_open(t, loop, fd, server);
     if (r != 0) {
         free(t);
         close(fd);
         *err = r;
         return NULL;
     }
-    t->poll.data = t;
-    t->poll_open = true;
-    t->loop = loop;
-    t->server = server;
-    t->fd = fd;
-    t->refs = 1;
-    t->reading = true;
     t->proto = proto;
     t->user = user;
-    t->high = LC__DEFAULT_HIGH;
-    t->low = LC__DEFAULT_HIGH / 4;
-    t->res.force_close = transport_force_close;
-    lc__loop_add_resource(loop, &t->res);
     if (proto->connection_made != NULL)
         proto->connection_made(t, user);
     /* connection_made may pause reading (honoured: asyncio 3.12's behaviour) or close. */
@@ -1070,6 +1137,12 @@ lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_f
 
 int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn factory,
                                     void *factory_arg, int fd, lc_future_t **fut)
+{
+    return lc__connect_fd(loop, factory, factory_arg, fd, NULL, fut);
+}
+
+int lc__connect_fd(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg, int fd,
+                   const lc__tls_config *tls, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;
@@ -1089,6 +1162,12 @@ int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn fact
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on AF_UNIX */
+    if (tls != NULL && tls->ctx != NULL) {
+        /* The transport resolves *fut when its handshake ends. */
+        if (lc__transport_new_tls(loop, fd, factory, factory_arg, NULL, tls, *fut, &r) == NULL)
+            lc_future_set_error(*fut, r);
+        return 0;
+    }
     lc_transport_t *t = lc__transport_new(loop, fd, factory, factory_arg, NULL, &r);
     if (t == NULL)
         lc_future_set_error(*fut, r);
@@ -1096,3 +1175,7 @@ int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn fact
         lc_future_set_result(*fut, t);
     return 0;
 }
+
+/* ---- TLS ------------------------------------------------------------------------------------- */
+
+#include "engine/transport_tls.c.h"

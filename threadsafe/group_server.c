@@ -65,6 +65,12 @@ struct lc_group_server_s {
     unsigned n;
     gs_member *m;
     int backlog;
+    /* TLS (lc_group_server_opts_t.ssl and timeouts), read by every loop's serve step. Needed only
+     * while lc_group_create_server() runs, which makes every loop's server before it returns
+     * (lc_group_submit_wait), while the caller's reference keeps the context alive; each
+     * server then holds a reference of its own. So no OpenSSL call is made here. */
+    struct ssl_ctx_st *ssl;
+    double ssl_handshake_timeout, ssl_shutdown_timeout;
     /* Hand-off: the next loop to get a connection (loop 0's thread only). */
     unsigned next;
     /* See the top of the file. Increments are relaxed: each is made by a thread that already
@@ -199,7 +205,13 @@ static int serve_on_loop(lc_loop_t *loop, void *arg, void **result)
         lc_future_t *fut = NULL;
         int r = lc_loop_create_server(
             loop, gs->factory, gs->factory_arg,
-            &(lc_server_opts_t){.use_sock = true, .sock = mb->fd, .backlog = gs->backlog}, &fut);
+            &(lc_server_opts_t){.use_sock = true,
+                                .sock = mb->fd,
+                                .backlog = gs->backlog,
+                                .ssl = gs->ssl,
+                                .ssl_handshake_timeout = gs->ssl_handshake_timeout,
+                                .ssl_shutdown_timeout = gs->ssl_shutdown_timeout},
+            &fut);
         if (r != 0)
             return r;
         r = lc_future_result(fut, (void **)&server); /* done at once for an existing socket */
@@ -220,6 +232,12 @@ static int serve_on_loop(lc_loop_t *loop, void *arg, void **result)
         server = lc__server_new_bare(loop, gs->factory, gs->factory_arg);
         if (server == NULL)
             return LC_ENOMEM;
+        int r = lc__server_set_tls(server, gs->ssl, gs->ssl_handshake_timeout,
+                                   gs->ssl_shutdown_timeout);
+        if (r != 0) {
+            lc_server_free(server);
+            return r;
+        }
     }
     mb->server = server;
     gs_ref(gs); /* the hook's */
@@ -298,6 +316,16 @@ int lc_group_create_server(lc_group_t *g, lc_protocol_factory_fn factory, void *
     gs->mode = o.mode;
     gs->backlog = o.backlog;
     gs->n = n;
+    /* Checked by every loop's lc_loop_create_server too, but here before any socket is made. */
+    if (!(o.ssl_handshake_timeout >= 0) || !(o.ssl_shutdown_timeout >= 0) ||
+        (o.ssl == NULL && (o.ssl_handshake_timeout != 0 || o.ssl_shutdown_timeout != 0))) {
+        free(gs->m);
+        free(gs);
+        return LC_EINVAL;
+    }
+    gs->ssl = o.ssl;
+    gs->ssl_handshake_timeout = o.ssl_handshake_timeout;
+    gs->ssl_shutdown_timeout = o.ssl_shutdown_timeout;
     atomic_init(&gs->refs, 1); /* the creator's */
     atomic_init(&gs->closed, false);
     pthread_mutex_init(&gs->mu, NULL);

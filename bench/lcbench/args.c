@@ -11,7 +11,9 @@
 
 static const char usage_text[] =
     "Usage: lcbench <options> <url>\n"
-    "  url: http://host[:port][/path] (mode http) or tcp://host:port (mode echo)\n"
+    "  url: http[s]://host[:port][/path] (mode http) or tcp://host:port, tls://host:port (mode\n"
+    "       echo); https and tls: TLS 1.2/1.3, the certificate not verified (as wrk), SNI the "
+    "host\n"
     "  Options (wrk's, same letters):\n"
     "    -c, --connections <N>  Connections to keep open (default 10)\n"
     "    -d, --duration    <T>  Duration of the measured test (default 10s)\n"
@@ -225,14 +227,15 @@ int lcb_parse_url(lcb_config_t *cfg, const char *url, char *err, size_t errlen)
                         url);
     }
     size_t slen = (size_t)(sep - url);
-    if (slen == 5 && strncasecmp(url, "https", 5) == 0)
-        return fail(err, errlen, "https is not supported (loopcore has no TLS client yet)");
     if (!((slen == 4 && strncasecmp(url, "http", 4) == 0) ||
-          (slen == 3 && strncasecmp(url, "tcp", 3) == 0)))
-        return fail(err, errlen, "unsupported URL scheme in %s (http or tcp)", url);
+          (slen == 5 && strncasecmp(url, "https", 5) == 0) ||
+          (slen == 3 && strncasecmp(url, "tcp", 3) == 0) ||
+          (slen == 3 && strncasecmp(url, "tls", 3) == 0)))
+        return fail(err, errlen, "unsupported URL scheme in %s (http, https, tcp or tls)", url);
     copy_str(cfg->scheme, sizeof(cfg->scheme), url, slen);
     for (char *p = cfg->scheme; *p; p++)
         *p = (char)(*p | 0x20);
+    cfg->tls = strcmp(cfg->scheme, "https") == 0 || strcmp(cfg->scheme, "tls") == 0;
     const char *auth = sep + 3;
     size_t alen = strcspn(auth, "/?#");
     if (alen == 0)
@@ -270,8 +273,10 @@ int lcb_parse_url(lcb_config_t *cfg, const char *url, char *err, size_t errlen)
         snprintf(cfg->port, sizeof(cfg->port), "%u", pn);
     } else if (strcmp(cfg->scheme, "http") == 0) {
         strcpy(cfg->port, "80");
+    } else if (strcmp(cfg->scheme, "https") == 0) {
+        strcpy(cfg->port, "443");
     } else {
-        return fail(err, errlen, "invalid URL %s: tcp:// needs a port", url);
+        return fail(err, errlen, "invalid URL %s: %s:// needs a port", url, cfg->scheme);
     }
     const char *path = auth + alen;
     size_t plen = strcspn(path, "#");
@@ -489,13 +494,15 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
     cfg->url = argv[optind];
     if (lcb_parse_url(cfg, cfg->url, err, errlen) != 0)
         return LCB_PARSE_ERROR;
-    lcb_mode_t from_url = strcmp(cfg->scheme, "tcp") == 0 ? LCB_MODE_ECHO : LCB_MODE_HTTP;
+    lcb_mode_t from_url = strcmp(cfg->scheme, "tcp") == 0 || strcmp(cfg->scheme, "tls") == 0
+                              ? LCB_MODE_ECHO
+                              : LCB_MODE_HTTP;
     if (!cfg->mode_given)
         cfg->mode = from_url;
     else if (cfg->mode != from_url)
         return fail(err, errlen, "--mode %s needs a %s URL",
                     cfg->mode == LCB_MODE_ECHO ? "echo" : "http",
-                    cfg->mode == LCB_MODE_ECHO ? "tcp://" : "http://");
+                    cfg->mode == LCB_MODE_ECHO ? "tcp:// or tls://" : "http:// or https://");
     if (cfg->mode == LCB_MODE_ECHO && (method_given || cfg->nheaders > 0 || cfg->body != NULL))
         return fail(err, errlen, "-m, -H and --body apply to the http mode only");
     if (cfg->connections < cfg->threads)

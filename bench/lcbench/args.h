@@ -53,9 +53,10 @@ typedef struct lcb_config_s {
     size_t ncpus;
     const char *url; /* as given */
     /* From the URL. */
-    char scheme[8];      /* "http" or "tcp" */
+    char scheme[8];      /* "http", "https", "tcp" or "tls" */
+    bool tls;            /* https or tls: TLS over the connection */
     char host[256];      /* without brackets for IPv6 */
-    char port[8];        /* numeric; 80 for http if absent */
+    char port[8];        /* numeric; 80 for http, 443 for https if absent */
     char authority[300]; /* host[:port] as written: the Host header */
     char path[2048];     /* path and query; "/" if absent */
 } lcb_config_t;

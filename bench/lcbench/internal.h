@@ -63,6 +63,7 @@ struct lcb_conn_s {
 struct lcb_worker_s {
     const lcb_config_t *cfg;
     lc_loop_t *loop;
+    struct ssl_ctx_st *ssl; /* https / tls: the run's client context (shared); else NULL */
     unsigned index;
     lcb_conn_t *conns;
     unsigned nconns;

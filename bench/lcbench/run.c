@@ -27,6 +27,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include <openssl/ssl.h>
+
 #include "bench/lcbench/internal.h"
 
 typedef struct lcb_run_s {
@@ -35,6 +37,10 @@ typedef struct lcb_run_s {
     lcb_worker_t *workers;
     char *req;     /* `pipeline` copies of the request or message */
     char *pattern; /* echo: one message */
+    /* https / tls: one client context for every loop. No verification (wrk's behaviour: a load
+     * generator measures, it does not authenticate) and no session reuse: each connection that
+     * (re)connects makes a full handshake, since no SSL is ever given an earlier session. */
+    SSL_CTX *ssl;
     uint64_t stop_ns;
 } lcb_run_t;
 
@@ -278,9 +284,9 @@ static void conn_connect(lcb_conn_t *c, uint64_t now)
     c->state = LCB_CONN_CONNECTING;
     c->connect_start = now;
     lc_future_t *f = NULL;
-    int r = lc_loop_create_connection(w->loop, conn_factory, c,
-                                      &(lc_connection_opts_t){.host = cfg->host, .port = cfg->port},
-                                      &f);
+    int r = lc_loop_create_connection(
+        w->loop, conn_factory, c,
+        &(lc_connection_opts_t){.host = cfg->host, .port = cfg->port, .ssl = w->ssl}, &f);
     if (r == 0 && lc_future_add_done_callback(f, conn_connect_done, c) != 0) {
         lc_future_cancel(f);
         r = LC_ENOMEM;
@@ -430,6 +436,8 @@ static void workers_free(lcb_run_t *run, unsigned n)
     free(run->workers);
     free(run->req);
     free(run->pattern);
+    SSL_CTX_free(run->ssl);
+    run->ssl = NULL;
 }
 
 static int workers_init(lcb_run_t *run)
@@ -448,6 +456,15 @@ static int workers_init(lcb_run_t *run)
     }
     for (unsigned i = 0; i < cfg->pipeline; i++)
         memcpy(run->req + i * one_len, one, one_len);
+    if (cfg->tls) {
+        run->ssl = SSL_CTX_new(TLS_client_method());
+        if (run->ssl == NULL || SSL_CTX_set_min_proto_version(run->ssl, TLS1_2_VERSION) != 1) {
+            free(one);
+            workers_free(run, 0);
+            return -ENOMEM;
+        }
+        SSL_CTX_set_session_cache_mode(run->ssl, SSL_SESS_CACHE_OFF);
+    }
     if (cfg->mode == LCB_MODE_ECHO)
         run->pattern = one;
     else
@@ -468,6 +485,7 @@ static int workers_init(lcb_run_t *run)
     for (unsigned i = 0; i < nt; i++) {
         lcb_worker_t *w = &run->workers[i];
         w->cfg = cfg;
+        w->ssl = run->ssl;
         w->index = i;
         w->req = run->req;
         w->req_len = one_len;

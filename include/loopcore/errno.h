@@ -50,6 +50,21 @@
  * lc_transport_set_send_timeout()'s seconds (connection_lost's error; not the socket's own
  * -ETIMEDOUT). */
 #define LC_ESENDTIMEOUT (-5013)
+/* TLS (stream.h): a protocol error, an alert from the peer, a handshake the peer or OpenSSL
+ * refused (asyncio's ssl.SSLError). The OpenSSL reason is in lc_transport_ssl_error_text() or,
+ * for a handshake that never made a transport, lc_ssl_last_error_text(). */
+#define LC_ESSL (-5014)
+/* The TLS handshake did not finish within ssl_handshake_timeout. */
+#define LC_ESSLHANDSHAKETIMEOUT (-5015)
+/* The peer's certificate failed verification: untrusted, expired, or not for server_hostname
+ * (ssl.SSLCertVerificationError). */
+#define LC_ESSLCERTVERIFY (-5016)
+/* The peer closed the TCP connection without a TLS close_notify: the stream may be truncated
+ * (OpenSSL 3's "unexpected eof while reading"; connection_lost's error, not eof_received). */
+#define LC_ESSLTRUNCATED (-5017)
+/* close(): the peer did not answer our close_notify within ssl_shutdown_timeout (or did not
+ * take the flushed data by then); the socket was closed anyway. */
+#define LC_ESSLSHUTDOWNTIMEOUT (-5018)
 
 /** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
 const char *lc_strerror(int err);

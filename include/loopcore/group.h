@@ -195,6 +195,12 @@ typedef struct lc_group_server_opts_s {
     int family;       /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
     int backlog;      /* 0 means 100 (per socket) */
     lc_group_server_mode_t mode;
+    /* TLS on every loop (stream.h): one SSL_CTX shared by all of them (each loop's server takes
+     * a reference; the caller may free its own once lc_group_create_server returns); the
+     * timeouts as lc_server_opts_t' (LC_EINVAL for a negative or NaN one, or one without ssl). */
+    struct ssl_ctx_st *ssl;
+    double ssl_handshake_timeout;
+    double ssl_shutdown_timeout;
 } lc_group_server_opts_t;
 
 /* Counting and wait_closed. Every loop of a group server has a server of its own (its listener,

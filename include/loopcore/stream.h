@@ -19,6 +19,38 @@
  * side) gets its connection_lost at once, inside that close / abort call, since a closed loop
  * runs no more callbacks; so does one whose call_soon fails for want of memory.
  *
+ * TLS. A transport may run TLS (create_connection / create_server with opts.ssl, or
+ * lc_loop_start_tls): the same transport in a TLS mode, OpenSSL driven on the non-blocking socket
+ * itself (SSL_set_fd: records go straight between the socket and OpenSSL's own buffers, no memory
+ * BIOs), with the user's SSL_CTX. What the protocol sees, after asyncio's sslproto (CPython 3.11):
+ *  - The factory runs and connection_made is called only once the handshake is done. A failed or
+ *    timed-out handshake makes no protocol: a client's future fails (LC_ESSL, LC_ESSLCERTVERIFY,
+ *    LC_ESSLHANDSHAKETIMEOUT, or the socket error, e.g. -ECONNRESET; the OpenSSL reason is in
+ *    lc_ssl_last_error_text()); a server reports TLS errors and timeouts through the exception
+ *    handler (message: the OpenSSL reason; error: the code; a plain reset or EOF is not
+ *    reported, as asyncio does not report OSErrors) and keeps serving. (asyncio calls its factory
+ *    before the handshake; in C that would leave a protocol with no connection_lost to free it.)
+ *  - Writes count plaintext bytes not yet taken by OpenSSL (for flow control, the send timeout,
+ *    get_write_buffer_size). A write the socket takes at once is encrypted from the caller's
+ *    memory; the rest is copied (or held, for write_nocopy) and written as full records later.
+ *  - data_received / buffer_updated get plaintext, one TLS record (at most 16 KiB) per call.
+ *    pause_reading stops reading the socket (and decrypting what OpenSSL already holds).
+ *  - The peer's close_notify: eof_received is called, its return value is ignored (no half-close
+ *    over TLS, as asyncio), and the transport closes (connection_lost(0)). A TCP FIN without
+ *    close_notify is a truncation: no eof_received, connection_lost(LC_ESSLTRUNCATED).
+ *  - close() flushes, sends close_notify and waits for the peer's, discarding any data that
+ *    arrives meanwhile, then closes: connection_lost(0). The whole of it is bounded by
+ *    ssl_shutdown_timeout (from the close() call): connection_lost(LC_ESSLSHUTDOWNTIMEOUT) then.
+ *    abort() closes at once, sending nothing.
+ *  - can_write_eof is false and write_eof returns LC_ENOTSUP.
+ *  - Client-initiated renegotiation is refused (SSL_OP_NO_RENEGOTIATION on each SSL); TLS 1.3
+ *    KeyUpdate is OpenSSL's to answer.
+ *  - Idle connections hold no TLS buffers (SSL_MODE_RELEASE_BUFFERS).
+ * The SSL_CTX is the user's: the engine takes a reference (SSL_CTX_up_ref) for as long as a
+ * connector, server or connection uses it and never changes it (per-connection settings go on
+ * the SSL: mode, SNI, the host name to verify). One SSL_CTX may serve every loop of a group
+ * (OpenSSL's SSL_CTX is thread-safe for SSL_new once configured).
+ *
  * Every function here is loop-thread only. */
 #ifndef LOOPCORE_STREAM_H
 #define LOOPCORE_STREAM_H
@@ -38,6 +70,18 @@ extern "C" {
 
 typedef struct lc_transport_s lc_transport_t;
 typedef struct lc_server_s lc_server_t;
+
+/* OpenSSL's types, declared as <openssl/ssl.h> does (SSL_CTX, SSL, X509), so that this header
+ * does not need OpenSSL's headers. */
+struct ssl_ctx_st;
+struct ssl_st;
+struct x509_st;
+
+/* TLS defaults, in seconds (asyncio 3.11's). In the options structs 0 means the default; a
+ * negative value or NaN is LC_EINVAL (asyncio rejects zero and negatives; with designated
+ * initializers an unset field is 0, so zero has to mean "not given"). */
+#define LC_SSL_HANDSHAKE_TIMEOUT 60.0
+#define LC_SSL_SHUTDOWN_TIMEOUT 30.0
 
 /* ---- Protocols ------------------------------------------------------------------------------- */
 
@@ -116,10 +160,11 @@ typedef void (*lc_transport_write_cb)(lc_transport_t *t, int status, void *arg);
 int lc_transport_write_nocopy(lc_transport_t *t, const struct iovec *bufs, size_t nbufs,
                               lc_transport_write_cb cb, void *arg);
 
-/** Closes the write side after the queued data is flushed (shutdown(SHUT_WR)). 0 or error. */
+/** Closes the write side after the queued data is flushed (shutdown(SHUT_WR)). 0 or error;
+ *  LC_ENOTSUP on a TLS transport (no half-close over TLS). */
 int lc_transport_write_eof(lc_transport_t *t);
 
-/** True: stream sockets can write EOF. */
+/** True: stream sockets can write EOF; false on a TLS transport. */
 bool lc_transport_can_write_eof(const lc_transport_t *t);
 
 /** Closes the transport: stops reading, flushes queued data (nocopy buffers too, each callback
@@ -182,6 +227,53 @@ lc_loop_t *lc_transport_get_loop(const lc_transport_t *t);
 lc_transport_t *lc_transport_ref(lc_transport_t *t);
 void lc_transport_unref(lc_transport_t *t);
 
+/* ---- TLS transports ----------------------------------------------------------------------------
+ */
+
+/** get_extra_info('ssl_object'): the transport's SSL (owned by the transport, valid while it is;
+ *  for reading its state, not for I/O), or NULL for a plain transport. */
+struct ssl_st *lc_transport_get_ssl(const lc_transport_t *t);
+/** get_extra_info('peercert'): the peer's certificate, borrowed (SSL_get0_peer_certificate),
+ *  valid while the transport is; NULL for a plain transport or a peer that sent none. */
+struct x509_st *lc_transport_get_peer_certificate(const lc_transport_t *t);
+/** get_extra_info('cipher'): the cipher's OpenSSL name ("TLS_AES_256_GCM_SHA384"), static; NULL
+ *  for a plain transport. */
+const char *lc_transport_get_cipher(const lc_transport_t *t);
+/** The negotiated protocol version ("TLSv1.3", "TLSv1.2"), static; NULL for a plain transport. */
+const char *lc_transport_get_tls_version(const lc_transport_t *t);
+/** The ALPN protocol chosen: *proto (not NUL-terminated, valid while the transport is) and *len.
+ *  Returns 0, LC_ENOENT (none negotiated), or LC_EINVAL (NULL arguments, a plain transport). */
+int lc_transport_get_alpn_protocol(const lc_transport_t *t, const unsigned char **proto,
+                                   size_t *len);
+/** The OpenSSL reason of the TLS error that ended the transport ("" if none), valid while the
+ *  transport is. */
+const char *lc_transport_ssl_error_text(const lc_transport_t *t);
+/** The reason of the last TLS failure on this thread ("" if none): for a handshake that failed
+ *  a client's future (no transport was made), read it in the future's callback. Static per
+ *  thread, overwritten by the next failure. Any thread (its own). */
+const char *lc_ssl_last_error_text(void);
+
+/* start_tls's keyword arguments; zero values are the defaults. */
+typedef struct lc_start_tls_opts_s {
+    bool server_side;
+    const char *server_hostname;  /* clients: as lc_connection_opts_t' (NULL and "": none) */
+    double ssl_handshake_timeout; /* 0: 60 s */
+    double ssl_shutdown_timeout;  /* 0: 30 s */
+} lc_start_tls_opts;
+
+/** Upgrades the open plain connection t to TLS (a STARTTLS exchange; asyncio 3.7's start_tls):
+ *  t is detached at once (it stops reading, keeps the bytes it already delivered, calls no more
+ *  callbacks, and is closing from then on: writes return LC_ECLOSED; it gets no connection_lost);
+ *  a new TLS transport on the same socket handshakes with ctx and *fut resolves with it; its
+ *  protocol is t's (no new connection_made: the protocol's one connection_made was t's, its
+ *  connection_lost will be the new transport's, also if the handshake fails). t's server, write
+ *  limits and send timeout carry over. t must have nothing queued: call it when
+ *  lc_transport_get_write_buffer_size(t) is 0. Returns 0 (*fut holds one reference), LC_EINVAL
+ *  (NULL arguments, t already TLS, bad timeouts), LC_ECLOSED (t closing), LC_EBUSY (data queued
+ *  on t), LC_ENOMEM. Failures of the handshake fail *fut as create_connection's. */
+int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *t, struct ssl_ctx_st *ctx,
+                      const lc_start_tls_opts *opts, lc_future_t **fut);
+
 /* ---- Connections ----------------------------------------------------------------------------- */
 
 /* create_connection's keyword arguments; zero values are the defaults. */
@@ -198,16 +290,23 @@ typedef struct lc_connection_opts_s {
     int local_port;
     bool nagle; /* true: Nagle's algorithm on (no TCP_NODELAY); default: TCP_NODELAY, as
                    asyncio does since 3.6 */
-    bool ssl;   /* TLS: not supported yet, returns LC_ENOTSUP */
+    /* TLS: the user's SSL_CTX (the engine takes a reference), or NULL for a plain connection. */
+    struct ssl_ctx_st *ssl;
+    /* SNI and, when ssl verifies peers (SSL_VERIFY_PEER), the name the certificate must match
+     * (SSL_set1_host; an IP literal is matched as an address and sends no SNI). NULL: host;
+     * "": no SNI and no name check (asyncio's server_hostname=''). Only with ssl. */
     const char *server_hostname;
-    double ssl_handshake_timeout;
+    double ssl_handshake_timeout; /* seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
+    double ssl_shutdown_timeout;  /* seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
 } lc_connection_opts_t;
 
 /** Opens a TCP connection: resolves host:port (off the loop thread), tries each address in turn
- *  until one connects, makes the protocol with factory(factory_arg), calls connection_made, and
- *  resolves *fut with the lc_transport_t * (get the protocol with lc_transport_get_protocol).
- *  The future fails with the last connect error (or the resolver's). Returns 0 (then *fut holds
- *  one reference for the caller), LC_EINVAL, LC_ENOTSUP (ssl), LC_ECLOSED, LC_ENOMEM. */
+ *  until one connects, (with ssl: completes the TLS handshake), makes the protocol with
+ *  factory(factory_arg), calls connection_made, and resolves *fut with the lc_transport_t * (get
+ *  the protocol with lc_transport_get_protocol). The future fails with the last connect error (or
+ *  the resolver's, or the handshake's: see TLS above). Returns 0 (then *fut holds one reference
+ *  for the caller), LC_EINVAL (also: TLS fields without ssl, ssl with use_sock and no
+ *  server_hostname, a bad timeout), LC_ECLOSED, LC_ENOMEM. */
 int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
                               const lc_connection_opts_t *opts, lc_future_t **fut);
 
@@ -221,6 +320,12 @@ typedef struct lc_unix_opts_s {
     int backlog;       /* servers: 0 means 100 */
     bool start_paused; /* servers: bound, not listening until lc_server_start_serving()
                           (asyncio's start_serving=False) */
+    /* TLS, as in lc_connection_opts_t / lc_server_opts_t. server_hostname: connections only; with
+     * ssl it must be given (there is no host to default to); "" for none. */
+    struct ssl_ctx_st *ssl;
+    const char *server_hostname;
+    double ssl_handshake_timeout;
+    double ssl_shutdown_timeout;
 } lc_unix_opts_t;
 
 /** As create_connection, on a Unix stream socket. */
@@ -252,14 +357,20 @@ typedef struct lc_server_opts_s {
     bool reuse_port;           /* SO_REUSEPORT */
     bool start_paused;         /* bound but not listening until lc_server_start_serving()
                                   (asyncio's start_serving=False) */
-    bool ssl;                  /* TLS: not supported yet, returns LC_ENOTSUP */
     double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
+    /* TLS: the user's SSL_CTX, with its certificate and key (the engine takes a reference until
+     * the server and its last connection are gone), or NULL. Timeouts as lc_connection_opts_t'. */
+    struct ssl_ctx_st *ssl;
+    double ssl_handshake_timeout;
+    double ssl_shutdown_timeout;
 } lc_server_opts_t;
 
 /** Creates a TCP server and resolves *fut with its lc_server_t * (owned by the caller: release it
  *  with lc_server_free). Hosts are resolved off the loop thread; each address gets a socket with
- *  SO_REUSEADDR (and SO_REUSEPORT if asked; IPV6_V6ONLY on IPv6). Returns 0 (then *fut holds one
- *  reference), LC_EINVAL, LC_ENOTSUP (ssl), LC_ECLOSED, LC_ENOMEM; bind errors fail the future. */
+ *  SO_REUSEADDR (and SO_REUSEPORT if asked; IPV6_V6ONLY on IPv6). With ssl, each accepted
+ *  connection is handshaken before its protocol is made (see TLS above; the handshakes count in
+ *  lc_server_active). Returns 0 (then *fut holds one reference), LC_EINVAL (also a bad TLS
+ *  timeout, or one given without ssl), LC_ECLOSED, LC_ENOMEM; bind errors fail the future. */
 int lc_loop_create_server(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
                           const lc_server_opts_t *opts, lc_future_t **fut);
 

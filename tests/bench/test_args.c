@@ -163,6 +163,25 @@ static void test_args_echo_mode(void **state)
     assert_int_equal(PARSE("--size", "100", "tcp://127.0.0.1:19000"), LCB_PARSE_OK);
     assert_int_equal(cfg.mode, LCB_MODE_ECHO);
     assert_int_equal(cfg.size, 100);
+    assert_false(cfg.tls);
+}
+
+static void test_args_tls_schemes(void **state)
+{
+    (void)state;
+    assert_int_equal(PARSE("HTTPS://h/x"), LCB_PARSE_OK);
+    assert_string_equal(cfg.scheme, "https");
+    assert_true(cfg.tls);
+    assert_int_equal(cfg.mode, LCB_MODE_HTTP);
+    assert_string_equal(cfg.port, "443");
+    assert_string_equal(cfg.path, "/x");
+    assert_int_equal(PARSE("tls://127.0.0.1:19000"), LCB_PARSE_OK);
+    assert_true(cfg.tls);
+    assert_int_equal(cfg.mode, LCB_MODE_ECHO);
+    assert_error(PARSE("tls://h/"), "tls:// needs a port");
+    assert_error(PARSE("--mode", "echo", "https://h/"), "needs a tcp:// or tls:// URL");
+    assert_int_equal(PARSE("http://h/"), LCB_PARSE_OK);
+    assert_false(cfg.tls);
 }
 
 static void test_args_errors(void **state)
@@ -175,7 +194,6 @@ static void test_args_errors(void **state)
     assert_error(PARSE("-t", "1.5", "http://h/"), "invalid number of threads");
     assert_error(PARSE("-t2"), "missing URL");
     assert_error(PARSE("http://a/", "http://b/"), "unexpected argument");
-    assert_error(PARSE("https://h/"), "https is not supported");
     assert_error(PARSE("ftp://h/"), "unsupported URL scheme");
     assert_error(PARSE("h:80"), "invalid URL");
     assert_error(PARSE("http://h:99999/"), "bad port");
@@ -202,7 +220,7 @@ static void test_args_errors(void **state)
         LCB_PARSE_OK);
     assert_error(PARSE("--max-errors", "2", "http://h/"), "--max-errors");
     assert_error(PARSE("--pipeline", "0", "http://h/"), "pipeline");
-    assert_error(PARSE("--mode", "echo", "http://h/"), "needs a tcp:// URL");
+    assert_error(PARSE("--mode", "echo", "http://h/"), "needs a tcp:// or tls:// URL");
     assert_error(PARSE("--mode", "udp", "http://h/"), "invalid mode");
     assert_error(PARSE("-m", "PUT", "tcp://h:1"), "http mode only");
     assert_error(PARSE("--cpus", "a", "http://h/"), "CPU list");
@@ -284,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_args_wrk_long_options_and_units),
         cmocka_unit_test(test_args_time_and_count_units),
         cmocka_unit_test(test_args_loopcore_options),
+        cmocka_unit_test(test_args_tls_schemes),
         cmocka_unit_test(test_args_echo_mode),
         cmocka_unit_test(test_args_errors),
         cmocka_unit_test(test_args_out_of_range_numbers),

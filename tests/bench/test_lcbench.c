@@ -19,6 +19,8 @@
 
 #include "bench/lcbench/lcbench.h"
 #include "loopcore.h"
+#include <openssl/ssl.h>
+
 #include "tests/support/loop_fixture.h"
 
 /* ---- The servers ----------------------------------------------------------------------------- */
@@ -174,6 +176,45 @@ static int srv_factory(void *arg, const lc_protocol_t **proto, void **user)
     return 0;
 }
 
+/* The same kinds over TLS (SRV_OK, SRV_CLOSE, SRV_ECHO), with a certificate made at set-up by
+ * `openssl req` in a temporary directory. */
+static lc_group_server_t *tls_servers[SRV_COUNT];
+static int tls_ports[SRV_COUNT];
+static char tls_dir[64];
+
+static int tls_servers_up(void)
+{
+    snprintf(tls_dir, sizeof(tls_dir), "/tmp/lc_lcb_tls_XXXXXX");
+    if (mkdtemp(tls_dir) == NULL)
+        return -1;
+    char cmd[512], cert[128], key[128];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", tls_dir);
+    snprintf(key, sizeof(key), "%s/key.pem", tls_dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s "
+             "-out %s -days 2 -subj /CN=localhost >/dev/null 2>&1",
+             key, cert);
+    if (system(cmd) != 0)
+        return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        return -1;
+    static const srv_kind tls_kinds[] = {SRV_OK, SRV_CLOSE, SRV_ECHO};
+    int r = 0;
+    for (size_t i = 0; i < sizeof(tls_kinds) / sizeof(tls_kinds[0]) && r == 0; i++) {
+        srv_kind k = tls_kinds[i];
+        r = lc_group_create_server(
+            srv_group, srv_factory, &kinds[k],
+            &(lc_group_server_opts_t){.host = "127.0.0.1", .backlog = 512, .ssl = ctx},
+            &tls_servers[k]);
+        if (r == 0)
+            tls_ports[k] = lc_group_server_port(tls_servers[k]);
+    }
+    SSL_CTX_free(ctx);
+    return r == 0 ? 0 : -1;
+}
+
 static int servers_up(void **state)
 {
     (void)state;
@@ -189,7 +230,7 @@ static int servers_up(void **state)
             return -1;
         ports[k] = lc_group_server_port(servers[k]);
     }
-    return 0;
+    return tls_servers_up();
 }
 
 static int servers_down(void **state)
@@ -198,8 +239,16 @@ static int servers_down(void **state)
     for (int k = 0; k < SRV_COUNT; k++) {
         lc_group_server_close(servers[k]);
         lc_group_server_free(servers[k]);
+        if (tls_servers[k] != NULL) {
+            lc_group_server_close(tls_servers[k]);
+            lc_group_server_free(tls_servers[k]);
+        }
     }
     lc_group_free(srv_group);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tls_dir);
+    if (tls_dir[0] != '\0' && system(cmd) != 0)
+        return -1;
     return 0;
 }
 
@@ -312,6 +361,31 @@ static void test_lcbench_http_connection_close(void **state)
     assert_int_equal(RUN(&res, SRV_CLOSE, "-t1", "-c4", "-d500ms", "http://127.0.0.1:%d/"), 0);
     assert_clean(&res);
     assert_true(res.connections_opened > 100);
+    lcb_result_close(&res);
+}
+
+#define RUN_TLS(res, kind, ...)                                                                    \
+    run_with(res, tls_ports[kind], (const char *const[]){__VA_ARGS__, NULL})
+
+/* https:// keep-alive; with Connection: close every request is a new connection and a full
+ * handshake; tls:// echo verifies every byte. */
+static void test_lcbench_https_and_tls_echo(void **state)
+{
+    (void)state;
+    lcb_result_t res;
+    assert_int_equal(RUN_TLS(&res, SRV_OK, "-t2", "-c4", "-d500ms", "https://127.0.0.1:%d/"), 0);
+    assert_clean(&res);
+    assert_true(res.connections_opened <= 8);
+    lcb_result_close(&res);
+    assert_int_equal(RUN_TLS(&res, SRV_CLOSE, "-t1", "-c2", "-d500ms", "https://127.0.0.1:%d/"), 0);
+    assert_true(res.requests > 10);
+    assert_int_equal(lcb_result_errors(&res), 0);
+    assert_true(res.connections_opened > 10);
+    lcb_result_close(&res);
+    assert_int_equal(
+        RUN_TLS(&res, SRV_ECHO, "-t1", "-c2", "-d500ms", "--size", "1000", "tls://127.0.0.1:%d"),
+        0);
+    assert_clean(&res);
     lcb_result_close(&res);
 }
 
@@ -528,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_lcbench_http_chunked_pipelined),
         cmocka_unit_test(test_lcbench_http_connection_close),
         cmocka_unit_test(test_lcbench_http_404_fails_the_run),
+        cmocka_unit_test(test_lcbench_https_and_tls_echo),
         cmocka_unit_test(test_lcbench_timeouts_count_as_errors),
         cmocka_unit_test(test_lcbench_open_loop_rate),
         cmocka_unit_test(test_lcbench_open_loop_corrects_coordinated_omission),

@@ -55,7 +55,7 @@ static void test_errors_strerror_and_names(void **state)
     assert_string_equal(lc_strerror(-99999), "unknown error");
     assert_string_equal(lc_err_name(12345), "UNKNOWN");
     /* Every loopcore code has its own text. */
-    for (int code = LC_ESENDTIMEOUT; code <= LC_ECANCELLED; code++) {
+    for (int code = LC_ESSLSHUTDOWNTIMEOUT; code <= LC_ECANCELLED; code++) {
         assert_string_not_equal(lc_strerror(code), "unknown error");
         assert_true(strncmp(lc_err_name(code), "LC_E", 4) == 0);
     }

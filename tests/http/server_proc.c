@@ -177,3 +177,25 @@ size_t sp_push(int fd, const char *pattern, size_t plen, double seconds, size_t 
         *peak_kb = kb;
     return sent;
 }
+
+int sp_make_cert(char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/lc_sp_tls_XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+             "%s/key.pem -out %s/cert.pem -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1",
+             dir, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+void sp_remove_dir(const char *dir)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}

@@ -25,6 +25,12 @@ pid_t sp_start(char *const argv[], int port);
  * status; killed (and reported as such) if it runs for more than 10 s. */
 int sp_run(char *const argv[]);
 
+/* A throwaway self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, made now by
+ * `openssl req` in a new temporary directory: dir (cap >= 32) gets its path, and dir/cert.pem,
+ * dir/key.pem are the files. Returns 0 or -1. Remove it with sp_remove_dir. */
+int sp_make_cert(char *dir, size_t cap);
+void sp_remove_dir(const char *dir);
+
 /* SIGTERM, then waits for the child; returns its wait status. */
 int sp_stop(pid_t pid);
 

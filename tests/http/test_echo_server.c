@@ -125,6 +125,57 @@ static void test_echo_send_timeout_flag(void **state)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
 }
 
+/* --tls-cert / --tls-key on two loops, hand-off mode: Python's ssl client sends 1 MB on each of
+ * four connections and gets it back (the echo of plaintext over TLS, with flow control). */
+static void test_echo_tls(void **state)
+{
+    (void)state;
+    char dir[64];
+    assert_int_equal(sp_make_cert(dir, sizeof(dir)), 0);
+    char cert[128], key[128];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    int p = sp_free_port();
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", p);
+    char *argv[] = {(char *)server_path, "--loops",    "2",  "--port",    portstr, "--mode",
+                    "handoff",           "--tls-cert", cert, "--tls-key", key,     NULL};
+    pid_t pid = sp_start(argv, p);
+    assert_true(pid > 0);
+    char cmd[2048];
+    snprintf(
+        cmd, sizeof(cmd),
+        "/usr/bin/python3 -c '\n"
+        "import socket, ssl, sys\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+        "data = bytes(range(256)) * 4096\n"
+        "for i in range(4):\n"
+        "    s = ctx.wrap_socket(socket.create_connection((\"127.0.0.1\", int(sys.argv[2]))),\n"
+        "                        server_hostname=\"localhost\")\n"
+        "    s.sendall(data)\n"
+        "    got = b\"\"\n"
+        "    while len(got) < len(data):\n"
+        "        got += s.recv(65536)\n"
+        "    assert got == data\n"
+        "    s.unwrap()\n"
+        "    s.close()\n"
+        "print(\"ECHO-OK\")\n"
+        "' %s %d 2>&1",
+        cert, p);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    char out[4096];
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    pclose(f);
+    if (strstr(out, "ECHO-OK") == NULL)
+        fail_msg("python: %s", out);
+    int status = sp_stop(pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    sp_remove_dir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -137,6 +188,7 @@ int main(int argc, char **argv)
     lc_test_watchdog(120);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo_send_timeout_flag),
+        cmocka_unit_test(test_echo_tls),
         cmocka_unit_test_setup_teardown(test_echo_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_echo_backpressure_bounds_memory, setup, teardown),
     };

@@ -543,6 +543,68 @@ static int setup_header_timeout(void **state)
     return start_server("0.5", "--header-timeout", "1");
 }
 
+/* --tls-cert / --tls-key on two loops in both group modes: curl over https, keep-alive (two URLs
+ * on one connection) and Connection: close (answered, then close_notify: curl reports no error). */
+static void test_http_tls(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/curl", X_OK) != 0)
+        skip();
+    char dir[64];
+    assert_int_equal(sp_make_cert(dir, sizeof(dir)), 0);
+    char cert[128], key[128];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    for (int handoff = 0; handoff < 2; handoff++) {
+        int p = sp_free_port();
+        char portstr[16];
+        snprintf(portstr, sizeof(portstr), "%d", p);
+        char *argv[] = {(char *)server_path,
+                        "--loops",
+                        "2",
+                        "--port",
+                        portstr,
+                        "--mode",
+                        handoff ? "handoff" : "reuseport",
+                        "--tls-cert",
+                        cert,
+                        "--tls-key",
+                        key,
+                        "--quiet",
+                        NULL};
+        pid_t pid = sp_start(argv, p);
+        assert_true(pid > 0);
+        char args[512];
+        snprintf(args, sizeof(args),
+                 "--cacert %s https://localhost:%d/plaintext https://localhost:%d/json", cert, p,
+                 p);
+        char *out = run_curl(args);
+        expect_in(out, "HTTP/1.1 200");
+        expect_in(out, "Hello, World!");
+        expect_in(out, "{\"message\":\"Hello, World!\"}");
+        free(out);
+        snprintf(args, sizeof(args),
+                 "-S --cacert %s -H 'Connection: close' https://localhost:%d/plaintext 2>&1", cert,
+                 p);
+        out = run_curl(args);
+        expect_in(out, "Hello, World!");
+        if (strstr(out, "curl:") != NULL)
+            fail_msg("curl: %s", out);
+        free(out);
+        /* A plaintext request to the TLS port fails that connection only. */
+        snprintf(args, sizeof(args), "http://localhost:%d/plaintext", p);
+        free(run_curl(args));
+        snprintf(args, sizeof(args), "--cacert %s https://localhost:%d/plaintext", cert, p);
+        out = run_curl(args);
+        expect_in(out, "Hello, World!");
+        free(out);
+        int status = sp_stop(pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    sp_remove_dir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -554,6 +616,7 @@ int main(int argc, char **argv)
     lc_test_watchdog(120);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_timeout_flags),
+        cmocka_unit_test(test_http_tls),
         cmocka_unit_test_setup_teardown(test_http_curl_plaintext_json_404, setup_patient, teardown),
         cmocka_unit_test_setup_teardown(test_http_keep_alive_and_pipelining, setup_patient,
                                         teardown),
