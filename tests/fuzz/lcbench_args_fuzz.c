@@ -103,9 +103,13 @@ static void check_config(const lcb_config_t *cfg)
     for (size_t i = 0; i < cfg->ncpus; i++)
         FUZZ_CHECK(cfg->cpus[i] >= 0 && cfg->cpus[i] <= 65535, "cpu %d", cfg->cpus[i]);
     FUZZ_CHECK(cfg->url != NULL && cfg->method != NULL && *cfg->method != '\0', "strings");
-    FUZZ_CHECK(strcmp(cfg->scheme, "http") == 0 || strcmp(cfg->scheme, "tcp") == 0, "scheme %s",
-               cfg->scheme);
-    FUZZ_CHECK((cfg->mode == LCB_MODE_ECHO) == (strcmp(cfg->scheme, "tcp") == 0), "mode");
+    bool stream_scheme = strcmp(cfg->scheme, "tcp") == 0 || strcmp(cfg->scheme, "tls") == 0;
+    FUZZ_CHECK(strcmp(cfg->scheme, "http") == 0 || strcmp(cfg->scheme, "https") == 0 ||
+                   stream_scheme,
+               "scheme %s", cfg->scheme);
+    FUZZ_CHECK(cfg->tls == (strcmp(cfg->scheme, "https") == 0 || strcmp(cfg->scheme, "tls") == 0),
+               "tls flag");
+    FUZZ_CHECK((cfg->mode == LCB_MODE_ECHO) == stream_scheme, "mode");
     FUZZ_CHECK(cfg->host[0] != '\0' && cfg->path[0] == '/', "host \"%s\" path \"%s\"", cfg->host,
                cfg->path);
     char *end;
