@@ -41,6 +41,10 @@ static const char usage_text[] =
     "        --pin              Pin loop i to the i-th CPU this process may use\n"
     "        --cpus <LIST>      Pin the loops to these CPUs, in order (\"0,2-3\")\n"
     "        --no-progress      No live progress line (it is shown only on a terminal anyway)\n"
+    "        --handshake        https/tls only: full handshakes; each connection loops connect,\n"
+    "                           full TLS handshake (no session reuse), one request (http: with\n"
+    "                           Connection: close; echo: one message), close; latency from the\n"
+    "                           connect's start; reports Handshakes/sec (= Requests/sec)\n"
     "  Numbers may take k/M/G suffixes (1000-based); times take us/ms/s/m/h (bare: seconds).\n"
     "  Times range from 1us (--warmup: 0) to 30 days; -R from 0.01 to 1G requests/s.\n"
     "  Exit status: 0; 1 if the error ratio passed --max-errors or nothing was answered;\n"
@@ -335,6 +339,7 @@ enum {
     OPT_PIN,
     OPT_CPUS,
     OPT_NO_PROGRESS,
+    OPT_HANDSHAKE,
 };
 
 static const struct option long_opts[] = {
@@ -362,6 +367,7 @@ static const struct option long_opts[] = {
     {"pin", no_argument, NULL, OPT_PIN},
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+    {"handshake", no_argument, NULL, OPT_HANDSHAKE},
     {NULL, 0, NULL, 0},
 };
 
@@ -479,6 +485,9 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         case OPT_NO_PROGRESS:
             cfg->quiet_progress = true;
             break;
+        case OPT_HANDSHAKE:
+            cfg->handshake = true;
+            break;
         case ':':
             return fail(err, errlen, "option %s needs a value", argv[optind - 1]);
         default:
@@ -507,5 +516,10 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         return fail(err, errlen, "-m, -H and --body apply to the http mode only");
     if (cfg->connections < cfg->threads)
         return fail(err, errlen, "number of connections must be >= threads");
+    if (cfg->handshake && !cfg->tls)
+        return fail(err, errlen, "--handshake needs an https:// or tls:// URL (not %s://)",
+                    cfg->scheme);
+    if (cfg->handshake && cfg->pipeline > 1)
+        return fail(err, errlen, "--handshake sends one request per connection: no --pipeline");
     return LCB_PARSE_OK;
 }

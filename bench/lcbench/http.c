@@ -21,7 +21,7 @@ static bool has_header(const lcb_config_t *cfg, const char *name)
 
 int lcb_http_build_request(const lcb_config_t *cfg, char **out, size_t *len)
 {
-    size_t cap = strlen(cfg->method) + strlen(cfg->path) + strlen(cfg->authority) + 128;
+    size_t cap = strlen(cfg->method) + strlen(cfg->path) + strlen(cfg->authority) + 160;
     for (unsigned i = 0; i < cfg->nheaders; i++)
         cap += strlen(cfg->headers[i]) + 2;
     size_t body_len = cfg->body != NULL ? strlen(cfg->body) : 0;
@@ -34,6 +34,8 @@ int lcb_http_build_request(const lcb_config_t *cfg, char **out, size_t *len)
         n += (size_t)snprintf(buf + n, cap - n, "Host: %s\r\n", cfg->authority);
     for (unsigned i = 0; i < cfg->nheaders; i++)
         n += (size_t)snprintf(buf + n, cap - n, "%s\r\n", cfg->headers[i]);
+    if (cfg->handshake && !has_header(cfg, "Connection"))
+        n += (size_t)snprintf(buf + n, cap - n, "Connection: close\r\n");
     if (cfg->body != NULL && !has_header(cfg, "Content-Length"))
         n += (size_t)snprintf(buf + n, cap - n, "Content-Length: %zu\r\n", body_len);
     n += (size_t)snprintf(buf + n, cap - n, "\r\n");

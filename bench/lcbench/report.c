@@ -142,6 +142,11 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
     char transfer[32];
     format_binary(transfer, sizeof(transfer), (double)res->bytes / secs);
     fprintf(out, "Requests/sec: %9.2f\n", (double)res->requests / secs);
+    if (cfg->handshake)
+        fprintf(out,
+                "Handshakes/sec: %9.2f (a new connection and a full TLS handshake per "
+                "request; failed ones are connect errors)\n",
+                (double)res->requests / secs);
     fprintf(out, "Transfer/sec: %10sB\n", transfer);
 
     /* loopcore's extras. */
@@ -156,6 +161,8 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
         fprintf(out, ", pipeline %u", cfg->pipeline);
     if (cfg->warmup > 0)
         fprintf(out, ", %.3gs warm-up not counted", cfg->warmup);
+    if (cfg->handshake)
+        fprintf(out, ", a full handshake per request");
     if (res->interrupted)
         fprintf(out, ", interrupted");
     fprintf(out, "\n");
@@ -270,12 +277,16 @@ void lcb_report_json(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
             (unsigned long long)res->status[5], (unsigned long long)e->mismatch,
             lcb_result_error_ratio(res), cfg->max_errors);
     double cpu = res->cpu_user + res->cpu_sys;
+    char hs[96] = "";
+    if (cfg->handshake)
+        snprintf(hs, sizeof(hs), "\"handshake\":true,\"handshakes_per_sec\":%.2f,",
+                 res->elapsed > 0 ? (double)res->requests / res->elapsed : 0.0);
     fprintf(out,
-            "\"backlog\":%llu,\"requests_total\":%llu,\"connections_opened\":%llu,"
+            "%s\"backlog\":%llu,\"requests_total\":%llu,\"connections_opened\":%llu,"
             "\"cpu_user_s\":%.3f,"
             "\"cpu_sys_s\":%.3f,\"cpu_us_per_request\":%.4f,\"connect_error\":\"%s\","
             "\"interrupted\":%s,\"ok\":%s}\n",
-            (unsigned long long)res->backlog, (unsigned long long)res->requests_total,
+            hs, (unsigned long long)res->backlog, (unsigned long long)res->requests_total,
             (unsigned long long)res->connections_opened, res->cpu_user, res->cpu_sys,
             res->requests_total > 0 ? cpu * 1e6 / (double)res->requests_total : 0.0,
             res->connect_error != 0 ? lc_err_name(res->connect_error) : "",

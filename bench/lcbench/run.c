@@ -145,8 +145,10 @@ static void conn_send(lcb_conn_t *c)
         if (c->inflight != 0)
             return;
         n = depth;
+        /* --handshake: the latency counts from the connect's start (handshake included). */
+        uint64_t from = w->cfg->handshake ? c->connect_start : now;
         for (unsigned i = 0; i < n; i++)
-            c->ring[(c->head + i) & c->mask] = (lcb_slot_t){now, now};
+            c->ring[(c->head + i) & c->mask] = (lcb_slot_t){from, now};
     } else {
         while (c->inflight + n < depth) {
             uint64_t due = sched_ns(w, c, c->next_k);
@@ -207,8 +209,9 @@ static void conn_data(lc_transport_t *t, const char *data, size_t len, void *use
         conn_restart(c, false);
         return;
     }
-    if (c->must_close) {
-        /* Pipelined requests after a "Connection: close" response are lost. */
+    if (c->must_close || (w->cfg->handshake && c->inflight == 0)) {
+        /* Pipelined requests after a "Connection: close" response are lost. --handshake: one
+         * request per connection, then a new connection (and a full handshake). */
         if (c->inflight > 0)
             lcb_count_error(w, LCB_ERR_READ, 1, now);
         conn_restart(c, true);
@@ -464,6 +467,8 @@ static int workers_init(lcb_run_t *run)
             return -ENOMEM;
         }
         SSL_CTX_set_session_cache_mode(run->ssl, SSL_SESS_CACHE_OFF);
+        if (cfg->handshake)
+            SSL_CTX_set_options(run->ssl, SSL_OP_NO_TICKET); /* no ticket: nothing to resume */
     }
     if (cfg->mode == LCB_MODE_ECHO)
         run->pattern = one;

@@ -165,12 +165,16 @@ static const lc_protocol_t srv_proto = {
     .connection_lost = srv_lost,
 };
 
+/* Connections each kind's servers accepted (any loop; --handshake's test counts them). */
+static _Atomic uint64_t accepted[SRV_COUNT];
+
 static int srv_factory(void *arg, const lc_protocol_t **proto, void **user)
 {
     srv_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return LC_ENOMEM;
     c->kind = *(srv_kind *)arg;
+    accepted[c->kind]++;
     *proto = &srv_proto;
     *user = c;
     return 0;
@@ -389,6 +393,63 @@ static void test_lcbench_https_and_tls_echo(void **state)
     lcb_result_close(&res);
 }
 
+/* --handshake: every request on a new connection with a full handshake (the server accepted one
+ * connection per request, plus at most one in flight per connection slot); https:// (to a
+ * keep-alive server: lcbench closes anyway) and tls:// echo; 0 errors. */
+static void test_lcbench_handshake(void **state)
+{
+    (void)state;
+    static const srv_kind ks[] = {SRV_OK, SRV_ECHO};
+    for (size_t i = 0; i < 2; i++) {
+        lcb_result_t res;
+        uint64_t before = accepted[ks[i]];
+        int r = ks[i] == SRV_OK ? RUN_TLS(&res, SRV_OK, "-t2", "-c4", "-d500ms", "--handshake",
+                                          "https://127.0.0.1:%d/")
+                                : RUN_TLS(&res, SRV_ECHO, "-t1", "-c2", "-d500ms", "--handshake",
+                                          "--size", "100", "tls://127.0.0.1:%d");
+        assert_int_equal(r, 0);
+        assert_true(cfg.handshake);
+        assert_true(res.requests > 10);
+        assert_int_equal(lcb_result_errors(&res), 0);
+        assert_int_equal(res.latency.total_count, (int64_t)res.requests);
+        /* Each connection made served one request; the ones open at the stop, none yet. */
+        assert_true(res.connections_opened >= res.requests_total);
+        assert_true(res.connections_opened <= res.requests_total + cfg.connections);
+        /* The servers' side, read after lcb_run() stopped: at least one accepted connection
+         * per request; at most one more per slot (in flight at the stop). Accepts of the last
+         * connects may still be on their way, so wait for them a little. */
+        uint64_t n = 0;
+        for (int k = 0; k < 100; k++) {
+            n = accepted[ks[i]] - before;
+            if (n >= res.requests_total)
+                break;
+            usleep(10000);
+        }
+        assert_true(n >= res.requests_total);
+        assert_true(n <= res.requests_total + cfg.connections);
+        lcb_result_close(&res);
+    }
+    /* Plain http:// or tcp://, or with --pipeline: usage errors. */
+    static const char *const bad[][4] = {
+        {"lcbench", "--handshake", "http://127.0.0.1:1/", NULL},
+        {"lcbench", "--handshake", "tcp://127.0.0.1:1", NULL},
+        {"lcbench", "--handshake", "--pipeline", "2"},
+    };
+    char err[256];
+    for (size_t i = 0; i < 3; i++) {
+        char *argv[6] = {0};
+        int argc = 0;
+        for (; argc < 4 && bad[i][argc] != NULL; argc++)
+            argv[argc] = (char *)bad[i][argc];
+        if (i == 2)
+            argv[argc++] = (char *)"https://127.0.0.1:1/";
+        assert_int_equal(lcb_config_parse(&cfg, argc, argv, err, sizeof(err)), LCB_PARSE_ERROR);
+        assert_non_null(strstr(err, i == 2 ? "--pipeline" : "--handshake"));
+    }
+    char *argv[] = {(char *)"lcbench", (char *)"--handshake", (char *)"http://127.0.0.1:1/", NULL};
+    assert_int_equal(lcb_main(3, argv), 2);
+}
+
 static void test_lcbench_http_404_fails_the_run(void **state)
 {
     (void)state;
@@ -603,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_lcbench_http_connection_close),
         cmocka_unit_test(test_lcbench_http_404_fails_the_run),
         cmocka_unit_test(test_lcbench_https_and_tls_echo),
+        cmocka_unit_test(test_lcbench_handshake),
         cmocka_unit_test(test_lcbench_timeouts_count_as_errors),
         cmocka_unit_test(test_lcbench_open_loop_rate),
         cmocka_unit_test(test_lcbench_open_loop_corrects_coordinated_omission),

@@ -73,8 +73,8 @@ static void check_request(const lcb_config_t *cfg)
         p = e + 2;
     }
     p += 2;
-    FUZZ_CHECK(lines >= cfg->nheaders && lines <= cfg->nheaders + 2, "%u header lines for %u -H",
-               lines, cfg->nheaders);
+    FUZZ_CHECK(lines >= cfg->nheaders && lines <= cfg->nheaders + 2 + cfg->handshake,
+               "%u header lines for %u -H", lines, cfg->nheaders);
     size_t body = cfg->body != NULL ? strlen(cfg->body) : 0;
     FUZZ_CHECK((size_t)(p - req) + body == len && (body == 0 || memcmp(p, cfg->body, body) == 0),
                "body");
@@ -110,6 +110,7 @@ static void check_config(const lcb_config_t *cfg)
     FUZZ_CHECK(cfg->tls == (strcmp(cfg->scheme, "https") == 0 || strcmp(cfg->scheme, "tls") == 0),
                "tls flag");
     FUZZ_CHECK((cfg->mode == LCB_MODE_ECHO) == stream_scheme, "mode");
+    FUZZ_CHECK(!cfg->handshake || (cfg->tls && cfg->pipeline == 1), "--handshake without TLS");
     FUZZ_CHECK(cfg->host[0] != '\0' && cfg->path[0] == '/', "host \"%s\" path \"%s\"", cfg->host,
                cfg->path);
     char *end;
