@@ -1136,9 +1136,26 @@ lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_f
 /* ---- connect_accepted_socket ----------------------------------------------------------------- */
 
 int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                    void *factory_arg, int fd, lc_future_t **fut)
+                                    void *factory_arg, int fd,
+                                    const lc_accepted_socket_opts_t *opts, lc_future_t **fut)
 {
-    return lc__connect_fd(loop, factory, factory_arg, fd, NULL, fut);
+    if (fut != NULL)
+        *fut = NULL;
+    lc_accepted_socket_opts_t o = {0};
+    if (opts != NULL)
+        o = *opts;
+    /* The server side of TLS (asyncio's connect_accepted_socket with ssl). */
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, o.ssl, NULL, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                                true);
+    if (r != 0) {
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    r = lc__connect_fd(loop, factory, factory_arg, fd, &tls, fut);
+    lc__tls_config_clear(&tls); /* the transport's SSL holds what it needs */
+    return r;
 }
 
 int lc__connect_fd(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg, int fd,

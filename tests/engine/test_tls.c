@@ -6,6 +6,7 @@
  * trust it as their only CA; a client with the default trust store rejects it (self-signed). */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -865,6 +866,106 @@ static void test_tls_start_tls_after_plaintext(void **state)
     SSL_CTX_free(cctx);
 }
 
+/* ---- connect_accepted_socket with ssl (the server side) -------------------------------------- */
+
+static void test_tls_connect_accepted_socket_server_side(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *sfut = NULL, *cfut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_ECHO], sv[0],
+                                        &(lc_accepted_socket_opts_t){.ssl = server_ctx}, &sfut),
+        0);
+    assert_false(lc_future_done(sfut)); /* the handshake runs first */
+    assert_int_equal(npeers, 0);
+    SSL_CTX *cctx = make_client_ctx(true, true, 0);
+    assert_int_equal(
+        lc_loop_create_connection(
+            loop, peer_factory, &modes[M_COLLECT],
+            &(lc_connection_opts_t){
+                .use_sock = true, .sock = sv[1], .ssl = cctx, .server_hostname = "localhost"},
+            &cfut),
+        0);
+    close(sv[1]); /* create_connection dups it */
+    lc_transport_t *st = NULL, *ct = NULL;
+    assert_int_equal(await_fut(loop, sfut, (void **)&st), 0);
+    assert_int_equal(await_fut(loop, cfut, (void **)&ct), 0);
+    lc_future_unref(sfut);
+    lc_future_unref(cfut);
+    assert_string_equal(lc_transport_get_tls_version(st), "TLSv1.3");
+    peer_t *sp = peer_of(M_ECHO), *c = peer_of(M_COLLECT);
+    assert_ptr_equal(sp->t, st);
+    assert_int_equal(sp->made, 1);
+    assert_int_equal(lc_transport_write(ct, "accepted", 8), 0);
+    for (int i = 0; i < 500 && c->inlen < 8; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(c->in, "accepted");
+    lc_transport_close(ct);
+    wait_for(loop, &c->lost, 1, 5);
+    wait_for(loop, &sp->lost, 1, 5);
+    assert_int_equal(c->lost_err, 0);
+    assert_int_equal(sp->eof, 1);
+    assert_int_equal(sp->lost_err, 0);
+    assert_int_equal(exc_count, 0);
+    SSL_CTX_free(cctx);
+}
+
+static void test_tls_connect_accepted_socket_handshake_timeout(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *fut = NULL;
+    double t0 = lc_loop_time(loop);
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(
+            loop, peer_factory, &modes[M_ECHO], sv[0],
+            &(lc_accepted_socket_opts_t){.ssl = server_ctx, .ssl_handshake_timeout = 0.2}, &fut),
+        0);
+    assert_int_equal(await_fut(loop, fut, NULL), LC_ESSLHANDSHAKETIMEOUT); /* a silent peer */
+    double took = lc_loop_time(loop) - t0;
+    assert_true(took >= 0.15 && took < 2);
+    lc_future_unref(fut);
+    assert_int_equal(npeers, 0);
+    run_for(loop, 0.02);
+    char b;
+    assert_int_equal(recv(sv[1], &b, 1, MSG_DONTWAIT), 0); /* closed */
+    close(sv[1]);
+}
+
+static void test_tls_connect_accepted_socket_bad_arguments(void **state)
+{
+    lc_loop_t *loop = *state;
+    const lc_accepted_socket_opts_t bad[] = {
+        {.ssl = server_ctx, .ssl_handshake_timeout = -1},
+        {.ssl = server_ctx, .ssl_handshake_timeout = NAN},
+        {.ssl = server_ctx, .ssl_shutdown_timeout = -0.5},
+        {.ssl_handshake_timeout = 5}, /* TLS fields without ssl */
+        {.ssl_shutdown_timeout = 5},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        lc_future_t *fut = NULL;
+        assert_int_equal(lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_ECHO], sv[0],
+                                                         &bad[i], &fut),
+                         LC_EINVAL);
+        assert_null(fut);
+        char b;
+        assert_int_equal(recv(sv[1], &b, 1, MSG_DONTWAIT), 0); /* fd closed even so */
+        close(sv[1]);
+    }
+    lc_future_t *fut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_ECHO], -1,
+                                        &(lc_accepted_socket_opts_t){.ssl = server_ctx}, &fut),
+        LC_EINVAL);
+    assert_null(fut);
+    assert_int_equal(npeers, 0);
+}
+
 static void test_tls_16mib_each_way_with_flow_control(void **state)
 {
     lc_loop_t *loop = *state;
@@ -1497,6 +1598,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_reset_mid_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_reset_mid_handshake_and_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_start_tls_after_plaintext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_connect_accepted_socket_server_side, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_connect_accepted_socket_handshake_timeout, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_connect_accepted_socket_bad_arguments, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_tls_16mib_each_way_with_flow_control, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_buffered_protocol, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_many_concurrent_connections, setup, teardown),
