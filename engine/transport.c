@@ -84,6 +84,8 @@ struct lc_transport_s {
     double last_progress;
     lc_handle_t *send_timer;
     struct lc__tls_s *tls; /* the TLS mode's state, or NULL for plaintext */
+    /* start_tls called with bytes still queued: the upgrade waits for them to be written. */
+    struct lc__start_tls_pending *stls;
 };
 
 static __thread char tls_read_buf[LC__READ_BUF_SIZE];
@@ -109,6 +111,8 @@ static bool tls_is_open(const lc_transport_t *t);
 static void tls_release(lc_transport_t *t);
 static void tls_force_close(lc_transport_t *t);
 static void tls_free(lc_transport_t *t);
+static void start_tls_drained(lc_transport_t *t);
+static void start_tls_fail(lc_transport_t *t, int err);
 
 int lc__set_nonblocking(int fd)
 {
@@ -125,6 +129,8 @@ int lc__set_nonblocking(int fd)
 
 static void transport_free(lc_transport_t *t)
 {
+    if (t->stls != NULL)
+        start_tls_fail(t, LC_ECLOSED);
     if (t->server != NULL)
         lc__server_connection_gone(t->server);
     if (t->tls != NULL)
@@ -191,6 +197,8 @@ static void transport_force_close(lc__resource *r)
     t->closing = true;
     t->lost_scheduled = true;
     t->wlen = 0;
+    if (t->stls != NULL)
+        start_tls_fail(t, err);
     /* Nocopy writes get their callbacks first, with the error, so that their memory can go. */
     fail_pending(t, err);
     deliver_done(t);
@@ -251,6 +259,8 @@ static void schedule_lost(lc_transport_t *t, int err)
     t->lost_scheduled = true;
     t->lost_err = err;
     t->wlen = 0;
+    if (t->stls != NULL)
+        start_tls_fail(t, err != 0 ? err : LC_ECLOSED); /* lost before the upgrade */
     fail_pending(t, err);
     if (t->poll_open && t->events != 0) {
         uv_poll_stop(&t->poll);
@@ -624,6 +634,8 @@ static void finish_drained(lc_transport_t *t)
     if (t->closing) {
         if (t->tls != NULL)
             tls_shutdown_step(t); /* close_notify, then the peer's */
+        else if (t->stls != NULL)
+            start_tls_drained(t); /* the plaintext is out: now the handshake */
         else
             schedule_lost(t, 0);
     }

@@ -267,10 +267,13 @@ typedef struct lc_start_tls_opts_s {
  *  a new TLS transport on the same socket handshakes with ctx and *fut resolves with it; its
  *  protocol is t's (no new connection_made: the protocol's one connection_made was t's, its
  *  connection_lost will be the new transport's, also if the handshake fails). t's server, write
- *  limits and send timeout carry over. t must have nothing queued: call it when
- *  lc_transport_get_write_buffer_size(t) is 0. Returns 0 (*fut holds one reference), LC_EINVAL
- *  (NULL arguments, t already TLS, bad timeouts), LC_ECLOSED (t closing), LC_EBUSY (data queued
- *  on t), LC_ENOMEM. Failures of the handshake fail *fut as create_connection's. */
+ *  limits and send timeout carry over. Bytes still queued on t are written first, in
+ *  plaintext, and the handshake starts once they are out (asyncio waits for its write buffer to
+ *  drain too); if t is lost meanwhile (a write error, the send timeout, lc_transport_abort), *fut
+ *  fails with its error (LC_ECLOSED for an abort) and the protocol gets connection_lost from t.
+ *  Returns 0 (*fut holds one reference), LC_EINVAL (NULL arguments, t already TLS, bad
+ *  timeouts), LC_ECLOSED (t closing), LC_ENOMEM. Failures of the handshake fail *fut as
+ *  create_connection's. */
 int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *t, struct ssl_ctx_st *ctx,
                       const lc_start_tls_opts *opts, lc_future_t **fut);
 
