@@ -296,7 +296,7 @@ static int run_one(lc_loop_t *loop, const config_t *cfg, const char *src, size_t
         .loop = loop, .src = src, .size = size, .total = cfg->mib << 20, .nocopy = nocopy};
     double t0 = lc_bench_now();
     lc_future_t *fut = NULL;
-    int r = lc_loop_connect_accepted_socket(loop, writer_factory, &w, fd, &fut);
+    int r = lc_loop_connect_accepted_socket(loop, writer_factory, &w, fd, NULL, &fut);
     if (r == 0) {
         r = lc_loop_run_forever(loop);
         lc_future_unref(fut);

@@ -84,6 +84,8 @@ struct lc_transport_s {
     double last_progress;
     lc_handle_t *send_timer;
     struct lc__tls_s *tls; /* the TLS mode's state, or NULL for plaintext */
+    /* start_tls called with bytes still queued: the upgrade waits for them to be written. */
+    struct lc__start_tls_pending *stls;
 };
 
 static __thread char tls_read_buf[LC__READ_BUF_SIZE];
@@ -109,6 +111,8 @@ static bool tls_is_open(const lc_transport_t *t);
 static void tls_release(lc_transport_t *t);
 static void tls_force_close(lc_transport_t *t);
 static void tls_free(lc_transport_t *t);
+static void start_tls_drained(lc_transport_t *t);
+static void start_tls_fail(lc_transport_t *t, int err);
 
 int lc__set_nonblocking(int fd)
 {
@@ -125,6 +129,8 @@ int lc__set_nonblocking(int fd)
 
 static void transport_free(lc_transport_t *t)
 {
+    if (t->stls != NULL)
+        start_tls_fail(t, LC_ECLOSED);
     if (t->server != NULL)
         lc__server_connection_gone(t->server);
     if (t->tls != NULL)
@@ -191,6 +197,8 @@ static void transport_force_close(lc__resource *r)
     t->closing = true;
     t->lost_scheduled = true;
     t->wlen = 0;
+    if (t->stls != NULL)
+        start_tls_fail(t, err);
     /* Nocopy writes get their callbacks first, with the error, so that their memory can go. */
     fail_pending(t, err);
     deliver_done(t);
@@ -251,6 +259,8 @@ static void schedule_lost(lc_transport_t *t, int err)
     t->lost_scheduled = true;
     t->lost_err = err;
     t->wlen = 0;
+    if (t->stls != NULL)
+        start_tls_fail(t, err != 0 ? err : LC_ECLOSED); /* lost before the upgrade */
     fail_pending(t, err);
     if (t->poll_open && t->events != 0) {
         uv_poll_stop(&t->poll);
@@ -624,6 +634,8 @@ static void finish_drained(lc_transport_t *t)
     if (t->closing) {
         if (t->tls != NULL)
             tls_shutdown_step(t); /* close_notify, then the peer's */
+        else if (t->stls != NULL)
+            start_tls_drained(t); /* the plaintext is out: now the handshake */
         else
             schedule_lost(t, 0);
     }
@@ -1136,9 +1148,26 @@ lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_f
 /* ---- connect_accepted_socket ----------------------------------------------------------------- */
 
 int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                    void *factory_arg, int fd, lc_future_t **fut)
+                                    void *factory_arg, int fd,
+                                    const lc_accepted_socket_opts_t *opts, lc_future_t **fut)
 {
-    return lc__connect_fd(loop, factory, factory_arg, fd, NULL, fut);
+    if (fut != NULL)
+        *fut = NULL;
+    lc_accepted_socket_opts_t o = {0};
+    if (opts != NULL)
+        o = *opts;
+    /* The server side of TLS (asyncio's connect_accepted_socket with ssl). */
+    lc__tls_config tls;
+    int r = lc__tls_config_init(&tls, o.ssl, NULL, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                                true);
+    if (r != 0) {
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    r = lc__connect_fd(loop, factory, factory_arg, fd, &tls, fut);
+    lc__tls_config_clear(&tls); /* the transport's SSL holds what it needs */
+    return r;
 }
 
 int lc__connect_fd(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg, int fd,

@@ -833,39 +833,29 @@ static void tls_free(lc_transport_t *t)
 
 /* ---- start_tls ------------------------------------------------------------------------------- */
 
-int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *ctx,
-                      const lc_start_tls_opts *opts, lc_future_t **fut)
-{
-    if (fut != NULL)
-        *fut = NULL;
-    lc_start_tls_opts o = opts != NULL ? *opts : (lc_start_tls_opts){0};
-    if (loop == NULL || old == NULL || ctx == NULL || fut == NULL || old->loop != loop ||
-        old->tls != NULL)
-        return LC_EINVAL;
-    if (old->closing || old->fd < 0)
-        return LC_ECLOSED;
-    if (old->wlen > 0)
-        return LC_EBUSY;
-    const char *host = o.server_side ? NULL : o.server_hostname;
-    if (o.server_side && o.server_hostname != NULL)
-        return LC_EINVAL;
+/* start_tls's state while the old transport's queued plaintext is being written (asyncio waits
+ * for the write buffer to drain too: its SSL protocol's first bytes queue behind the old ones). */
+struct lc__start_tls_pending {
     lc__tls_config cfg;
-    int r = lc__tls_config_init(&cfg, ctx, host, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
-                                o.server_side);
-    if (r != 0)
+    lc_future_t *fut;
+};
+
+/* Gives old's socket, server place and protocol to a new TLS transport and starts its handshake;
+ * the new transport takes a reference on fut and resolves it. Returns 0 or an error; *detached
+ * then says whether old was already detached (its protocol then got connection_lost from it). */
+static int start_tls_swap(lc_transport_t *old, const lc__tls_config *cfg, lc_future_t *fut,
+                          bool *detached)
+{
+    *detached = false;
+    int r;
+    lc_transport_t *t = tls_transport_alloc(old->fd, cfg, &r);
+    if (t == NULL)
         return r;
-    r = lc_loop_create_future(loop, fut);
-    lc_transport_t *t = r == 0 ? tls_transport_alloc(old->fd, &cfg, &r) : NULL;
-    double hs_timeout = cfg.handshake_timeout;
-    lc__tls_config_clear(&cfg); /* the SSL holds its own reference on ctx */
-    if (t == NULL) {
-        lc_future_unref(*fut);
-        *fut = NULL;
-        return r;
-    }
     /* Detach the old transport: it gives its socket, its place in the server and its protocol to
      * the new one, and becomes a closed shell (no connection_lost: the protocol's comes from the
      * new transport). Its poll handle must go before the new one watches the same fd. */
+    *detached = true;
+    lc_loop_t *loop = old->loop;
     int fd = old->fd;
     lc_server_t *server = old->server;
     old->server = NULL;
@@ -887,8 +877,6 @@ int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *c
         close(fd);
         if (server != NULL)
             lc__server_connection_gone(server);
-        lc_future_unref(*fut);
-        *fut = NULL;
         if (old->proto != NULL && old->proto->connection_lost != NULL)
             old->proto->connection_lost(old, r, old->user);
         return r;
@@ -896,9 +884,90 @@ int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *c
     t->high = old->high;
     t->low = old->low;
     t->send_timeout = old->send_timeout;
-    t->tls->fut = lc_future_ref(*fut);
-    tls_start(t, hs_timeout);
+    t->tls->fut = lc_future_ref(fut);
+    tls_start(t, cfg->handshake_timeout);
     return 0;
+}
+
+static void start_tls_fail(lc_transport_t *t, int err)
+{
+    struct lc__start_tls_pending *p = t->stls;
+    t->stls = NULL;
+    if (!lc_future_done(p->fut))
+        lc_future_set_error(p->fut, err);
+    lc_future_unref(p->fut);
+    lc__tls_config_clear(&p->cfg);
+    free(p);
+}
+
+/* The old transport's queue drained (from finish_drained): upgrade now. */
+static void start_tls_drained(lc_transport_t *t)
+{
+    struct lc__start_tls_pending *p = t->stls;
+    t->stls = NULL;
+    bool detached;
+    int r = start_tls_swap(t, &p->cfg, p->fut, &detached);
+    if (r != 0 && !lc_future_done(p->fut))
+        lc_future_set_error(p->fut, r);
+    lc_future_unref(p->fut);
+    lc__tls_config_clear(&p->cfg);
+    free(p);
+    if (r != 0 && !detached)
+        schedule_lost(t, r);
+}
+
+int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *ctx,
+                      const lc_start_tls_opts *opts, lc_future_t **fut)
+{
+    if (fut != NULL)
+        *fut = NULL;
+    lc_start_tls_opts o = opts != NULL ? *opts : (lc_start_tls_opts){0};
+    if (loop == NULL || old == NULL || ctx == NULL || fut == NULL || old->loop != loop ||
+        old->tls != NULL)
+        return LC_EINVAL;
+    if (old->closing || old->fd < 0)
+        return LC_ECLOSED;
+    const char *host = o.server_side ? NULL : o.server_hostname;
+    if (o.server_side && o.server_hostname != NULL)
+        return LC_EINVAL;
+    lc__tls_config cfg;
+    int r = lc__tls_config_init(&cfg, ctx, host, o.ssl_handshake_timeout, o.ssl_shutdown_timeout,
+                                o.server_side);
+    if (r != 0)
+        return r;
+    r = lc_loop_create_future(loop, fut);
+    if (r != 0) {
+        lc__tls_config_clear(&cfg);
+        *fut = NULL;
+        return r;
+    }
+    if (old->wlen > 0) {
+        /* Bytes still queued: they go out in plaintext first, then the handshake starts (from
+         * finish_drained). Meanwhile the old transport is detached for its user (closing, no
+         * reads, no writes) but keeps flushing; lost meanwhile, it fails the future. */
+        struct lc__start_tls_pending *p = malloc(sizeof(*p));
+        if (p == NULL) {
+            lc__tls_config_clear(&cfg);
+            lc_future_unref(*fut);
+            *fut = NULL;
+            return LC_ENOMEM;
+        }
+        p->cfg = cfg; /* takes over its references */
+        p->fut = lc_future_ref(*fut);
+        old->stls = p;
+        old->closing = true;
+        old->reading = false;
+        update_poll(old); /* stop reading; keep flushing */
+        return 0;
+    }
+    bool detached;
+    r = start_tls_swap(old, &cfg, *fut, &detached);
+    lc__tls_config_clear(&cfg); /* the SSL holds its own reference on ctx */
+    if (r != 0) {
+        lc_future_unref(*fut);
+        *fut = NULL;
+    }
+    return r;
 }
 
 /* ---- Getters --------------------------------------------------------------------------------- */

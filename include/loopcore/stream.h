@@ -267,10 +267,13 @@ typedef struct lc_start_tls_opts_s {
  *  a new TLS transport on the same socket handshakes with ctx and *fut resolves with it; its
  *  protocol is t's (no new connection_made: the protocol's one connection_made was t's, its
  *  connection_lost will be the new transport's, also if the handshake fails). t's server, write
- *  limits and send timeout carry over. t must have nothing queued: call it when
- *  lc_transport_get_write_buffer_size(t) is 0. Returns 0 (*fut holds one reference), LC_EINVAL
- *  (NULL arguments, t already TLS, bad timeouts), LC_ECLOSED (t closing), LC_EBUSY (data queued
- *  on t), LC_ENOMEM. Failures of the handshake fail *fut as create_connection's. */
+ *  limits and send timeout carry over. Bytes still queued on t are written first, in
+ *  plaintext, and the handshake starts once they are out (asyncio waits for its write buffer to
+ *  drain too); if t is lost meanwhile (a write error, the send timeout, lc_transport_abort), *fut
+ *  fails with its error (LC_ECLOSED for an abort) and the protocol gets connection_lost from t.
+ *  Returns 0 (*fut holds one reference), LC_EINVAL (NULL arguments, t already TLS, bad
+ *  timeouts), LC_ECLOSED (t closing), LC_ENOMEM. Failures of the handshake fail *fut as
+ *  create_connection's. */
 int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *t, struct ssl_ctx_st *ctx,
                       const lc_start_tls_opts *opts, lc_future_t **fut);
 
@@ -333,11 +336,26 @@ int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn facto
                                    void *factory_arg, const lc_unix_opts_t *opts,
                                    lc_future_t **fut);
 
+/* connect_accepted_socket's keyword arguments; zero values (or a NULL pointer) are the defaults. */
+typedef struct lc_accepted_socket_opts_s {
+    /* TLS: the user's SSL_CTX with its certificate and key (the engine takes a reference), or NULL.
+     * With ssl the connection is the server side of TLS, as asyncio's. */
+    struct ssl_ctx_st *ssl;
+    double ssl_handshake_timeout; /* seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
+    double ssl_shutdown_timeout;  /* seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
+} lc_accepted_socket_opts_t;
+
 /** Wraps an accepted (connected) socket fd in a transport with a new protocol, as
  *  create_connection does; the transport owns fd from then on (even on failure it is closed).
- *  Resolves *fut with the lc_transport_t *. Returns 0 or an error (fd is then closed too). */
+ *  With opts->ssl the server side of the TLS handshake runs first: the factory and
+ *  connection_made come after it, and *fut resolves with the lc_transport_t * then, or fails with
+ *  the handshake's error (the codes of create_connection's client side; see TLS above). Without
+ *  ssl, *fut resolves at once. opts may be NULL (all defaults). Returns 0 (then *fut holds one
+ *  reference for the caller) or an error: LC_EINVAL (also a bad TLS timeout, or one given without
+ *  ssl), LC_ENOMEM (fd is then closed too). */
 int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn factory,
-                                    void *factory_arg, int fd, lc_future_t **fut);
+                                    void *factory_arg, int fd,
+                                    const lc_accepted_socket_opts_t *opts, lc_future_t **fut);
 
 /* ---- Servers --------------------------------------------------------------------------------- */
 

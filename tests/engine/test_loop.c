@@ -421,7 +421,8 @@ static void test_loop_transport_io_after_ready_batch(void **state)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     lc_future_t *fut = NULL;
-    assert_int_equal(lc_loop_connect_accepted_socket(loop, order_factory, &op, sv[0], &fut), 0);
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, order_factory, &op, sv[0], NULL, &fut),
+                     0);
     assert_int_equal(lc_loop_run_until_complete(loop, fut, NULL), 0);
     lc_future_unref(fut);
     lc_loop_stop(loop);

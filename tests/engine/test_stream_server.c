@@ -247,7 +247,8 @@ static void test_stream_connect_accepted_socket(void **state)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     client_t c = {.loop = loop, .payload = "via fd", .payload_len = 6};
     lc_future_t *fut = NULL;
-    assert_int_equal(lc_loop_connect_accepted_socket(loop, client_factory, &c, sv[0], &fut), 0);
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, client_factory, &c, sv[0], NULL, &fut),
+                     0);
     lc_transport_t *t = await_fut(loop, fut, 0);
     lc_future_unref(fut);
     char buf[16] = {0};
@@ -261,7 +262,7 @@ static void test_stream_connect_accepted_socket(void **state)
     run_for(loop, 0.02);
     close(sv[1]);
     free(c.got);
-    assert_int_equal(lc_loop_connect_accepted_socket(loop, client_factory, &c, -1, &fut),
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, client_factory, &c, -1, NULL, &fut),
                      LC_EINVAL);
 }
 

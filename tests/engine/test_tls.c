@@ -5,10 +5,13 @@
  * 127.0.0.1, by `openssl req` into a temporary directory (removed at the end). Clients that verify
  * trust it as their only CA; a client with the default trust store rejects it (self-signed). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -865,6 +868,244 @@ static void test_tls_start_tls_after_plaintext(void **state)
     SSL_CTX_free(cctx);
 }
 
+/* ---- connect_accepted_socket with ssl (the server side) -------------------------------------- */
+
+static void test_tls_connect_accepted_socket_server_side(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *sfut = NULL, *cfut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_ECHO], sv[0],
+                                        &(lc_accepted_socket_opts_t){.ssl = server_ctx}, &sfut),
+        0);
+    assert_false(lc_future_done(sfut)); /* the handshake runs first */
+    assert_int_equal(npeers, 0);
+    SSL_CTX *cctx = make_client_ctx(true, true, 0);
+    assert_int_equal(
+        lc_loop_create_connection(
+            loop, peer_factory, &modes[M_COLLECT],
+            &(lc_connection_opts_t){
+                .use_sock = true, .sock = sv[1], .ssl = cctx, .server_hostname = "localhost"},
+            &cfut),
+        0);
+    close(sv[1]); /* create_connection dups it */
+    lc_transport_t *st = NULL, *ct = NULL;
+    assert_int_equal(await_fut(loop, sfut, (void **)&st), 0);
+    assert_int_equal(await_fut(loop, cfut, (void **)&ct), 0);
+    lc_future_unref(sfut);
+    lc_future_unref(cfut);
+    assert_string_equal(lc_transport_get_tls_version(st), "TLSv1.3");
+    peer_t *sp = peer_of(M_ECHO), *c = peer_of(M_COLLECT);
+    assert_ptr_equal(sp->t, st);
+    assert_int_equal(sp->made, 1);
+    assert_int_equal(lc_transport_write(ct, "accepted", 8), 0);
+    for (int i = 0; i < 500 && c->inlen < 8; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(c->in, "accepted");
+    lc_transport_close(ct);
+    wait_for(loop, &c->lost, 1, 5);
+    wait_for(loop, &sp->lost, 1, 5);
+    assert_int_equal(c->lost_err, 0);
+    assert_int_equal(sp->eof, 1);
+    assert_int_equal(sp->lost_err, 0);
+    assert_int_equal(exc_count, 0);
+    SSL_CTX_free(cctx);
+}
+
+static void test_tls_connect_accepted_socket_handshake_timeout(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *fut = NULL;
+    double t0 = lc_loop_time(loop);
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(
+            loop, peer_factory, &modes[M_ECHO], sv[0],
+            &(lc_accepted_socket_opts_t){.ssl = server_ctx, .ssl_handshake_timeout = 0.2}, &fut),
+        0);
+    assert_int_equal(await_fut(loop, fut, NULL), LC_ESSLHANDSHAKETIMEOUT); /* a silent peer */
+    double took = lc_loop_time(loop) - t0;
+    assert_true(took >= 0.15 && took < 2);
+    lc_future_unref(fut);
+    assert_int_equal(npeers, 0);
+    run_for(loop, 0.02);
+    char b;
+    assert_int_equal(recv(sv[1], &b, 1, MSG_DONTWAIT), 0); /* closed */
+    close(sv[1]);
+}
+
+static void test_tls_connect_accepted_socket_bad_arguments(void **state)
+{
+    lc_loop_t *loop = *state;
+    const lc_accepted_socket_opts_t bad[] = {
+        {.ssl = server_ctx, .ssl_handshake_timeout = -1},
+        {.ssl = server_ctx, .ssl_handshake_timeout = NAN},
+        {.ssl = server_ctx, .ssl_shutdown_timeout = -0.5},
+        {.ssl_handshake_timeout = 5}, /* TLS fields without ssl */
+        {.ssl_shutdown_timeout = 5},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        lc_future_t *fut = NULL;
+        assert_int_equal(lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_ECHO], sv[0],
+                                                         &bad[i], &fut),
+                         LC_EINVAL);
+        assert_null(fut);
+        char b;
+        assert_int_equal(recv(sv[1], &b, 1, MSG_DONTWAIT), 0); /* fd closed even so */
+        close(sv[1]);
+    }
+    lc_future_t *fut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_ECHO], -1,
+                                        &(lc_accepted_socket_opts_t){.ssl = server_ctx}, &fut),
+        LC_EINVAL);
+    assert_null(fut);
+    assert_int_equal(npeers, 0);
+}
+
+/* ---- start_tls with bytes still queued: they are written first, then the handshake --------- */
+
+#define STLS_PLAIN (8u << 20) /* more than the socket buffers take: start_tls finds it queued */
+
+typedef struct {
+    int fd;
+    int ok; /* 1: read the plaintext, handshook, wrote "hello", read "secret" */
+    char why[128];
+} stls_client_t;
+
+/* The peer, on its own thread with blocking I/O: reads STLS_PLAIN plaintext bytes slowly, then
+ * runs a TLS client on the same socket. */
+static void *stls_client_main(void *arg)
+{
+    stls_client_t *c = arg;
+    usleep(100 * 1000); /* slow: the engine's queue is still full when start_tls is called */
+    static char buf[65536];
+    size_t got = 0;
+    while (got < STLS_PLAIN) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+        if (n <= 0) {
+            snprintf(c->why, sizeof(c->why), "plaintext read: %zd at %zu", n, got);
+            return NULL;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if ((unsigned char)buf[i] != bulk_byte(got + (size_t)i)) {
+                snprintf(c->why, sizeof(c->why), "plaintext differs at %zu", got + (size_t)i);
+                return NULL;
+            }
+        got += (size_t)n;
+        if (got < (1u << 20))
+            usleep(2000); /* slower at first */
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_load_verify_locations(ctx, cert_path, NULL);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, c->fd);
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    SSL_set1_host(ssl, "localhost");
+    char sec[7] = {0};
+    if (SSL_connect(ssl) != 1)
+        snprintf(c->why, sizeof(c->why), "SSL_connect failed");
+    else if (SSL_write(ssl, "hello", 5) != 5)
+        snprintf(c->why, sizeof(c->why), "SSL_write failed");
+    else if (SSL_read(ssl, sec, 6) != 6 || strcmp(sec, "secret") != 0)
+        snprintf(c->why, sizeof(c->why), "SSL_read: '%s'", sec);
+    else
+        c->ok = 1;
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static void test_tls_start_tls_flushes_queued_plaintext_first(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *fut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_COLLECT], sv[0], NULL, &fut),
+        0);
+    lc_transport_t *plain = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&plain), 0);
+    lc_future_unref(fut);
+    peer_t *p = peer_of(M_COLLECT);
+    char *big = malloc(STLS_PLAIN);
+    assert_non_null(big);
+    for (size_t i = 0; i < STLS_PLAIN; i++)
+        big[i] = (char)bulk_byte(i);
+    assert_int_equal(lc_transport_write(plain, big, STLS_PLAIN), 0);
+    free(big);
+    assert_true(lc_transport_get_write_buffer_size(plain) > 0);
+    stls_client_t cl = {.fd = sv[1]};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stls_client_main, &cl), 0);
+    lc_transport_ref(plain);
+    assert_int_equal(
+        lc_loop_start_tls(loop, plain, server_ctx, &(lc_start_tls_opts){.server_side = true}, &fut),
+        0);
+    assert_true(lc_transport_is_closing(plain));
+    assert_int_equal(lc_transport_write(plain, "x", 1), LC_ECLOSED);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    assert_ptr_not_equal(t, plain);
+    lc_transport_unref(plain);
+    assert_string_equal(lc_transport_get_tls_version(t), "TLSv1.3");
+    p->t = t;
+    for (int i = 0; i < 500 && p->inlen < 5; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(p->in, "hello");
+    assert_int_equal(lc_transport_write(t, "secret", 6), 0);
+    wait_for(loop, &p->eof, 1, 5); /* the client's close_notify after it read "secret" */
+    pthread_join(th, NULL);
+    assert_string_equal(cl.why, "");
+    assert_int_equal(cl.ok, 1);
+    assert_int_equal(p->made, 1);
+    wait_for(loop, &p->lost, 1, 5);
+    assert_int_equal(p->lost, 1);
+    assert_int_equal(p->lost_err, 0);
+    close(sv[1]);
+    assert_int_equal(exc_count, 0);
+}
+
+static void test_tls_start_tls_lost_while_flushing_fails_the_future(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *fut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, peer_factory, &modes[M_COLLECT], sv[0], NULL, &fut),
+        0);
+    lc_transport_t *plain = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&plain), 0);
+    lc_future_unref(fut);
+    peer_t *p = peer_of(M_COLLECT);
+    char *big = calloc(1, STLS_PLAIN);
+    assert_non_null(big);
+    assert_int_equal(lc_transport_write(plain, big, STLS_PLAIN), 0);
+    free(big);
+    assert_true(lc_transport_get_write_buffer_size(plain) > 0);
+    assert_int_equal(
+        lc_loop_start_tls(loop, plain, server_ctx, &(lc_start_tls_opts){.server_side = true}, &fut),
+        0);
+    close(sv[1]); /* the peer goes without reading: the flush fails */
+    int r = await_fut(loop, fut, NULL);
+    assert_true(r == -EPIPE || r == -ECONNRESET);
+    lc_future_unref(fut);
+    wait_for(loop, &p->lost, 1, 5);
+    assert_int_equal(p->lost, 1); /* from the old transport, which the protocol knows */
+    assert_int_equal(p->lost_err, r);
+    assert_int_equal(p->made, 1);
+}
+
 static void test_tls_16mib_each_way_with_flow_control(void **state)
 {
     lc_loop_t *loop = *state;
@@ -1497,6 +1738,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_reset_mid_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_reset_mid_handshake_and_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_start_tls_after_plaintext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_connect_accepted_socket_server_side, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_connect_accepted_socket_handshake_timeout, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_connect_accepted_socket_bad_arguments, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_start_tls_flushes_queued_plaintext_first, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tls_start_tls_lost_while_flushing_fails_the_future,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_16mib_each_way_with_flow_control, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_buffered_protocol, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_many_concurrent_connections, setup, teardown),

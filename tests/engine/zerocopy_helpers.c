@@ -97,7 +97,7 @@ lc_transport_t *tcp_transport(lc_loop_t *loop, conn_t *c, bool small_bufs, int *
     assert_int_equal(fcntl(p, F_SETFL, fcntl(p, F_GETFL) | O_NONBLOCK), 0);
     c->loop = loop;
     lc_future_t *fut = NULL;
-    assert_int_equal(lc_loop_connect_accepted_socket(loop, conn_factory, c, fd, &fut), 0);
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, conn_factory, c, fd, NULL, &fut), 0);
     void *res = NULL;
     assert_int_equal(lc_loop_run_until_complete(loop, fut, &res), 0);
     lc_future_unref(fut);

@@ -341,7 +341,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     make_pair(tcp, sv);
     int peer = sv[1];
     lc_future_t *fut = NULL;
-    int r = lc_loop_connect_accepted_socket(c.loop, factory, &c, sv[0], &fut);
+    int r = lc_loop_connect_accepted_socket(c.loop, factory, &c, sv[0], NULL, &fut);
     FUZZ_CHECK(r == 0, "connect_accepted_socket: %s", lc_strerror(r));
     FUZZ_CHECK(lc_future_done(fut) && lc_future_result(fut, NULL) == 0, "transport future");
     lc_future_unref(fut);

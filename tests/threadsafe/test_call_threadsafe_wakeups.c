@@ -220,7 +220,7 @@ static void test_threadsafe_spinning_loop_still_polls_io(void **state)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     lc_future_t *fut;
-    assert_int_equal(lc_loop_connect_accepted_socket(loop, io_factory, &s, sv[0], &fut), 0);
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, io_factory, &s, sv[0], NULL, &fut), 0);
     assert_int_equal(lc_loop_run_until_complete(loop, fut, NULL), 0);
     lc_transport_t *t = NULL;
     assert_int_equal(lc_future_result(fut, (void **)&t), 0);
