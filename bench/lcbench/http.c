@@ -103,7 +103,6 @@ void lcb_http_data(lcb_conn_t *c, const char *data, size_t len)
 
 void lcb_http_eof(lcb_conn_t *c)
 {
-    if (c->inflight > 0 && !c->failed && !c->must_close &&
-        llhttp_get_errno(&c->parser) == HPE_OK)
+    if (c->inflight > 0 && !c->failed && !c->must_close && llhttp_get_errno(&c->parser) == HPE_OK)
         llhttp_finish(&c->parser);
 }

@@ -150,8 +150,7 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
     fprintf(out, "Transfer/sec: %10sB\n", transfer);
 
     /* loopcore's extras. */
-    fprintf(out, "lcbench: %s, %s",
-            cfg->mode == LCB_MODE_ECHO ? "echo" : "http",
+    fprintf(out, "lcbench: %s, %s", cfg->mode == LCB_MODE_ECHO ? "echo" : "http",
             cfg->rate > 0 ? "open loop" : "closed loop");
     if (cfg->rate > 0)
         fprintf(out, " at %.0f req/s (latency from intended send times)", cfg->rate);
@@ -193,15 +192,17 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
             (unsigned long long)res->status[5], (unsigned long long)e->mismatch,
             lcb_result_error_ratio(res) * 100.0, cfg->max_errors * 100.0);
     if (res->backlog > 0)
-        fprintf(out, "  Backlog: %llu requests due in the window were not answered by its end "
-                     "(in no percentile)\n",
+        fprintf(out,
+                "  Backlog: %llu requests due in the window were not answered by its end "
+                "(in no percentile)\n",
                 (unsigned long long)res->backlog);
     if (res->connect_error != 0)
         fprintf(out, "  First connect error: %s (%s)\n", lc_err_name(res->connect_error),
                 lc_strerror(res->connect_error));
     double cpu = res->cpu_user + res->cpu_sys;
-    fprintf(out, "  lcbench CPU: %.2fs user, %.2fs sys, %.3f us/request over %llu requests "
-                 "(whole run)\n",
+    fprintf(out,
+            "  lcbench CPU: %.2fs user, %.2fs sys, %.3f us/request over %llu requests "
+            "(whole run)\n",
             res->cpu_user, res->cpu_sys,
             res->requests_total > 0 ? cpu * 1e6 / (double)res->requests_total : 0.0,
             (unsigned long long)res->requests_total);
@@ -326,8 +327,7 @@ int lcb_main(int argc, char **argv)
     }
     if (!cfg.json)
         lcb_report_header(stdout, &cfg);
-    FILE *progress =
-        !cfg.json && !cfg.quiet_progress && isatty(STDOUT_FILENO) ? stdout : NULL;
+    FILE *progress = !cfg.json && !cfg.quiet_progress && isatty(STDOUT_FILENO) ? stdout : NULL;
     lcb_result_t res;
     r = lcb_run(&cfg, &res, progress, err, sizeof(err));
     if (r != 0) {
@@ -341,8 +341,7 @@ int lcb_main(int argc, char **argv)
     if (cfg.percentiles_path != NULL) {
         int w = lcb_write_percentiles(cfg.percentiles_path, &res);
         if (w != 0)
-            fprintf(stderr, "lcbench: cannot write %s: %s\n", cfg.percentiles_path,
-                    strerror(-w));
+            fprintf(stderr, "lcbench: cannot write %s: %s\n", cfg.percentiles_path, strerror(-w));
     }
     int code = lcb_exit_code(&cfg, &res);
     lcb_result_close(&res);

@@ -187,8 +187,8 @@ static int coro_overflow(void *varg, void **result)
 static void run_overflow_child(bool use_alloca)
 {
     lc_test_watchdog(60);
-    child_state_t *st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    child_state_t *st =
+        mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     assert_true(st != MAP_FAILED);
     int fd = memfd_create("lc-stack-guard-victim", MFD_CLOEXEC);
     assert_true(fd >= 0);

@@ -1,4 +1,5 @@
-/* call_later / call_at / time, handles: when, cancel, ref/unref, ordering, never early, large delays. */
+/* call_later / call_at / time, handles: when, cancel, ref/unref, ordering, never early, large
+ * delays. */
 #include <math.h>
 #include <stdlib.h>
 
