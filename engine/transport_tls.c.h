@@ -917,11 +917,11 @@ static void start_tls_drained(lc_transport_t *t)
 }
 
 int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *ctx,
-                      const lc_start_tls_opts *opts, lc_future_t **fut)
+                      const lc_start_tls_opts_t *opts, lc_future_t **fut)
 {
     if (fut != NULL)
         *fut = NULL;
-    lc_start_tls_opts o = opts != NULL ? *opts : (lc_start_tls_opts){0};
+    lc_start_tls_opts_t o = opts != NULL ? *opts : (lc_start_tls_opts_t){0};
     if (loop == NULL || old == NULL || ctx == NULL || fut == NULL || old->loop != loop ||
         old->tls != NULL)
         return LC_EINVAL;

@@ -259,7 +259,7 @@ typedef struct lc_start_tls_opts_s {
     const char *server_hostname;  /* clients: as lc_connection_opts_t' (NULL and "": none) */
     double ssl_handshake_timeout; /* 0: 60 s */
     double ssl_shutdown_timeout;  /* 0: 30 s */
-} lc_start_tls_opts;
+} lc_start_tls_opts_t;
 
 /** Upgrades the open plain connection t to TLS (a STARTTLS exchange; asyncio 3.7's start_tls):
  *  t is detached at once (it stops reading, keeps the bytes it already delivered, calls no more
@@ -275,7 +275,7 @@ typedef struct lc_start_tls_opts_s {
  *  timeouts), LC_ECLOSED (t closing), LC_ENOMEM. Failures of the handshake fail *fut as
  *  create_connection's. */
 int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *t, struct ssl_ctx_st *ctx,
-                      const lc_start_tls_opts *opts, lc_future_t **fut);
+                      const lc_start_tls_opts_t *opts, lc_future_t **fut);
 
 /* ---- Connections ----------------------------------------------------------------------------- */
 

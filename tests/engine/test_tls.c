@@ -130,7 +130,7 @@ static void p_got(peer_t *p, const char *data, size_t len)
             assert_int_equal(lc_transport_write(t, "GO\n", 3), 0);
             p->inlen = 0;
             assert_int_equal(lc_loop_start_tls(lc_transport_get_loop(t), t, server_ctx,
-                                               &(lc_start_tls_opts){.server_side = true},
+                                               &(lc_start_tls_opts_t){.server_side = true},
                                                &p->tls_fut),
                              0);
             /* From here on, the protocol belongs to the TLS transport: echo there. */
@@ -835,7 +835,8 @@ static void test_tls_start_tls_after_plaintext(void **state)
     SSL_CTX *cctx = make_client_ctx(true, true, 0);
     lc_transport_ref(plain);
     assert_int_equal(lc_loop_start_tls(loop, plain, cctx,
-                                       &(lc_start_tls_opts){.server_hostname = "localhost"}, &fut),
+                                       &(lc_start_tls_opts_t){.server_hostname = "localhost"},
+                                       &fut),
                      0);
     assert_true(lc_transport_is_closing(plain));
     assert_int_equal(lc_transport_write(plain, "x", 1), LC_ECLOSED);
@@ -1047,9 +1048,9 @@ static void test_tls_start_tls_flushes_queued_plaintext_first(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, stls_client_main, &cl), 0);
     lc_transport_ref(plain);
-    assert_int_equal(
-        lc_loop_start_tls(loop, plain, server_ctx, &(lc_start_tls_opts){.server_side = true}, &fut),
-        0);
+    assert_int_equal(lc_loop_start_tls(loop, plain, server_ctx,
+                                       &(lc_start_tls_opts_t){.server_side = true}, &fut),
+                     0);
     assert_true(lc_transport_is_closing(plain));
     assert_int_equal(lc_transport_write(plain, "x", 1), LC_ECLOSED);
     lc_transport_t *t = NULL;
@@ -1093,9 +1094,9 @@ static void test_tls_start_tls_lost_while_flushing_fails_the_future(void **state
     assert_int_equal(lc_transport_write(plain, big, STLS_PLAIN), 0);
     free(big);
     assert_true(lc_transport_get_write_buffer_size(plain) > 0);
-    assert_int_equal(
-        lc_loop_start_tls(loop, plain, server_ctx, &(lc_start_tls_opts){.server_side = true}, &fut),
-        0);
+    assert_int_equal(lc_loop_start_tls(loop, plain, server_ctx,
+                                       &(lc_start_tls_opts_t){.server_side = true}, &fut),
+                     0);
     close(sv[1]); /* the peer goes without reading: the flush fails */
     int r = await_fut(loop, fut, NULL);
     assert_true(r == -EPIPE || r == -ECONNRESET);
