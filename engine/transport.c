@@ -95,6 +95,7 @@ static void schedule_lost(lc_transport_t *t, int err);
 static void send_timer_stop(lc_transport_t *t);
 static void fail_pending(lc_transport_t *t, int err);
 static void deliver_done(lc_transport_t *t);
+static void flush_done(lc_transport_t *t, size_t before);
 static int transport_open(lc_transport_t *t, lc_loop_t *loop, int fd, lc_server_t *server);
 
 /* The TLS mode (engine/transport_tls.c.h). */
@@ -297,22 +298,35 @@ static void fatal_error(lc_transport_t *t, int err, const char *what)
 
 /* ---- Reading --------------------------------------------------------------------------------- */
 
+/* Where the next read goes: the protocol's own memory (the buffered form) or the thread's read
+ * buffer. Returns NULL after a fatal error (get_buffer gave nothing; reported). Plain and TLS
+ * reads alike. */
+static char *read_buffer(lc_transport_t *t, size_t *cap)
+{
+    const lc_protocol_t *p = t->proto;
+    if (p == NULL || p->get_buffer == NULL) {
+        *cap = sizeof(tls_read_buf);
+        return tls_read_buf;
+    }
+    *cap = 0;
+    char *buf = p->get_buffer(t, LC__READ_BUF_SIZE, cap, t->user);
+    if (buf == NULL || *cap == 0) {
+        fatal_error(t, LC_ENOMEM, "get_buffer() returned an empty buffer");
+        return NULL;
+    }
+    return buf;
+}
+
 /* One read() into the protocol. Returns true if it delivered data (false: EOF, an error, which
  * it has reported, or nothing to read). */
 static bool do_read(lc_transport_t *t)
 {
     const lc_protocol_t *p = t->proto;
-    char *buf = tls_read_buf;
-    size_t cap = sizeof(tls_read_buf);
     bool buffered = p != NULL && p->get_buffer != NULL;
-    if (buffered) {
-        cap = 0;
-        buf = p->get_buffer(t, LC__READ_BUF_SIZE, &cap, t->user);
-        if (buf == NULL || cap == 0) {
-            fatal_error(t, LC_ENOMEM, "get_buffer() returned an empty buffer");
-            return false;
-        }
-    }
+    size_t cap;
+    char *buf = read_buffer(t, &cap);
+    if (buf == NULL)
+        return false;
     ssize_t n;
     do
         n = read(t->fd, buf, cap);
@@ -679,8 +693,16 @@ static void flush_segs(lc_transport_t *t)
         }
         segs_advance(t, (size_t)r);
     }
+    flush_done(t, before);
+}
+
+/* The end of a flush, plain or TLS: before is the queue's size when it began. Stamps the send
+ * timeout's progress, finishes a drained queue (write_eof, a pending close), polls for what is
+ * left, completes the nocopy writes that went out and resumes the writer under low. */
+static void flush_done(lc_transport_t *t, size_t before)
+{
     if (t->send_timeout > 0 && t->wlen < before)
-        t->last_progress = lc_loop_time(t->loop);
+        t->last_progress = lc_loop_time(t->loop); /* once per flush, not per send() */
     if (t->wlen == 0)
         finish_drained(t);
     if (!t->lost_scheduled)

@@ -358,17 +358,11 @@ static bool tls_read_one(lc_transport_t *t)
 {
     struct lc__tls_s *s = t->tls;
     const lc_protocol_t *p = t->proto;
-    char *buf = tls_read_buf;
-    size_t cap = sizeof(tls_read_buf);
     bool buffered = p != NULL && p->get_buffer != NULL;
-    if (buffered) {
-        cap = 0;
-        buf = p->get_buffer(t, LC__READ_BUF_SIZE, &cap, t->user);
-        if (buf == NULL || cap == 0) {
-            fatal_error(t, LC_ENOMEM, "get_buffer() returned an empty buffer");
-            return false;
-        }
-    }
+    size_t cap;
+    char *buf = read_buffer(t, &cap);
+    if (buf == NULL)
+        return false;
     ERR_clear_error();
     errno = 0;
     int n = SSL_read(s->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
@@ -498,15 +492,7 @@ static void tls_flush(lc_transport_t *t)
     size_t before = t->wlen;
     if (!tls_send_queue(t))
         return; /* the pending ones failed; call_connection_lost delivers them */
-    if (t->send_timeout > 0 && t->wlen < before)
-        t->last_progress = lc_loop_time(t->loop);
-    if (t->wlen == 0)
-        finish_drained(t);
-    if (!t->lost_scheduled)
-        update_poll(t);
-    deliver_done(t);
-    if (!t->lost_scheduled)
-        maybe_resume_writing(t);
+    flush_done(t, before);
 }
 
 /* lc_transport_write()'s TLS form (t open and writable, len > 0). An empty queue is written from
