@@ -35,6 +35,7 @@
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
+#include "bench/support/flags.h"
 #include "bench/support/tls.h"
 #include "loopcore.h"
 
@@ -94,18 +95,6 @@ static int usage(void)
     return 2;
 }
 
-/* A positive, finite number of seconds (fractions allowed), at most a day. */
-static bool parse_seconds(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || errno != 0 || !(v > 0) || v > 86400)
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_long(const char *s, long lo, long hi, long *out)
 {
     char *end;
@@ -141,7 +130,7 @@ int main(int argc, char **argv)
         } else if (strcmp(opt, "--tls-key") == 0) {
             tls_key = val;
         } else if (strcmp(opt, "--send-timeout") == 0) {
-            if (!parse_seconds(val, &send_timeout))
+            if (!lc_bench_parse_seconds(val, &send_timeout))
                 return usage();
         } else if (strcmp(opt, "--mode") == 0) {
             if (strcmp(val, "reuseport") == 0)

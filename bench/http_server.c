@@ -50,6 +50,7 @@
 #include <openssl/ssl.h>
 
 #include "http_proto.h"
+#include "bench/support/flags.h"
 #include "bench/support/tls.h"
 #include "loopcore.h"
 
@@ -225,18 +226,6 @@ static void usage(const char *argv0)
     exit(2);
 }
 
-/* A positive, finite number of seconds (fractions allowed), at most a day. */
-static bool parse_seconds(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || errno != 0 || !(v > 0) || v > 86400)
-        return false;
-    *out = v;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     unsigned loops = 0;
@@ -263,15 +252,15 @@ int main(int argc, char **argv)
                 usage(argv[0]);
             i++;
         } else if (strcmp(a, "--idle-timeout") == 0 && v != NULL) {
-            if (!parse_seconds(v, &idle_timeout))
+            if (!lc_bench_parse_seconds(v, &idle_timeout))
                 usage(argv[0]);
             i++;
         } else if (strcmp(a, "--header-timeout") == 0 && v != NULL) {
-            if (!parse_seconds(v, &header_timeout))
+            if (!lc_bench_parse_seconds(v, &header_timeout))
                 usage(argv[0]);
             i++;
         } else if (strcmp(a, "--send-timeout") == 0 && v != NULL) {
-            if (!parse_seconds(v, &send_timeout))
+            if (!lc_bench_parse_seconds(v, &send_timeout))
                 usage(argv[0]);
             i++;
         } else if (strcmp(a, "--tls-cert") == 0 && v != NULL) {
