@@ -690,6 +690,44 @@ static void test_tls_shutdown_timeout_when_peer_never_answers(void **state)
     SSL_CTX_free(cctx);
 }
 
+/* A TLS peer that never reads: the writer is told to pause (flow control counts the plaintext
+ * not yet sent), the queue stops growing once it does, and the send timeout reclaims the
+ * connection: LC_ESENDTIMEOUT, the socket closed. */
+static void test_tls_peer_never_reads_send_timeout(void **state)
+{
+    lc_loop_t *loop = *state;
+    int port;
+    lc_server_t *s = start_server(loop, server_ctx, &modes[M_PAUSED], 0, &port);
+    SSL_CTX *cctx = make_client_ctx(false, false, 0);
+    lc_future_t *fut = connect_tls(loop, cctx, &modes[M_COLLECT], "127.0.0.1", port, NULL);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    peer_t *c = peer_of(M_COLLECT);
+    static char chunk[16384];
+    memset(chunk, 'w', sizeof(chunk));
+    /* Write as a well-behaved protocol does: until pause_writing, letting the loop flush. */
+    for (int i = 0; i < 4096 && c->paused_w == 0; i++) {
+        assert_int_equal(lc_transport_write(t, chunk, sizeof(chunk)), 0);
+        if (i % 16 == 15)
+            run_for(loop, 0.01);
+    }
+    assert_int_equal(c->paused_w, 1);
+    size_t queued = lc_transport_get_write_buffer_size(t);
+    assert_true(queued > 64 * 1024 && queued <= 64 * 1024 + sizeof(chunk));
+    assert_int_equal(lc_transport_set_send_timeout(t, 0.3), 0);
+    double t0 = lc_loop_time(loop);
+    wait_for(loop, &c->lost, 1, 10);
+    assert_int_equal(c->lost, 1);
+    assert_int_equal(c->lost_err, LC_ESENDTIMEOUT);
+    assert_true(lc_loop_time(loop) - t0 >= 0.25);
+    wait_for(loop, &npeers, 2, 2);
+    lc_transport_abort(peer_of(M_PAUSED)->t);
+    wait_for(loop, &peer_of(M_PAUSED)->lost, 1, 2);
+    lc_server_free(s);
+    SSL_CTX_free(cctx);
+}
+
 static void test_tls_fin_without_close_notify_is_truncation(void **state)
 {
     lc_loop_t *loop = *state;
@@ -1734,6 +1772,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_client_handshake_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_shutdown_timeout_when_peer_never_answers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_tls_peer_never_reads_send_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_fin_without_close_notify_is_truncation, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls_reset_mid_stream, setup, teardown),
