@@ -60,6 +60,7 @@
 #ifndef LOOPCORE_H
 #define LOOPCORE_H
 
+#include "loopcore/version.h"
 #include "loopcore/errno.h"
 #include "loopcore/loop.h"
 #include "loopcore/future.h"

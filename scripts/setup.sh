@@ -12,6 +12,8 @@ PKGS=(
     python3 python3-uvloop openssl curl wrk nginx h2o
     # used by the scripts
     procps util-linux
+    # the installed library and its out-of-tree tests (scripts/install.sh, tests/install)
+    pkg-config cmake
     # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer/sanitizer runtimes
     clang libclang-rt-14-dev
 )
