@@ -5,7 +5,7 @@
 # (tests/install): copies the shared library LIBSO as lib/libloopcore.so.MAJOR.MINOR.PATCH with its
 # soname link (libloopcore.so.MAJOR) and development link (libloopcore.so), the static library
 # LIBA, the public headers (include/loopcore.h, include/loopcore/*.h), lib/pkgconfig/loopcore.pc,
-# bin/lcbench from LCBENCH and its man page (share/man/man1/lcbench.1, made from lcbench --help),
+# bin/lcbench from LCBENCH with bin/lcbench-plot (its --plot) and its man page (share/man/man1/lcbench.1, made from lcbench --help),
 # under $DESTDIR$PREFIX. Every path it installs is listed, one per line, without $DESTDIR, in
 # share/loopcore/install_manifest.txt (itself included), then every folder it had to create,
 # as "dir PATH", deepest first: scripts/uninstall.sh reads it.
@@ -79,6 +79,7 @@ PC
 put 0644 "$pc" lib/pkgconfig/loopcore.pc
 
 put 0755 "$lcbench" bin/lcbench
+put 0755 "$root/bench/lcbench/lcbench-plot.sh" bin/lcbench-plot
 man=$(mktemp)
 {
     echo ".TH LCBENCH 1 \"\" \"loopcore $version\" \"User Commands\""

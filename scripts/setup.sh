@@ -14,6 +14,8 @@ PKGS=(
     procps util-linux
     # the installed library and its out-of-tree tests (scripts/install.sh, tests/install)
     pkg-config cmake
+    # lcbench --plot and bench/plots.sh (lcbench-plot draws with gnuplot)
+    gnuplot-nox
     # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer/sanitizer runtimes
     clang libclang-rt-14-dev
 )

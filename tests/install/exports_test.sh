@@ -34,7 +34,7 @@ exports_are_functions() {
 soname_carries_major() {
     local major
     major=$(sed -n 's/^#define LC_VERSION_MAJOR \([0-9]*\)$/\1/p' "$(dirname "$umbrella")/loopcore/version.h")
-    readelf -d "$so" | grep -q "SONAME.*\[libloopcore.so.$major\]"
+    grep -q "SONAME.*\[libloopcore.so.$major\]" <<< "$(readelf -d "$so")"
 }
 case_run declared_functions_found declared_present
 case_run every_declared_function_is_exported every_declared_is_exported

@@ -37,10 +37,10 @@ install_layout() {
         [ "$(readlink "$prefix/lib/libloopcore.so.$major")" = "libloopcore.so.$major.$minor.$patch" ] &&
         [ "$(readlink "$prefix/lib/libloopcore.so")" = "libloopcore.so.$major" ] &&
         [ -f "$prefix/lib/libloopcore.a" ] && [ -f "$prefix/include/loopcore.h" ] &&
-        [ -f "$prefix/include/loopcore/version.h" ] && [ -x "$prefix/bin/lcbench" ] &&
-        head -1 "$prefix/share/man/man1/lcbench.1" | grep -q '^\.TH LCBENCH 1' &&
+        [ -f "$prefix/include/loopcore/version.h" ] && [ -x "$prefix/bin/lcbench" ] && [ -x "$prefix/bin/lcbench-plot" ] &&
+        [ "$(head -c 11 "$prefix/share/man/man1/lcbench.1")" = ".TH LCBENCH" ] &&
         grep -q -- '--connections' "$prefix/share/man/man1/lcbench.1" &&
-        pkg-config --print-requires-private loopcore | grep -q libuv &&
+        grep -q libuv <<< "$(pkg-config --print-requires-private loopcore)" &&
         "$prefix/bin/lcbench" --version > /dev/null
 }
 
@@ -54,14 +54,16 @@ check_run() { # check_run BINARY EXAMPLE
 }
 
 shared() {
-    local ex bin
+    local ex bin deps
     for ex in hello_world hello_world_task run_in_executor; do
         bin=$tmp/$ex.shared
         # shellcheck disable=SC2046
         cc -Wall -Wextra -Werror "$examples/$ex.c" -o "$bin" \
             $(pkg-config --cflags --libs loopcore) || return 1
-        LD_LIBRARY_PATH=$prefix/lib ldd "$bin" | grep -qF "=> $prefix/lib/libloopcore.so." ||
-            { echo "$ex: not linked to the installed libloopcore.so:"; ldd "$bin"; return 1; }
+        # (no "ldd | grep -q": grep's early exit would fail the pipeline under pipefail)
+        deps=$(LD_LIBRARY_PATH=$prefix/lib ldd "$bin")
+        grep -qF "=> $prefix/lib/libloopcore.so." <<< "$deps" ||
+            { echo "$ex: not linked to the installed libloopcore.so: $deps"; return 1; }
         LD_LIBRARY_PATH=$prefix/lib check_run "$bin" "$ex" || return 1
     done
 }
@@ -74,7 +76,7 @@ static() {
         bin=$tmp/$ex.static
         # shellcheck disable=SC2086
         cc -Wall -Wextra -Werror "$examples/$ex.c" -o "$bin" $flags || return 1
-        ldd "$bin" | grep -q libloopcore && { echo "$ex: linked dynamically"; return 1; }
+        grep -q libloopcore <<< "$(ldd "$bin")" && { echo "$ex: linked dynamically"; return 1; }
         check_run "$bin" "$ex" || return 1
     done
 }
