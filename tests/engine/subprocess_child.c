@@ -112,8 +112,8 @@ int main(int argc, char **argv)
         int blocked = 0;
         for (int s = 1; s < 32; s++)
             blocked |= sigismember(&mask, s);
-        printf("%s\n", a.sa_handler == SIG_DFL && b.sa_handler == SIG_DFL && !blocked ? "dfl"
-                                                                                      : "changed");
+        printf("%s\n",
+               a.sa_handler == SIG_DFL && b.sa_handler == SIG_DFL && !blocked ? "dfl" : "changed");
         return 0;
     }
     return 100;
