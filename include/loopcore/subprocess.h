@@ -115,7 +115,9 @@ typedef enum {
 typedef struct lc_subprocess_opts_s {
     lc_stdio_t stdin_mode, stdout_mode, stderr_mode; /* stdin=, stdout=, stderr= */
     int stdin_fd, stdout_fd, stderr_fd;              /* with LC_STDIO_FD */
-    const char *cwd;        /* cwd=: the child's working directory; NULL: the parent's */
+    const char *cwd;        /* cwd=: the child's working directory; NULL: the parent's. A
+                               relative argv[0] that has a '/' is then found from cwd, as
+                               with Python's subprocess */
     const char *const *env; /* env=: "NAME=value" strings, NULL-terminated; NULL: the
                                parent's environment. The executable is looked up in the
                                parent's PATH when argv[0] has no '/' */
