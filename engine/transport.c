@@ -74,7 +74,7 @@ struct lc_transport_s {
     bool lost_delivered; /* connection_lost was called */
     bool poll_open;      /* poll is initialised and not closed */
     uint8_t pipe;        /* Pipe mode: LC__PIPE_NONE (a socket), LC__PIPE_READ, LC__PIPE_WRITE */
-    bool pipe_hup_watch; /* Pipe mode: a write pipe (FIFO) that polls for its reader going */
+    bool pipe_hup_watch; /* Pipe mode: a write pipe (a FIFO) polled for its reader going */
     const lc_protocol_t *proto;
     void *user;
     /* Queued bytes: wlen in all, copied or not (what flow control, close, write_eof and the
@@ -1226,8 +1226,9 @@ static lc_transport_t *transport_new(lc_loop_t *loop, int fd, lc_protocol_factor
         struct stat st;
         t->pipe = pipe;
         t->reading = pipe == LC__PIPE_READ;
-        t->pipe_hup_watch = pipe == LC__PIPE_WRITE && fstat(fd, &st) == 0 &&
-                            (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+        /* A FIFO's write end is never readable: EPOLLERR says its reader went. A socket's
+         * would be readable with data, so it, like a character device, learns it at a write. */
+        t->pipe_hup_watch = pipe == LC__PIPE_WRITE && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
     }
     if (proto->connection_made != NULL)
         proto->connection_made(t, user);

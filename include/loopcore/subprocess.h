@@ -15,8 +15,8 @@
  *    write_eof closes the pipe once the queued data is written (connection_lost(0) follows, as
  *    asyncio's write pipe does). The reader closing its end loses the connection, as asyncio's
  *    _UnixWritePipeTransport: with LC_EPIPE if data was queued or a write met it, with 0 if the
- *    transport was idle (a pipe or a FIFO is watched for this, so it is seen at once; a character
- *    device, at the next write). Writing to a pipe whose reader is
+ *    transport was idle (a pipe or a FIFO is watched for this, so it is seen at once; a socket or a
+ *    character device, at the next write). Writing to a pipe whose reader is
  *    gone never raises SIGPIPE in the process: the signal is blocked in the writing thread
  *    around each write and the one the write raised is discarded.
  *  - get_peername / get_sockname fail with -ENOTSOCK on a non-socket; start_tls is LC_EINVAL.

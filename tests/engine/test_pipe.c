@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -421,6 +422,32 @@ static void test_pty(void **state)
     side_free(&w);
 }
 
+/* A socket as a write pipe: data goes through; what the peer sends is not read (and does not
+ * make the loop spin); the peer closing is seen at the next write (LC_EPIPE). */
+static void test_socket_as_write_pipe(void **state)
+{
+    lc_loop_t *loop = *state;
+    static side_t w;
+    memset(&w, 0, sizeof(w));
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    connect_side(loop, &w, sv[0], true);
+    assert_int_equal(write(sv[1], "ignored", 7), 7);
+    assert_int_equal(lc_transport_write(w.t, "hello", 5), 0);
+    run_for(loop, 0.05);
+    char buf[16] = {0};
+    assert_int_equal(read(sv[1], buf, sizeof(buf)), 5);
+    assert_string_equal(buf, "hello");
+    assert_int_equal(w.lost, 0);
+    close(sv[1]);
+    run_for(loop, 0.05);
+    assert_int_equal(w.lost, 0);
+    assert_int_equal(lc_transport_write(w.t, "again", 5), 0); /* EPIPE: connection_lost */
+    wait_for(loop, &w.lost, 1);
+    assert_int_equal(w.lost_err, LC_EPIPE);
+    side_free(&w);
+}
+
 /* The loop closed with pipe transports open: each gets connection_lost(LC_ECLOSED). */
 static void test_pipe_loop_close(void **state)
 {
@@ -458,6 +485,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pipe_abort, lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_fifo, lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_pty, lc_test_loop_setup, lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_socket_as_write_pipe, lc_test_loop_setup,
+                                        lc_test_loop_teardown),
         cmocka_unit_test(test_pipe_loop_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
