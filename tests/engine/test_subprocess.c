@@ -223,6 +223,9 @@ static void test_exit_codes(void **state)
     assert_string_equal(p.out[0], "7");
     assert_int_equal(p.exited, 1);
     assert_int_equal(p.pipes_lost, 3);
+    assert_int_equal(p.pipe_err[0], 0); /* stdin idle when the child went: no error */
+    assert_int_equal(p.pipe_err[1], 0);
+    assert_int_equal(p.pipe_err[2], 0);
     assert_int_equal(p.lost_err, 0);
     assert_int_equal(p.log.items[0], EV_MADE);
     assert_int_equal(p.log.items[p.log.n - 1], EV_LOST);
@@ -376,6 +379,29 @@ static void test_stdin_flow_control(void **state)
     assert_int_equal(returncode(t), 0);
     lc_subprocess_transport_unref(t);
     free(f.buf);
+}
+
+/* A child that exits without reading its stdin while data is queued for it: the stdin pipe is
+ * lost with LC_EPIPE (and no SIGPIPE reaches the test process). */
+static void test_stdin_reader_gone(void **state)
+{
+    lc_loop_t *loop = *state;
+    static proc_t p;
+    memset(&p, 0, sizeof(p));
+    signal(SIGPIPE, SIG_DFL);
+    const char *argv[] = {child_path, "sleep", NULL};
+    lc_subprocess_transport_t *t = spawn(loop, &p, argv, NULL, 0);
+    lc_subprocess_transport_ref(t);
+    wait_ready(loop, &p);
+    lc_transport_t *in = lc_subprocess_transport_get_pipe_transport(t, 0);
+    static char buf[1 << 20];
+    assert_int_equal(lc_transport_write(in, buf, sizeof(buf)), 0);
+    assert_true(lc_transport_get_write_buffer_size(in) > 0);
+    assert_int_equal(lc_subprocess_transport_kill(t), 0);
+    wait_for(loop, &p.lost, 1);
+    assert_int_equal(p.pipe_err[0], LC_EPIPE);
+    assert_int_equal(returncode(t), -SIGKILL);
+    lc_subprocess_transport_unref(t);
 }
 
 /* cwd and env. */
@@ -643,6 +669,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_stdout_100mb_paused, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_stdin_flow_control, lc_test_loop_setup,
+                                        lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_stdin_reader_gone, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_cwd_env, lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_missing_executable, lc_test_loop_setup,
