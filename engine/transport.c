@@ -18,12 +18,12 @@
  * the fd, a read pipe always closes at EOF (and a pty's EIO is its EOF), a write pipe watches
  * for its reader going (EPOLLERR) and loses the connection (LC_EPIPE if data was queued). */
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
