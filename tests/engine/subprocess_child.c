@@ -9,6 +9,7 @@
  *   slow-read        reads stdin in 4 KiB reads with a 1 ms pause each, checks the pattern, and
  *                    prints the number of bytes read (or "bad" if the pattern broke)
  *   pwd-env NAME     prints its working directory and the value of $NAME, one per line
+ *   sid              prints "leader" if it leads its own session (setsid ran), else "member"
  *   sigstate         prints "dfl" if SIGPIPE and SIGINT are at their default and the signal
  *                    mask is empty, else "changed" */
 #include <dirent.h>
@@ -101,6 +102,10 @@ int main(int argc, char **argv)
             return 103;
         const char *v = getenv(argv[2]);
         printf("%s\n%s\n", cwd, v != NULL ? v : "(unset)");
+        return 0;
+    }
+    if (strcmp(mode, "sid") == 0) {
+        printf("%s\n", getsid(0) == getpid() ? "leader" : "member");
         return 0;
     }
     if (strcmp(mode, "sigstate") == 0) {

@@ -591,6 +591,27 @@ static void test_child_signal_state(void **state)
     lc_subprocess_transport_unref(t);
 }
 
+/* start_new_session: the child leads a session of its own; without it, it does not. */
+static void test_new_session(void **state)
+{
+    lc_loop_t *loop = *state;
+    static proc_t p, q;
+    memset(&p, 0, sizeof(p));
+    memset(&q, 0, sizeof(q));
+    const char *argv[] = {child_path, "sid", NULL};
+    lc_subprocess_transport_t *t =
+        spawn(loop, &p, argv, &(lc_subprocess_opts_t){.start_new_session = true}, 0);
+    lc_subprocess_transport_ref(t);
+    wait_for(loop, &p.lost, 1);
+    assert_string_equal(p.out[0], "leader\n");
+    lc_subprocess_transport_unref(t);
+    t = spawn(loop, &q, argv, NULL, 0);
+    lc_subprocess_transport_ref(t);
+    wait_for(loop, &q.lost, 1);
+    assert_string_equal(q.out[0], "member\n");
+    lc_subprocess_transport_unref(t);
+}
+
 /* close() while the child runs: the pipes close, the child is killed, process_exited and
  * connection_lost follow; no zombie. */
 static void test_close_while_running(void **state)
@@ -679,6 +700,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_child_fds, lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_stdio_fd, lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_child_signal_state, lc_test_loop_setup,
+                                        lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_new_session, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_close_while_running, lc_test_loop_setup,
                                         lc_test_loop_teardown),
