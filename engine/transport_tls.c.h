@@ -960,7 +960,7 @@ int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *c
         *fut = NULL;
     lc_start_tls_opts_t o = opts != NULL ? *opts : (lc_start_tls_opts_t){0};
     if (loop == NULL || old == NULL || ctx == NULL || fut == NULL || old->loop != loop ||
-        old->tls != NULL)
+        old->tls != NULL || old->pipe != LC__PIPE_NONE)
         return LC_EINVAL;
     if (old->closing || old->fd < 0)
         return LC_ECLOSED;

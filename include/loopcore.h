@@ -66,6 +66,7 @@
 #include "loopcore/future.h"
 #include "loopcore/task.h"
 #include "loopcore/stream.h"
+#include "loopcore/subprocess.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"
