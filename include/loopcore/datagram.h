@@ -40,6 +40,7 @@
 #include <sys/uio.h>
 
 #include "loopcore/future.h"
+#include "loopcore/group.h"
 #include "loopcore/loop.h"
 
 #ifdef __cplusplus
@@ -182,6 +183,45 @@ lc_loop_t *lc_datagram_transport_get_loop(const lc_datagram_transport_t *t);
 /** Keeps the transport's memory alive past connection_lost; unref releases it (NULL ignored). */
 lc_datagram_transport_t *lc_datagram_transport_ref(lc_datagram_transport_t *t);
 void lc_datagram_transport_unref(lc_datagram_transport_t *t);
+
+/* ---- Group endpoints: one address served by every loop of a group ---------------------------
+ *
+ * One datagram endpoint per loop, each on its own socket bound to the same address with
+ * SO_REUSEPORT, so that the kernel spreads the flows (by a hash of the source and destination)
+ * over the loops. Every socket is bound up front on the caller's thread (with port 0 the first
+ * bind picks the port the others reuse); each loop then makes its endpoint from its socket
+ * (lc_datagram_opts_t.use_sock) on its own thread: the factory runs there (so factory_arg must
+ * be safe to use from every loop), and each loop's protocol replies from its own socket. Life
+ * cycle: create, close, free, from a thread that runs no loop, while the group runs (after
+ * lc_group_start, before lc_group_stop). Implemented in threadsafe/group_datagram.c. */
+typedef struct lc_group_datagram_s lc_group_datagram_t;
+
+typedef struct lc_group_datagram_opts_s {
+    const char *host;     /* a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
+    int port;             /* 0: the first bind picks one and every other socket reuses it */
+    int family;           /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
+    bool allow_broadcast; /* SO_BROADCAST on every socket */
+} lc_group_datagram_opts_t;
+
+/** Makes the endpoint on every loop of the started group g and waits until each has run its
+ *  connection_made. Returns 0 (*out set, the caller's until lc_group_datagram_free), LC_EINVAL,
+ *  LC_EBUSY (called on a loop thread), LC_ENOMEM, or the socket / bind / loop's error (nothing
+ *  is left open then). */
+int lc_group_create_datagram_endpoint(lc_group_t *g, lc_datagram_protocol_factory_fn factory,
+                                      void *factory_arg, const lc_group_datagram_opts_t *opts,
+                                      lc_group_datagram_t **out);
+
+/** The port every loop's endpoint is bound to. Any thread. */
+int lc_group_datagram_port(const lc_group_datagram_t *gd);
+
+/** Closes every loop's endpoint (lc_datagram_transport_close: queued datagrams are sent, then
+ *  connection_lost on that loop) and waits for each close call. Idempotent. Not from a loop
+ *  thread. Returns 0, LC_EINVAL, or the first loop's error (the others are closed anyway). */
+int lc_group_datagram_close(lc_group_datagram_t *gd);
+
+/** Closes gd if needed, waits until every loop's connection_lost has run, and frees it. Not from a
+ *  loop thread; before lc_group_stop(). Returns 0, LC_EINVAL, or the close's error. */
+int lc_group_datagram_free(lc_group_datagram_t *gd);
 
 #ifdef __cplusplus
 }

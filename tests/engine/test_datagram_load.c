@@ -93,7 +93,7 @@ static void test_datagram_two_hundred_clients(void **state)
         m->c.ctx = m;
         m->ndone = &ndone;
         dg_fill(m->payload, sizeof(m->payload), (unsigned)i + 1000);
-        snprintf(m->payload, 16, "client-%d", i);
+        snprintf(m->payload, 16, "client-%u", (unsigned)i % 1000u);
         m->t =
             dg_open(loop, dg_client_factory, &m->c,
                     &(lc_datagram_opts_t){.remote_host = "127.0.0.1", .remote_port = port}, NULL);
