@@ -12,8 +12,8 @@
 static const char usage_text[] =
     "Usage: lcbench <options> <url>\n"
     "  url: http[s]://host[:port][/path] (mode http) or tcp://host:port, tls://host:port (mode\n"
-    "       echo); https and tls: TLS 1.2/1.3, the certificate not verified (as wrk), SNI the "
-    "host\n"
+    "       echo) or udp://host:port (mode udp); https and tls: TLS 1.2/1.3, the certificate not\n"
+    "       verified (as wrk), SNI the host\n"
     "  Options (wrk's, same letters):\n"
     "    -c, --connections <N>  Connections to keep open (default 10)\n"
     "    -d, --duration    <T>  Duration of the measured test (default 10s)\n"
@@ -25,7 +25,13 @@ static const char usage_text[] =
     "                           from each request's intended send time (default: closed loop)\n"
     "    -v, --version          Print the version\n"
     "  loopcore's own:\n"
-    "        --mode http|echo   Default: from the URL's scheme\n"
+    "        --mode http|echo|udp  Default: from the URL's scheme. udp: each connection is a\n"
+    "                           connected UDP socket; a message is one datagram of --size\n"
+    "                           bytes (8 or more: a sequence number leads it), every byte\n"
+    "                           verified; one not echoed within -T, or overtaken by a later\n"
+    "                           one's echo, is lost (reported as loss, not as an error);\n"
+    "                           --pipeline N sends N datagrams with one batch call (UDP GSO\n"
+    "                           where the kernel has it)\n"
     "    -m, --method      <M>  HTTP method (default GET)\n"
     "        --body        <S>  Request body (sent with Content-Length)\n"
     "        --pipeline    <N>  Requests per write, answered before the next write (default 1)\n"
@@ -234,8 +240,10 @@ int lcb_parse_url(lcb_config_t *cfg, const char *url, char *err, size_t errlen)
     if (!((slen == 4 && strncasecmp(url, "http", 4) == 0) ||
           (slen == 5 && strncasecmp(url, "https", 5) == 0) ||
           (slen == 3 && strncasecmp(url, "tcp", 3) == 0) ||
-          (slen == 3 && strncasecmp(url, "tls", 3) == 0)))
-        return fail(err, errlen, "unsupported URL scheme in %s (http, https, tcp or tls)", url);
+          (slen == 3 && strncasecmp(url, "tls", 3) == 0) ||
+          (slen == 3 && strncasecmp(url, "udp", 3) == 0)))
+        return fail(err, errlen, "unsupported URL scheme in %s (http, https, tcp, tls or udp)",
+                    url);
     copy_str(cfg->scheme, sizeof(cfg->scheme), url, slen);
     for (char *p = cfg->scheme; *p; p++)
         *p = (char)(*p | 0x20);
@@ -434,8 +442,10 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
                 cfg->mode = LCB_MODE_HTTP;
             else if (strcmp(a, "echo") == 0)
                 cfg->mode = LCB_MODE_ECHO;
+            else if (strcmp(a, "udp") == 0)
+                cfg->mode = LCB_MODE_UDP;
             else
-                return fail(err, errlen, "invalid mode: %s (http or echo)", a);
+                return fail(err, errlen, "invalid mode: %s (http, echo or udp)", a);
             cfg->mode_given = true;
             break;
         case OPT_BODY:
@@ -505,15 +515,22 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         return LCB_PARSE_ERROR;
     lcb_mode_t from_url = strcmp(cfg->scheme, "tcp") == 0 || strcmp(cfg->scheme, "tls") == 0
                               ? LCB_MODE_ECHO
-                              : LCB_MODE_HTTP;
+                          : strcmp(cfg->scheme, "udp") == 0 ? LCB_MODE_UDP
+                                                            : LCB_MODE_HTTP;
     if (!cfg->mode_given)
         cfg->mode = from_url;
     else if (cfg->mode != from_url)
         return fail(err, errlen, "--mode %s needs a %s URL",
-                    cfg->mode == LCB_MODE_ECHO ? "echo" : "http",
-                    cfg->mode == LCB_MODE_ECHO ? "tcp:// or tls://" : "http:// or https://");
-    if (cfg->mode == LCB_MODE_ECHO && (method_given || cfg->nheaders > 0 || cfg->body != NULL))
+                    cfg->mode == LCB_MODE_ECHO  ? "echo"
+                    : cfg->mode == LCB_MODE_UDP ? "udp"
+                                                : "http",
+                    cfg->mode == LCB_MODE_ECHO  ? "tcp:// or tls://"
+                    : cfg->mode == LCB_MODE_UDP ? "udp://"
+                                                : "http:// or https://");
+    if (cfg->mode != LCB_MODE_HTTP && (method_given || cfg->nheaders > 0 || cfg->body != NULL))
         return fail(err, errlen, "-m, -H and --body apply to the http mode only");
+    if (cfg->mode == LCB_MODE_UDP && (cfg->size < 8 || cfg->size > 65507))
+        return fail(err, errlen, "--size in udp mode: 8 to 65507 bytes (one datagram)");
     if (cfg->connections < cfg->threads)
         return fail(err, errlen, "number of connections must be >= threads");
     if (cfg->handshake && !cfg->tls)
