@@ -38,6 +38,10 @@
 #define LC__DG_BUF 65536
 /* Queued datagrams per sendmmsg(). */
 #define LC__DG_SEND_BATCH 64
+/* Sends gathered during a delivered batch (see "Gathering sends"): at most this many, and this
+ * many bytes copied (what is not already in the receive buffers), before an early flush. */
+#define LC__DG_GATHER 64
+#define LC__DG_GATHER_BYTES (256 * 1024)
 /* UDP GSO: the kernel's UDP_MAX_SEGMENTS (64 in every kernel that has UDP_SEGMENT). */
 #define LC__DG_GSO_MAX 64
 #define LC__DG_DEFAULT_HIGH (64 * 1024)
@@ -94,6 +98,16 @@ typedef struct {
     struct sockaddr_storage names[LC__DG_BATCH];
     lc__dg_ctrl ctrl[LC__DG_BATCH];
     char *bufs; /* LC__DG_BATCH * LC__DG_BUF bytes */
+    /* Gathering sends: the transport whose received batch is being delivered, and the sends
+     * its protocol made meanwhile (nout of them; their bytes in the receive buffers, or copied
+     * to the arena). */
+    struct lc_datagram_transport_s *gathering;
+    unsigned nout;
+    struct mmsghdr out[LC__DG_GATHER];
+    struct iovec out_iov[LC__DG_GATHER];
+    struct sockaddr_storage out_names[LC__DG_GATHER];
+    char *arena; /* LC__DG_GATHER_BYTES, made on first need */
+    size_t arena_used;
 } lc__dg_pool;
 
 static __thread lc__dg_pool *tls_pool;
@@ -105,6 +119,7 @@ static void pool_free(void *p)
     lc__dg_pool *pool = p;
     if (pool != NULL) {
         free(pool->bufs);
+        free(pool->arena);
         free(pool);
     }
 }
@@ -317,6 +332,8 @@ static void deliver(lc_datagram_transport_t *t, const struct mmsghdr *mm)
         recv(t, data + off, len - off < seg ? len - off : seg, name, namelen, t->user);
 }
 
+static void gather_flush(lc_datagram_transport_t *t, lc__dg_pool *p);
+
 static void dg_read(lc_datagram_transport_t *t)
 {
     lc__dg_pool *p = tls_pool; /* made when the transport was (same thread) */
@@ -342,8 +359,14 @@ static void dg_read(lc_datagram_transport_t *t)
             error_received(t, -errno);
             continue;
         }
+        /* The protocol's sends during the batch are gathered and go out together after it (the
+         * received bytes stay valid until the next recvmmsg). */
+        p->gathering = t;
         for (int i = 0; i < n && !t->closing; i++)
             deliver(t, &p->msgs[i]);
+        p->gathering = NULL;
+        if (p->nout > 0)
+            gather_flush(t, p);
         if (n < LC__DG_BATCH)
             return;
     }
@@ -417,6 +440,117 @@ static int enqueue(lc_datagram_transport_t *t, const struct iovec *iov, size_t n
     t->qtail = d;
     t->qbytes += len;
     return 0;
+}
+
+/* ---- Gathering sends ---------------------------------------------------------------------------
+ *
+ * A server answers from datagram_received, one sendto per datagram: a system call each, where
+ * the batch that came in with one recvmmsg could go out with one sendmmsg. So while a received
+ * batch is delivered, sendto on that same transport (with nothing queued) does its checks and
+ * gathers the datagram instead of sending it; the whole gathering goes out with sendmmsg once
+ * the batch has been delivered, inside the same poll callback, before the loop does anything
+ * else. Bytes that lie in the receive buffers (an echo) are sent from there, others are copied.
+ * What the socket does not take is queued as any sendto's would be; a refusal met in the flush
+ * is reported through error_received (asyncio reports every send error that way). Other
+ * transports' sends, and this one's outside its datagram_received, are not gathered. */
+
+static bool in_rx_bufs(const lc__dg_pool *p, const char *data, size_t len)
+{
+    const char *lo = p->bufs, *hi = p->bufs + (size_t)LC__DG_BATCH * LC__DG_BUF;
+    return data >= lo && data <= hi && len <= (size_t)(hi - data);
+}
+
+/* Sends what is gathered (sendmmsg until the socket would block), queues the rest, then reports
+ * the refusals met (after the arrays are settled: error_received may send again). */
+static void gather_flush(lc_datagram_transport_t *t, lc__dg_pool *p)
+{
+    int errs[LC__DG_GATHER];
+    unsigned nerr = 0, done = 0, n = p->nout;
+    bool retried = false;
+    p->nout = 0;
+    while (done < n && t->fd >= 0) {
+        int r = sendmmsg(t->fd, p->out + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r > 0) {
+            done += (unsigned)r;
+            retried = false;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        int err = -errno;
+        /* As dg_flush: a pending socket error gets one more try of the same datagram. */
+        if (maybe_pending_error(err) && !retried) {
+            retried = true;
+        } else {
+            done++;
+            retried = false;
+        }
+        errs[nerr++ % LC__DG_GATHER] = err;
+    }
+    bool queued = false;
+    for (; done < n && !t->lost_scheduled; done++) {
+        const struct msghdr *m = &p->out[done].msg_hdr;
+        if (enqueue(t, m->msg_iov, 1, m->msg_iov->iov_len, m->msg_name, m->msg_namelen) != 0) {
+            errs[nerr++ % LC__DG_GATHER] = LC_ENOMEM;
+            break;
+        }
+        queued = true;
+    }
+    p->arena_used = 0;
+    if (queued) {
+        update_poll(t);
+        maybe_pause_writing(t);
+    }
+    for (unsigned i = 0; i < nerr && i < LC__DG_GATHER && !t->lost_scheduled; i++)
+        error_received(t, errs[i]);
+}
+
+/* Adds a datagram to the gathering (flushing it first if full). Returns 0, or 1 if it could not
+ * be gathered (the flush queued datagrams: the caller queues this one behind them). */
+static int gather_add(lc_datagram_transport_t *t, lc__dg_pool *p, const char *data, size_t len,
+                      const struct sockaddr *name, socklen_t namelen)
+{
+    bool copy = len > 0 && !in_rx_bufs(p, data, len);
+    if (p->nout == LC__DG_GATHER || (copy && p->arena_used + len > LC__DG_GATHER_BYTES)) {
+        gather_flush(t, p);
+        if (t->qhead != NULL || t->closing)
+            return 1;
+    }
+    if ((copy && len > LC__DG_GATHER_BYTES) ||
+        (copy && p->arena == NULL && (p->arena = malloc(LC__DG_GATHER_BYTES)) == NULL)) {
+        /* Too big to gather, or no memory for the copies: it goes the plain way, after what is
+         * gathered. */
+        if (p->nout > 0)
+            gather_flush(t, p);
+        return 1;
+    }
+    unsigned i = p->nout++;
+    char *base = (char *)data;
+    if (copy) {
+        base = p->arena + p->arena_used;
+        memcpy(base, data, len);
+        p->arena_used += len;
+    }
+    p->out_iov[i] = (struct iovec){.iov_base = base, .iov_len = len};
+    if (namelen > 0)
+        memcpy(&p->out_names[i], name, namelen);
+    p->out[i].msg_hdr = (struct msghdr){.msg_name = namelen > 0 ? &p->out_names[i] : NULL,
+                                        .msg_namelen = namelen,
+                                        .msg_iov = &p->out_iov[i],
+                                        .msg_iovlen = 1};
+    p->out[i].msg_len = 0;
+    return 0;
+}
+
+/* The transport is being closed, or sends another way, while its gathering is not empty: what
+ * is gathered goes first. */
+static void gather_settle(lc_datagram_transport_t *t)
+{
+    lc__dg_pool *p = tls_pool;
+    if (p != NULL && p->gathering == t && p->nout > 0)
+        gather_flush(t, p);
 }
 
 static void dequeue_head(lc_datagram_transport_t *t)
@@ -552,6 +686,13 @@ int lc_datagram_transport_sendto(lc_datagram_transport_t *t, const void *data, s
     if (r != 0)
         return r;
     struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    lc__dg_pool *p = tls_pool;
+    if (t->qhead == NULL && p != NULL && p->gathering == t) {
+        if (gather_add(t, p, data, len, name, namelen) == 0)
+            return 0;
+        if (t->closing)
+            return LC_ECLOSED; /* error_received closed it during the flush */
+    }
     if (t->qhead == NULL) {
         r = send_now(t, &iov, 1, name, namelen);
         if (r <= 0)
@@ -645,6 +786,7 @@ int lc_datagram_transport_sendto_many(lc_datagram_transport_t *t, const struct i
         if (bufs[i].iov_len > maxp)
             return -EMSGSIZE;
     }
+    gather_settle(t); /* what the protocol gathered before goes first */
     size_t done = 0;
     size_t seg;
     if (t->qhead == NULL && t->gso && gso_shape(bufs, n, &seg)) {
@@ -742,6 +884,7 @@ int lc_datagram_transport_close(lc_datagram_transport_t *t)
         return LC_EINVAL;
     if (t->closing)
         return 0;
+    gather_settle(t); /* sent before the close, as a queue would be */
     t->closing = true;
     if (t->qhead == NULL)
         schedule_lost(t, 0);
@@ -754,6 +897,11 @@ int lc_datagram_transport_abort(lc_datagram_transport_t *t)
 {
     if (t == NULL)
         return LC_EINVAL;
+    lc__dg_pool *p = tls_pool;
+    if (p != NULL && p->gathering == t) {
+        p->nout = 0; /* dropped with the queue */
+        p->arena_used = 0;
+    }
     schedule_lost(t, 0);
     return 0;
 }

@@ -12,12 +12,18 @@
  * dropped and reported as error_received(LC_EDGRAMTRUNC).
  *
  * Sending: lc_datagram_transport_sendto tries the socket at once and copies and queues only what
- * would block (EAGAIN / ENOBUFS); queued datagrams go out in order with sendmmsg when the socket
- * is writable, with asyncio's flow control (pause_writing above the high-water mark of queued
+ * would block (EAGAIN); queued datagrams go out in order with sendmmsg when the socket is
+ * writable, with asyncio's flow control (pause_writing above the high-water mark of queued
  * payload bytes, resume_writing at the low one). A datagram too big for the socket fails its own
  * call (-EMSGSIZE), not the transport. lc_datagram_transport_sendto_many sends a batch to one
  * destination with UDP GSO (UDP_SEGMENT: one system call and one trip down the stack for up to 64
  * datagrams of one size) where the kernel has it, sendmmsg otherwise.
+ *
+ * One exception to "at once": inside a transport's own datagram_received, its sendto calls are
+ * gathered (after their checks) and go out together with one sendmmsg as soon as the batch of
+ * received datagrams has been delivered, in the same callback, before the loop does anything
+ * else (a server's answers cost one system call per batch, not one each). A refusal met then is
+ * reported through error_received instead of returned; close() sends what is gathered first.
  *
  * Errors from the socket (an ICMP port unreachable on a connected endpoint: -ECONNREFUSED; a
  * failed queued send) go to error_received, and the transport stays open, as in asyncio and

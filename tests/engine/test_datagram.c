@@ -518,6 +518,137 @@ static void test_datagram_sendto_many_batches(void **state)
     assert_true(dg_run_until_int(loop, &rx.lost, 1, 10));
 }
 
+/* Sends made inside datagram_received are gathered and go out together after the batch: in
+ * order, queued behind what the socket does not take (a Unix peer that reads nothing fills up
+ * fast), flushed in order once it reads. */
+typedef struct {
+    int got;
+    int replies_per;
+    int closes_after; /* close the transport after this many datagrams (0: never) */
+    int errors, last_error;
+    int lost;
+    bool broadcast_first; /* send to 255.255.255.255 (refused) before each reply */
+} gather_srv_t;
+
+static void gather_received(lc_datagram_transport_t *t, const char *data, size_t len,
+                            const struct sockaddr *addr, socklen_t addrlen, void *user)
+{
+    gather_srv_t *g = user;
+    g->got++;
+    if (g->broadcast_first) {
+        struct sockaddr_in bc = {.sin_family = AF_INET, .sin_port = htons(9)};
+        bc.sin_addr.s_addr = htonl(INADDR_BROADCAST);
+        /* Gathered: its refusal comes through error_received, not here. */
+        assert_int_equal(
+            lc_datagram_transport_sendto(t, "b", 1, (struct sockaddr *)&bc, sizeof(bc)), 0);
+    }
+    for (int k = 0; k < g->replies_per; k++) {
+        char out[500];
+        int seq = (g->got - 1) * g->replies_per + k;
+        dg_fill(out, sizeof(out), (unsigned)seq);
+        memcpy(out, &seq, sizeof(seq));
+        assert_int_equal(lc_datagram_transport_sendto(t, out, sizeof(out), addr, addrlen), 0);
+    }
+    if (g->replies_per == 0) /* an echo, from the receive buffer itself */
+        assert_int_equal(lc_datagram_transport_sendto(t, data, len, addr, addrlen), 0);
+    if (g->closes_after > 0 && g->got == g->closes_after)
+        lc_datagram_transport_close(t);
+}
+
+static void gather_error(lc_datagram_transport_t *t, int err, void *user)
+{
+    (void)t;
+    gather_srv_t *g = user;
+    g->errors++;
+    g->last_error = err;
+}
+
+static void gather_lost(lc_datagram_transport_t *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ((gather_srv_t *)user)->lost++;
+}
+
+static const lc_datagram_protocol_t gather_proto = {.datagram_received = gather_received,
+                                                    .error_received = gather_error,
+                                                    .connection_lost = gather_lost};
+
+static int gather_factory(void *arg, const lc_datagram_protocol_t **proto, void **user)
+{
+    *proto = &gather_proto;
+    *user = arg;
+    return 0;
+}
+
+static void test_datagram_gathered_sends_queue_in_order(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv), 0);
+    int small = 4096; /* the kernel's floor: a few datagrams fill it */
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    gather_srv_t g = {.replies_per = 3, .closes_after = 40};
+    lc_datagram_transport_t *t = dg_open(
+        loop, gather_factory, &g, &(lc_datagram_opts_t){.use_sock = true, .sock = sv[0]}, NULL);
+    assert_non_null(t);
+    close(sv[0]);
+    /* 40 datagrams in: one batch or two; 120 replies, far more than the peer's queue holds. */
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(send(sv[1], "q", 1, MSG_DONTWAIT), 1);
+    assert_true(dg_run_until_int(loop, &g.got, 40, 30));
+    assert_true(lc_datagram_transport_is_closing(t));
+    int next = 0;
+    for (int spins = 0; spins < 100000 && next < 120; spins++) {
+        char r[600];
+        ssize_t n = recv(sv[1], r, sizeof(r), MSG_DONTWAIT);
+        if (n < 0) {
+            lc_loop_call_soon(loop, lc_test_stop_cb, loop, NULL);
+            lc_loop_run_forever(loop);
+            continue;
+        }
+        assert_int_equal(n, 500);
+        int seq;
+        memcpy(&seq, r, sizeof(seq));
+        assert_int_equal(seq, next);
+        char want[500];
+        dg_fill(want, sizeof(want), (unsigned)seq);
+        assert_memory_equal(r + sizeof(seq), want + sizeof(seq), sizeof(want) - sizeof(seq));
+        next++;
+    }
+    assert_int_equal(next, 120);
+    assert_true(dg_run_until_int(loop, &g.lost, 1, 10));
+    assert_int_equal(g.errors, 0);
+    close(sv[1]);
+}
+
+/* A gathered send the socket refuses is reported through error_received; the others go out and
+ * the endpoint stays open. */
+static void test_datagram_gathered_refusal_goes_to_error_received(void **state)
+{
+    lc_loop_t *loop = *state;
+    gather_srv_t g = {.broadcast_first = true};
+    lc_datagram_transport_t *srv =
+        dg_open(loop, gather_factory, &g, &(lc_datagram_opts_t){.local_host = "127.0.0.1"}, NULL);
+    assert_non_null(srv);
+    dg_client_t c = {.loop = loop};
+    lc_datagram_transport_t *t = dg_open(
+        loop, dg_client_factory, &c,
+        &(lc_datagram_opts_t){.remote_host = "127.0.0.1", .remote_port = dg_port(srv)}, NULL);
+    assert_non_null(t);
+    assert_int_equal(lc_datagram_transport_sendto(t, "hello", 5, NULL, 0), 0);
+    assert_true(dg_run_until(loop, &c.received, 1, 30));
+    assert_int_equal(c.last_len, 5);
+    assert_memory_equal(c.last, "hello", 5);
+    assert_int_equal(g.errors, 1);
+    assert_int_equal(g.last_error, -EACCES);
+    assert_false(lc_datagram_transport_is_closing(srv));
+    lc_datagram_transport_close(t);
+    lc_datagram_transport_close(srv);
+    assert_true(dg_run_until_int(loop, &c.lost, 1, 10));
+    assert_true(dg_run_until_int(loop, &g.lost, 1, 10));
+}
+
 /* Closing the loop with endpoints open (and one still resolving) calls each connection_lost with
  * LC_ECLOSED and leaks nothing. */
 static void test_datagram_loop_close_with_open_endpoints(void **state)
@@ -557,6 +688,8 @@ int main(void)
         T(test_datagram_queue_flow_control_and_close_flush),
         T(test_datagram_abort_drops_queue),
         T(test_datagram_sendto_many_batches),
+        T(test_datagram_gathered_sends_queue_in_order),
+        T(test_datagram_gathered_refusal_goes_to_error_received),
         cmocka_unit_test(test_datagram_loop_close_with_open_endpoints),
 #undef T
     };
