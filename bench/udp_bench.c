@@ -17,7 +17,13 @@
  *   bench=udp_echo_64 ours=<pps> floor=<pps> asyncio=<pps> uvloop=<pps> ours_cpu_us=<v>
  *       floor_cpu_us=<v> unit=pps ratio_vs_floor=<x> cpu_ratio_vs_floor=<x> ratio_vs_uvloop=<x>
  *
- * (one line), and a detail line per server on stderr. A peer that cannot run (no python3, no
+ * (one line); then GSO / GRO's gain apart, our server loaded with each pipeline sent as one UDP
+ * GSO batch (lcbench --gso; the server's GRO receives it as one super-packet and splits it back):
+ *
+ *   bench=udp_echo_64_gso ours_gso=<pps> ours=<pps> ours_gso_cpu_us=<v> ours_cpu_us=<v> unit=pps
+ *       ratio_gso_vs_plain=<x> cpu_ratio_gso_vs_plain=<x>
+ *
+ * and a detail line per server on stderr. A peer that cannot run (no python3, no
  * uvloop) reports 0 and its ratio "n/a". */
 #include <errno.h>
 #include <signal.h>
@@ -119,7 +125,7 @@ typedef struct {
 } opts_t;
 
 static figure_t measure(const char *who, char *const argv[], size_t size, const opts_t *o,
-                        unsigned load_threads)
+                        unsigned load_threads, bool gso)
 {
     figure_t fig = {0};
     pid_t pid;
@@ -136,14 +142,30 @@ static figure_t measure(const char *who, char *const argv[], size_t size, const 
     snprintf(pipe_s, sizeof(pipe_s), "%u", o->pipeline);
     snprintf(dur, sizeof(dur), "%.3f", o->duration);
     snprintf(warm, sizeof(warm), "%.3f", o->warmup);
-    char *largv[] = {
-        "lcbench", "-t",         threads, "-c",     conns,   "-d", dur,     "--warmup",
-        warm,      "--pipeline", pipe_s,  "--size", sizebuf, "-T", "200ms", "--no-progress",
-        url,       NULL};
+    /* The URL goes last; --gso before it when asked. */
+    char *largv[] = {"lcbench",
+                     "-t",
+                     threads,
+                     "-c",
+                     conns,
+                     "-d",
+                     dur,
+                     "--warmup",
+                     warm,
+                     "--pipeline",
+                     pipe_s,
+                     "--size",
+                     sizebuf,
+                     "-T",
+                     "200ms",
+                     "--no-progress",
+                     gso ? "--gso" : url,
+                     gso ? url : NULL,
+                     NULL};
+    int largc = gso ? 18 : 17;
     lcb_config_t cfg;
     char err[256] = "";
-    if (lcb_config_parse(&cfg, (int)(sizeof(largv) / sizeof(largv[0])) - 1, largv, err,
-                         sizeof(err)) != LCB_PARSE_OK) {
+    if (lcb_config_parse(&cfg, largc, largv, err, sizeof(err)) != LCB_PARSE_OK) {
         fprintf(stderr, "udp_bench: %s\n", err);
         stop_server(pid);
         return fig;
@@ -239,11 +261,15 @@ int main(int argc, char **argv)
             status = 2;
             break;
         }
-        figure_t f_ours = measure("loopcore", ours_argv, size, &o, o.loops);
-        figure_t f_floor = measure("floor", floor_argv, size, &o, o.loops);
+        figure_t f_ours = measure("loopcore", ours_argv, size, &o, o.loops, false);
+        figure_t f_floor = measure("floor", floor_argv, size, &o, o.loops, false);
         figure_t f_asyncio =
-            have_py ? measure("asyncio", asyncio_argv, size, &o, 1) : (figure_t){0};
-        figure_t f_uvloop = have_py ? measure("uvloop", uvloop_argv, size, &o, 1) : (figure_t){0};
+            have_py ? measure("asyncio", asyncio_argv, size, &o, 1, false) : (figure_t){0};
+        figure_t f_uvloop =
+            have_py ? measure("uvloop", uvloop_argv, size, &o, 1, false) : (figure_t){0};
+        /* GSO / GRO's gain, apart: the load sends each pipeline as one GSO batch, which our
+         * server receives with GRO as one super-packet and splits back. */
+        figure_t f_gso = measure("loopcore+gso", ours_argv, size, &o, o.loops, true);
         char r_floor[16], r_cpu[16], r_uv[16];
         ratio(r_floor, sizeof(r_floor), f_ours.pps, f_floor.pps);
         ratio(r_cpu, sizeof(r_cpu), f_ours.cpu_us, f_floor.cpu_us);
@@ -253,8 +279,14 @@ int main(int argc, char **argv)
                "cpu_ratio_vs_floor=%s ratio_vs_uvloop=%s\n",
                size, f_ours.pps, f_floor.pps, f_asyncio.pps, f_uvloop.pps, f_ours.cpu_us,
                f_floor.cpu_us, r_floor, r_cpu, r_uv);
+        char r_gso[16], r_gso_cpu[16];
+        ratio(r_gso, sizeof(r_gso), f_gso.pps, f_ours.pps);
+        ratio(r_gso_cpu, sizeof(r_gso_cpu), f_gso.cpu_us, f_ours.cpu_us);
+        printf("bench=udp_echo_%zu_gso ours_gso=%.0f ours=%.0f ours_gso_cpu_us=%.3f "
+               "ours_cpu_us=%.3f unit=pps ratio_gso_vs_plain=%s cpu_ratio_gso_vs_plain=%s\n",
+               size, f_gso.pps, f_ours.pps, f_gso.cpu_us, f_ours.cpu_us, r_gso, r_gso_cpu);
         fflush(stdout);
-        if (!f_ours.ok || !f_floor.ok)
+        if (!f_ours.ok || !f_floor.ok || !f_gso.ok)
             status = 1;
     }
     free(list);

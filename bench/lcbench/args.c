@@ -29,9 +29,9 @@ static const char usage_text[] =
     "                           connected UDP socket; a message is one datagram of --size\n"
     "                           bytes (8 or more: a sequence number leads it), every byte\n"
     "                           verified; one not echoed within -T, or overtaken by a later\n"
-    "                           one's echo, is lost (reported as loss, not as an error);\n"
-    "                           --pipeline N sends N datagrams with one batch call (UDP GSO\n"
-    "                           where the kernel has it)\n"
+    "                           one's echo, is lost (reported as loss, not as an error)\n"
+    "        --gso              udp: a pipeline's datagrams go with one batch call (UDP GSO\n"
+    "                           where the kernel has it) instead of one send each\n"
     "    -m, --method      <M>  HTTP method (default GET)\n"
     "        --body        <S>  Request body (sent with Content-Length)\n"
     "        --pipeline    <N>  Requests per write, answered before the next write (default 1)\n"
@@ -348,6 +348,7 @@ enum {
     OPT_CPUS,
     OPT_NO_PROGRESS,
     OPT_HANDSHAKE,
+    OPT_GSO,
 };
 
 static const struct option long_opts[] = {
@@ -376,6 +377,7 @@ static const struct option long_opts[] = {
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
     {"handshake", no_argument, NULL, OPT_HANDSHAKE},
+    {"gso", no_argument, NULL, OPT_GSO},
     {NULL, 0, NULL, 0},
 };
 
@@ -498,6 +500,9 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         case OPT_HANDSHAKE:
             cfg->handshake = true;
             break;
+        case OPT_GSO:
+            cfg->gso = true;
+            break;
         case ':':
             return fail(err, errlen, "option %s needs a value", argv[optind - 1]);
         default:
@@ -529,6 +534,8 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
                                                 : "http:// or https://");
     if (cfg->mode != LCB_MODE_HTTP && (method_given || cfg->nheaders > 0 || cfg->body != NULL))
         return fail(err, errlen, "-m, -H and --body apply to the http mode only");
+    if (cfg->gso && cfg->mode != LCB_MODE_UDP)
+        return fail(err, errlen, "--gso applies to the udp mode only");
     if (cfg->mode == LCB_MODE_UDP && (cfg->size < 8 || cfg->size > 65507))
         return fail(err, errlen, "--size in udp mode: 8 to 65507 bytes (one datagram)");
     if (cfg->connections < cfg->threads)

@@ -43,6 +43,7 @@ typedef struct lcb_config_s {
     bool json;              /* --json: one JSON object instead of the text report */
     bool quiet_progress;    /* --no-progress: no live line even on a terminal */
     bool handshake;         /* --handshake: a new connection and full TLS handshake per request */
+    bool gso;               /* --gso: udp, a pipeline's datagrams in one batch call (UDP GSO) */
     unsigned pipeline;      /* --pipeline: requests per write (default 1) */
     size_t size;            /* --size: echo / udp message size in bytes (default 64) */
     const char *method;     /* -m: default GET */

@@ -166,6 +166,8 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
         fprintf(out, ", %.3gs warm-up not counted", cfg->warmup);
     if (cfg->handshake)
         fprintf(out, ", a full handshake per request");
+    if (cfg->gso)
+        fprintf(out, ", batches sent with UDP GSO");
     if (res->interrupted)
         fprintf(out, ", interrupted");
     fprintf(out, "\n");

@@ -120,9 +120,14 @@ int lcb_udp_send(lcb_conn_t *c, unsigned n)
     uint64_t now = lcb_now_ns();
     if (now >= w->measure_ns && now < w->end_ns)
         w->datagrams_sent += n;
-    if (n == 1)
-        return lc_datagram_transport_sendto(c->dt, w->udp_buf, size, NULL, 0);
-    return lc_datagram_transport_sendto_many(c->dt, w->udp_iov, n, NULL, 0);
+    if (n > 1 && w->cfg->gso)
+        return lc_datagram_transport_sendto_many(c->dt, w->udp_iov, n, NULL, 0);
+    for (unsigned i = 0; i < n; i++) {
+        int r = lc_datagram_transport_sendto(c->dt, w->udp_iov[i].iov_base, size, NULL, 0);
+        if (r != 0)
+            return r;
+    }
+    return 0;
 }
 
 void lcb_udp_sweep(lcb_conn_t *c, uint64_t now)

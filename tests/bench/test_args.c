@@ -185,6 +185,11 @@ static void test_args_udp_mode(void **state)
     assert_error(PARSE("--size", "65508", "udp://h:1"), "8 to 65507");
     assert_error(PARSE("-H", "X: y", "udp://h:1"), "http mode only");
     assert_error(PARSE("--mode", "tcp", "udp://h:1"), "http, echo or udp");
+    assert_int_equal(PARSE("--gso", "--pipeline", "8", "udp://h:1"), LCB_PARSE_OK);
+    assert_true(cfg.gso);
+    assert_int_equal(PARSE("udp://h:1"), LCB_PARSE_OK);
+    assert_false(cfg.gso);
+    assert_error(PARSE("--gso", "tcp://h:1"), "udp mode only");
 }
 
 static void test_args_tls_schemes(void **state)

@@ -125,6 +125,14 @@ static void test_lcbench_udp_echo(void **state)
     /* Everything echoed in the window was sent (in it, or just before). */
     assert_true(res.datagrams_sent + 4 * 4 >= res.requests);
     lcb_result_close(&res);
+    /* The same with each pipeline sent as one batch (UDP GSO; GRO at the server splits it). */
+    assert_int_equal(RUN(&res, U_ECHO, "-t1", "-c4", "-d500ms", "--size", "1200", "--pipeline", "4",
+                         "--gso", "-T", "1s", "udp://127.0.0.1:%d"),
+                     0);
+    assert_true(res.requests > 10);
+    assert_int_equal(lcb_result_errors(&res), 0);
+    assert_int_equal(res.bytes, res.requests * 1200);
+    lcb_result_close(&res);
 }
 
 static void test_lcbench_udp_mismatch_is_an_error(void **state)
