@@ -45,6 +45,12 @@
 /* UDP GSO: the kernel's UDP_MAX_SEGMENTS (64 in every kernel that has UDP_SEGMENT). */
 #define LC__DG_GSO_MAX 64
 #define LC__DG_DEFAULT_HIGH (64 * 1024)
+/* The most a queue may hold: 16 times the high-water mark, and at least 1 MiB. A protocol that
+ * ignores pause_writing (an echo server flooded faster than its socket drains) would otherwise
+ * grow it without bound; past it a send is refused with -ENOBUFS, as a full socket buffer drops
+ * a datagram. */
+#define LC__DG_QUEUE_CAP(t)                                                                        \
+    ((t)->high < 65536 ? (size_t)1 << 20 : (t)->high > SIZE_MAX / 16 ? SIZE_MAX : (t)->high * 16)
 
 /* A queued datagram (copied): a singly linked FIFO. */
 typedef struct lc__dgram_s {
@@ -78,6 +84,7 @@ struct lc_datagram_transport_s {
     void *user;
     lc__dgram *qhead, *qtail;
     size_t qbytes; /* payload bytes queued */
+    size_t qmem;   /* memory the queue holds (payloads and their nodes), for LC__DG_QUEUE_CAP */
     size_t high, low;
 };
 
@@ -163,6 +170,7 @@ static void queue_clear(lc_datagram_transport_t *t)
     }
     t->qhead = t->qtail = NULL;
     t->qbytes = 0;
+    t->qmem = 0;
 }
 
 lc_datagram_transport_t *lc_datagram_transport_ref(lc_datagram_transport_t *t)
@@ -419,6 +427,8 @@ static int send_now(lc_datagram_transport_t *t, const struct iovec *iov, size_t 
 static int enqueue(lc_datagram_transport_t *t, const struct iovec *iov, size_t niov, size_t len,
                    const struct sockaddr *name, socklen_t namelen)
 {
+    if (t->qmem + sizeof(lc__dgram) + len > LC__DG_QUEUE_CAP(t))
+        return -ENOBUFS;
     lc__dgram *d = malloc(sizeof(*d) + len);
     if (d == NULL)
         return LC_ENOMEM;
@@ -439,6 +449,7 @@ static int enqueue(lc_datagram_transport_t *t, const struct iovec *iov, size_t n
         t->qhead = d;
     t->qtail = d;
     t->qbytes += len;
+    t->qmem += sizeof(*d) + len;
     return 0;
 }
 
@@ -492,8 +503,9 @@ static void gather_flush(lc_datagram_transport_t *t, lc__dg_pool *p)
     bool queued = false;
     for (; done < n && !t->lost_scheduled; done++) {
         const struct msghdr *m = &p->out[done].msg_hdr;
-        if (enqueue(t, m->msg_iov, 1, m->msg_iov->iov_len, m->msg_name, m->msg_namelen) != 0) {
-            errs[nerr++ % LC__DG_GATHER] = LC_ENOMEM;
+        int r = enqueue(t, m->msg_iov, 1, m->msg_iov->iov_len, m->msg_name, m->msg_namelen);
+        if (r != 0) { /* the queue is full (or no memory): the rest is dropped */
+            errs[nerr++ % LC__DG_GATHER] = r;
             break;
         }
         queued = true;
@@ -560,6 +572,7 @@ static void dequeue_head(lc_datagram_transport_t *t)
     if (t->qhead == NULL)
         t->qtail = NULL;
     t->qbytes -= d->len;
+    t->qmem -= sizeof(*d) + d->len;
     free(d);
 }
 

@@ -142,6 +142,8 @@ int lc_loop_create_datagram_endpoint(lc_loop_t *loop, lc_datagram_protocol_facto
  *  (sent or queued), LC_EINVAL (NULL data with a length; on a connected endpoint an address other
  *  than the peer's; on an unconnected one a NULL address), -EMSGSIZE (too big: for UDP over
  *  LC_UDP_MAX_PAYLOAD_V4 / _V6, else what the socket says), LC_ECLOSED (closing or closed),
+ *  -ENOBUFS (it would have to be queued and the queue holds 16 times the high-water mark, at
+ *  least 1 MiB, already: a protocol that ignores pause_writing loses datagrams, not memory),
  *  LC_ENOMEM, or the socket's refusal of this datagram (-EACCES: broadcast without
  *  allow_broadcast; -EAFNOSUPPORT, -ENETUNREACH, ...); none of these closes the transport. */
 int lc_datagram_transport_sendto(lc_datagram_transport_t *t, const void *data, size_t len,
@@ -152,7 +154,8 @@ int lc_datagram_transport_sendto(lc_datagram_transport_t *t, const void *data, s
  *  to 64 go down the stack as one super-packet (UDP_SEGMENT); otherwise they go with sendmmsg.
  *  The receiver sees n ordinary datagrams. Order is kept with earlier queued datagrams. Returns
  *  0 when every datagram was sent or queued, or the first datagram's error as sendto's (a
- *  datagram too big fails the whole call before anything is sent). */
+ *  datagram too big fails the whole call before anything is sent; -ENOBUFS leaves those before
+ *  the one refused sent or queued). */
 int lc_datagram_transport_sendto_many(lc_datagram_transport_t *t, const struct iovec *bufs,
                                       size_t n, const struct sockaddr *addr, socklen_t addrlen);
 

@@ -437,6 +437,14 @@ static void test_datagram_abort_drops_queue(void **state)
     for (int i = 0; i < 100000 && lc_datagram_transport_get_write_buffer_size(t) == 0; i++)
         assert_int_equal(lc_datagram_transport_sendto(t, d, sizeof(d), NULL, 0), 0);
     assert_true(lc_datagram_transport_get_write_buffer_size(t) > 0);
+    /* The queue is bounded: past 1 MiB (16 times a small high-water mark) sends are refused. */
+    int r = 0, n = 0;
+    for (; n < 100000 && r == 0; n++)
+        r = lc_datagram_transport_sendto(t, d, sizeof(d), NULL, 0);
+    assert_int_equal(r, -ENOBUFS);
+    assert_true(lc_datagram_transport_get_write_buffer_size(t) <= (1 << 20));
+    assert_true(lc_datagram_transport_get_write_buffer_size(t) > (1 << 19));
+    assert_false(lc_datagram_transport_is_closing(t));
     lc_datagram_transport_abort(t);
     lc_datagram_transport_abort(t);
     assert_true(dg_run_until_int(loop, &c.lost, 1, 10));
