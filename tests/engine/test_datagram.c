@@ -167,6 +167,94 @@ static void test_datagram_addresses_and_accessors(void **state)
     assert_true(dg_run_until_int(loop, &u.lost, 1, 10));
 }
 
+/* local_addr and remote_addr together: bound where asked, connected to the peer. reuse_port:
+ * two endpoints on one port; without it the second bind fails the future with -EADDRINUSE. */
+static void test_datagram_local_and_remote_and_reuse_port(void **state)
+{
+    lc_loop_t *loop = *state;
+    dg_echo_t e = {0};
+    lc_datagram_transport_t *srv = echo_server(loop, &e, "127.0.0.1");
+    dg_client_t c = {.loop = loop};
+    int err = 0;
+    lc_datagram_transport_t *t = dg_open(loop, dg_client_factory, &c,
+                                         &(lc_datagram_opts_t){.local_host = "127.0.0.1",
+                                                               .remote_host = "127.0.0.1",
+                                                               .remote_port = dg_port(srv),
+                                                               .family = AF_INET},
+                                         &err);
+    assert_int_equal(err, 0);
+    assert_non_null(t);
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    assert_int_equal(lc_datagram_transport_get_sockname(t, (struct sockaddr *)&sin, &len), 0);
+    assert_int_equal(sin.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    assert_true(ntohs(sin.sin_port) > 0);
+    assert_int_equal(lc_datagram_transport_sendto(t, "x", 1, NULL, 0), 0);
+    assert_true(dg_run_until(loop, &c.received, 1, 30));
+
+    dg_echo_t r1 = {0}, r2 = {0}, r3 = {0};
+    lc_datagram_transport_t *a =
+        dg_open(loop, dg_echo_factory, &r1,
+                &(lc_datagram_opts_t){.local_host = "127.0.0.1", .reuse_port = true}, &err);
+    assert_non_null(a);
+    int port = dg_port(a);
+    lc_datagram_transport_t *b = dg_open(
+        loop, dg_echo_factory, &r2,
+        &(lc_datagram_opts_t){.local_host = "127.0.0.1", .local_port = port, .reuse_port = true},
+        &err);
+    assert_int_equal(err, 0);
+    assert_non_null(b);
+    assert_int_equal(dg_port(b), port);
+    assert_null(dg_open(loop, dg_echo_factory, &r3,
+                        &(lc_datagram_opts_t){.local_host = "127.0.0.1", .local_port = port},
+                        &err));
+    assert_int_equal(err, -EADDRINUSE);
+    assert_int_equal(r3.made, 0);
+    lc_datagram_transport_close(a);
+    lc_datagram_transport_close(b);
+    lc_datagram_transport_close(t);
+    lc_datagram_transport_close(srv);
+    assert_true(dg_run_until_int(loop, &r1.lost, 1, 10));
+    assert_true(dg_run_until_int(loop, &r2.lost, 1, 10));
+    assert_true(dg_run_until_int(loop, &c.lost, 1, 10));
+    assert_true(dg_run_until_int(loop, &e.lost, 1, 10));
+}
+
+static int refusing_factory(void *arg, const lc_datagram_protocol_t **proto, void **user)
+{
+    (void)proto;
+    (void)user;
+    (*(int *)arg)++;
+    return -EPERM;
+}
+
+/* A factory's refusal fails the future with its code; a future cancelled while resolving makes
+ * no endpoint (and leaks nothing: ASan). */
+static void test_datagram_factory_refusal_and_cancel(void **state)
+{
+    lc_loop_t *loop = *state;
+    int calls = 0, err = 0;
+    assert_null(dg_open(loop, refusing_factory, &calls,
+                        &(lc_datagram_opts_t){.local_host = "127.0.0.1"}, &err));
+    assert_int_equal(err, -EPERM);
+    assert_int_equal(calls, 1);
+    dg_client_t c = {.loop = loop};
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_create_datagram_endpoint(
+                         loop, dg_client_factory, &c,
+                         &(lc_datagram_opts_t){.remote_host = "localhost", .remote_port = 9}, &fut),
+                     0);
+    assert_int_equal(lc_future_cancel(fut), 1);
+    /* Let the resolver come back. */
+    lc_handle_t *h = NULL;
+    lc_loop_call_later(loop, 0.5, lc_test_stop_cb, loop, &h);
+    lc_loop_run_forever(loop);
+    lc_handle_unref(h);
+    assert_true(lc_future_cancelled(fut));
+    assert_int_equal(c.made, 0);
+    lc_future_unref(fut);
+}
+
 /* A port with nobody on it: a free port, found by binding and closing a socket. */
 static int free_udp_port(void)
 {
@@ -689,6 +777,8 @@ int main(void)
         T(test_datagram_echo_sizes_ipv4),
         T(test_datagram_echo_sizes_ipv6),
         T(test_datagram_addresses_and_accessors),
+        T(test_datagram_local_and_remote_and_reuse_port),
+        T(test_datagram_factory_refusal_and_cancel),
         T(test_datagram_icmp_error_keeps_endpoint_open),
         T(test_datagram_broadcast_needs_allow_broadcast),
         T(test_datagram_unix_path_and_abstract),
