@@ -471,18 +471,70 @@ static bool in_rx_bufs(const lc__dg_pool *p, const char *data, size_t len)
     return data >= lo && data <= hi && len <= (size_t)(hi - data);
 }
 
-/* Sends what is gathered (sendmmsg until the socket would block), queues the rest, then reports
- * the refusals met (after the arrays are settled: error_received may send again). */
+/* How many gathered datagrams from i on can go as one UDP GSO super-packet: the same
+ * destination, one size (the last may be shorter, then ends the run), within the kernel's
+ * segment count and the protocol's payload limit. 1 when none can. */
+static unsigned gso_run(const lc_datagram_transport_t *t, const lc__dg_pool *p, unsigned i,
+                        unsigned n)
+{
+    size_t seg = p->out_iov[i].iov_len;
+    if (!t->gso || seg == 0 || seg > UINT16_MAX)
+        return 1;
+    size_t maxp = t->family == AF_INET6 ? LC_UDP_MAX_PAYLOAD_V6 : LC_UDP_MAX_PAYLOAD_V4;
+    size_t limit = maxp / seg < LC__DG_GSO_MAX ? maxp / seg : LC__DG_GSO_MAX;
+    const struct msghdr *first = &p->out[i].msg_hdr;
+    unsigned k = 1;
+    while (i + k < n && k < limit) {
+        const struct msghdr *m = &p->out[i + k].msg_hdr;
+        size_t len = p->out_iov[i + k].iov_len;
+        if (len == 0 || len > seg || m->msg_namelen != first->msg_namelen ||
+            (m->msg_namelen > 0 && memcmp(m->msg_name, first->msg_name, m->msg_namelen) != 0))
+            break;
+        k++;
+        if (len < seg)
+            break; /* a shorter one can only be the last */
+    }
+    return k;
+}
+
+/* Sends what is gathered (sendmmsg until the socket would block; runs of datagrams to one peer
+ * of one size as UDP GSO super-packets, one entry each, where the socket takes UDP_SEGMENT),
+ * queues the rest, then reports the refusals met (after the arrays are settled: error_received
+ * may send again). */
 static void gather_flush(lc_datagram_transport_t *t, lc__dg_pool *p)
 {
     int errs[LC__DG_GATHER];
+    struct mmsghdr ent[LC__DG_GATHER];
+    unsigned cnt[LC__DG_GATHER]; /* datagrams in each entry */
+    lc__dg_ctrl ctl[LC__DG_GATHER];
     unsigned nerr = 0, done = 0, n = p->nout;
     bool retried = false;
     p->nout = 0;
     while (done < n && t->fd >= 0) {
-        int r = sendmmsg(t->fd, p->out + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        unsigned ne = 0;
+        for (unsigned i = done; i < n; ne++) {
+            unsigned k = gso_run(t, p, i, n);
+            ent[ne].msg_hdr = p->out[i].msg_hdr;
+            ent[ne].msg_hdr.msg_iovlen = k; /* out_iov[i .. i + k) */
+            ent[ne].msg_len = 0;
+            if (k > 1) {
+                memset(&ctl[ne], 0, sizeof(ctl[ne]));
+                ent[ne].msg_hdr.msg_control = ctl[ne].buf;
+                ent[ne].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+                struct cmsghdr *c = CMSG_FIRSTHDR(&ent[ne].msg_hdr);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t seg = (uint16_t)p->out_iov[i].iov_len;
+                memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+            }
+            cnt[ne] = k;
+            i += k;
+        }
+        int r = sendmmsg(t->fd, ent, ne, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r > 0) {
-            done += (unsigned)r;
+            for (int e = 0; e < r; e++)
+                done += cnt[e];
             retried = false;
             continue;
         }
@@ -491,11 +543,17 @@ static void gather_flush(lc_datagram_transport_t *t, lc__dg_pool *p)
         if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
             break;
         int err = -errno;
+        if (cnt[0] > 1 && !maybe_pending_error(err)) {
+            /* GSO refused (no checksum offload, a segment over the route's MTU): the same
+             * datagrams go one by one, and this socket uses GSO no more. */
+            t->gso = false;
+            continue;
+        }
         /* As dg_flush: a pending socket error gets one more try of the same datagram. */
         if (maybe_pending_error(err) && !retried) {
             retried = true;
         } else {
-            done++;
+            done += cnt[0];
             retried = false;
         }
         errs[nerr++ % LC__DG_GATHER] = err;

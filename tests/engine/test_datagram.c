@@ -745,6 +745,67 @@ static void test_datagram_gathered_refusal_goes_to_error_received(void **state)
     assert_true(dg_run_until_int(loop, &g.lost, 1, 10));
 }
 
+/* An echo server's gathered answers to one peer go out as GSO super-packets where the kernel
+ * has it: a GRO receiver (ours) and a plain socket both get each datagram whole, in order. */
+static void test_datagram_gathered_echo_to_gro_and_plain_receivers(void **state)
+{
+    lc_loop_t *loop = *state;
+    dg_echo_t e = {0};
+    lc_datagram_transport_t *srv = echo_server(loop, &e, "127.0.0.1");
+    int port = dg_port(srv);
+    batch_rx_t b = {0};
+    dg_client_t c = {.loop = loop, .on_datagram = batch_check, .ctx = &b};
+    lc_datagram_transport_t *t =
+        dg_open(loop, dg_client_factory, &c,
+                &(lc_datagram_opts_t){.remote_host = "127.0.0.1", .remote_port = port}, NULL);
+    assert_non_null(t);
+    static char bufs[40][1200];
+    struct iovec iov[40];
+    for (int i = 0; i < 40; i++) {
+        size_t len = i == 39 ? 700 : 1200;
+        dg_fill(bufs[i], len, (unsigned)i);
+        iov[i] = (struct iovec){bufs[i], len};
+    }
+    assert_int_equal(lc_datagram_transport_sendto_many(t, iov, 40, NULL, 0), 0);
+    assert_true(dg_run_until_int(loop, &b.count, 40, 30));
+    assert_int_equal(b.bad, 0);
+    for (int i = 0; i < 39; i++)
+        assert_int_equal(b.lens[i], 1200);
+    assert_int_equal(b.lens[39], 700);
+
+    /* A plain socket, no GRO: ten datagrams in, ten separate echoes out. */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
+    for (int i = 0; i < 10; i++) {
+        char d[1000];
+        dg_fill(d, sizeof(d), (unsigned)(100 + i));
+        assert_int_equal(send(fd, d, sizeof(d), 0), (ssize_t)sizeof(d));
+    }
+    int got = 0;
+    for (int spins = 0; spins < 100000 && got < 10; spins++) {
+        char r[2000], want[1000];
+        ssize_t n = recv(fd, r, sizeof(r), MSG_DONTWAIT);
+        if (n < 0) {
+            lc_loop_call_soon(loop, lc_test_stop_cb, loop, NULL);
+            lc_loop_run_forever(loop);
+            continue;
+        }
+        assert_int_equal(n, 1000);
+        dg_fill(want, sizeof(want), (unsigned)(100 + got));
+        assert_memory_equal(r, want, sizeof(want));
+        got++;
+    }
+    assert_int_equal(got, 10);
+    close(fd);
+    assert_int_equal(e.errors, 0);
+    lc_datagram_transport_close(t);
+    lc_datagram_transport_close(srv);
+    assert_true(dg_run_until_int(loop, &c.lost, 1, 10));
+    assert_true(dg_run_until_int(loop, &e.lost, 1, 10));
+}
+
 /* Closing the loop with endpoints open (and one still resolving) calls each connection_lost with
  * LC_ECLOSED and leaks nothing. */
 static void test_datagram_loop_close_with_open_endpoints(void **state)
@@ -788,6 +849,7 @@ int main(void)
         T(test_datagram_sendto_many_batches),
         T(test_datagram_gathered_sends_queue_in_order),
         T(test_datagram_gathered_refusal_goes_to_error_received),
+        T(test_datagram_gathered_echo_to_gro_and_plain_receivers),
         cmocka_unit_test(test_datagram_loop_close_with_open_endpoints),
 #undef T
     };
