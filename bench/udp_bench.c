@@ -6,7 +6,8 @@
  *
  * For each size, each server is started as a child process on 127.0.0.1 (a port of its own
  * choosing, read from its "listening on HOST:PORT" line): bench/udp_echo_server (--loops N,
- * default 1), bench/udp_floor (--threads N) and bench/udp_echo.py on asyncio and on uvloop
+ * default 1; --offload off: no GSO / GRO, like the floor), bench/udp_floor (--threads N) and
+ * bench/udp_echo.py on asyncio and on uvloop
  * (/usr/bin/python3). The load is lcbench's udp mode, run in this process (lcb_run): a closed
  * loop of --connections connected UDP sockets (default 32), each with --pipeline datagrams
  * outstanding (default 4), a 200 ms loss timeout, one load loop per server loop. Throughput is
@@ -17,8 +18,9 @@
  *   bench=udp_echo_64 ours=<pps> floor=<pps> asyncio=<pps> uvloop=<pps> ours_cpu_us=<v>
  *       floor_cpu_us=<v> unit=pps ratio_vs_floor=<x> cpu_ratio_vs_floor=<x> ratio_vs_uvloop=<x>
  *
- * (one line); then GSO / GRO's gain apart, our server loaded with each pipeline sent as one UDP
- * GSO batch (lcbench --gso; the server's GRO receives it as one super-packet and splits it back):
+ * (one line); then GSO / GRO's gain apart: our server with offload on, loaded with each pipeline
+ * sent as one UDP GSO batch (lcbench --gso: its sockets use GSO and GRO too; the server's GRO
+ * receives a batch as one super-packet and splits it back, and its answers go back as one):
  *
  *   bench=udp_echo_64_gso ours_gso=<pps> ours=<pps> ours_gso_cpu_us=<v> ours_cpu_us=<v> unit=pps
  *       ratio_gso_vs_plain=<x> cpu_ratio_gso_vs_plain=<x>
@@ -246,7 +248,9 @@ int main(int argc, char **argv)
     }
     char loops[16];
     snprintf(loops, sizeof(loops), "%u", o.loops);
-    char *ours_argv[] = {ours, "--loops", loops, "--port", "0", NULL};
+    /* Plain: every datagram alone, as the floor's; with offload: UDP GSO / GRO (the GSO line). */
+    char *ours_argv[] = {ours, "--loops", loops, "--port", "0", "--offload", "off", NULL};
+    char *ours_gso_argv[] = {ours, "--loops", loops, "--port", "0", "--offload", "on", NULL};
     char *floor_argv[] = {floor_bin, "--threads", loops, "--port", "0", NULL};
     char py[] = "/usr/bin/python3";
     char *asyncio_argv[] = {py, script, "--loop", "asyncio", "--port", "0", NULL};
@@ -269,7 +273,7 @@ int main(int argc, char **argv)
             have_py ? measure("uvloop", uvloop_argv, size, &o, 1, false) : (figure_t){0};
         /* GSO / GRO's gain, apart: the load sends each pipeline as one GSO batch, which our
          * server receives with GRO as one super-packet and splits back. */
-        figure_t f_gso = measure("loopcore+gso", ours_argv, size, &o, o.loops, true);
+        figure_t f_gso = measure("loopcore+gso", ours_gso_argv, size, &o, o.loops, true);
         char r_floor[16], r_cpu[16], r_uv[16];
         ratio(r_floor, sizeof(r_floor), f_ours.pps, f_floor.pps);
         ratio(r_cpu, sizeof(r_cpu), f_ours.cpu_us, f_floor.cpu_us);

@@ -2,10 +2,12 @@
  * endpoint per loop (lc_group_create_datagram_endpoint: SO_REUSEPORT, the kernel spreads the
  * flows), every datagram sent back to its sender from datagram_received.
  *
- *   udp_echo_server [--loops N] [--port P] [--host ADDR] [--unpinned]
+ *   udp_echo_server [--loops N] [--port P] [--host ADDR] [--offload on|off] [--unpinned]
  *
  * --loops: default one per CPU of the affinity mask (`taskset -c 0 udp_echo_server` is a
- * one-loop server). --port: default 19100. --host: a numeric address, default 127.0.0.1. Prints
+ * one-loop server). --port: default 19100. --host: a numeric address, default 127.0.0.1.
+ * --offload off: every datagram travels alone (.single_segments: no UDP GRO on receive, no GSO
+ * for the answers), to measure GSO / GRO's gain apart; default on. Prints
  * "listening on HOST:PORT (N loops)" once every loop serves, then stays in the foreground until
  * SIGTERM or SIGINT, and exits 0 after closing the endpoints and the group. */
 #include <errno.h>
@@ -53,7 +55,7 @@ int main(int argc, char **argv)
 {
     long loops = 0, port = 19100;
     const char *host = "127.0.0.1";
-    bool unpinned = false;
+    bool unpinned = false, single_segments = false;
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
         if (strcmp(opt, "--unpinned") == 0) {
@@ -68,11 +70,16 @@ int main(int argc, char **argv)
             ok = parse_long(val, 0, 65535, &port);
         else if (ok && strcmp(opt, "--host") == 0)
             host = val;
+        else if (ok && strcmp(opt, "--offload") == 0 &&
+                 (strcmp(val, "on") == 0 || strcmp(val, "off") == 0))
+            single_segments = strcmp(val, "off") == 0;
         else
             ok = false;
         if (!ok) {
-            fprintf(stderr,
-                    "usage: udp_echo_server [--loops N] [--port P] [--host ADDR] [--unpinned]\n");
+            fprintf(
+                stderr,
+                "usage: udp_echo_server [--loops N] [--port P] [--host ADDR] [--offload on|off] "
+                "[--unpinned]\n");
             return 2;
         }
     }
@@ -92,7 +99,9 @@ int main(int argc, char **argv)
         r = lc_group_start(g);
     if (r == 0)
         r = lc_group_create_datagram_endpoint(
-            g, echo_factory, NULL, &(lc_group_datagram_opts_t){.host = host, .port = (int)port},
+            g, echo_factory, NULL,
+            &(lc_group_datagram_opts_t){
+                .host = host, .port = (int)port, .single_segments = single_segments},
             &gd);
     if (r != 0) {
         fprintf(stderr, "udp_echo_server: %s\n", lc_strerror(r));

@@ -1064,7 +1064,7 @@ lc_loop_t *lc_datagram_transport_get_loop(const lc_datagram_transport_t *t)
  * failure) in a transport: the factory, connection_made, then receiving. Returns it, or NULL
  * with *err. */
 static lc_datagram_transport_t *dg_new(lc_loop_t *loop, int fd, lc_datagram_protocol_factory_fn f,
-                                       void *farg, int *err)
+                                       void *farg, bool single_segments, int *err)
 {
     lc_datagram_transport_t *t = calloc(1, sizeof(*t));
     int r = t != NULL && pool_get() != NULL ? 0 : LC_ENOMEM;
@@ -1104,7 +1104,7 @@ static lc_datagram_transport_t *dg_new(lc_loop_t *loop, int fd, lc_datagram_prot
     socklen_t tl = sizeof(type);
     bool udp = (t->family == AF_INET || t->family == AF_INET6) &&
                getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_DGRAM;
-    if (udp) {
+    if (udp && !single_segments) {
         int one = 1;
         uint16_t seg = 0;
         socklen_t segl = sizeof(seg);
@@ -1195,14 +1195,15 @@ static int open_socket(int family, int proto, const lc_datagram_opts_t *o,
 
 /* Makes the transport from fd and settles the future. */
 static void finish_with_fd(lc_loop_t *loop, lc_future_t *fut, int fd,
-                           lc_datagram_protocol_factory_fn factory, void *factory_arg)
+                           lc_datagram_protocol_factory_fn factory, void *factory_arg,
+                           bool single_segments)
 {
     if (lc_future_done(fut)) { /* cancelled meanwhile */
         close(fd);
         return;
     }
     int err;
-    lc_datagram_transport_t *t = dg_new(loop, fd, factory, factory_arg, &err);
+    lc_datagram_transport_t *t = dg_new(loop, fd, factory, factory_arg, single_segments, &err);
     if (t == NULL)
         lc_future_set_error(fut, err);
     else
@@ -1240,7 +1241,7 @@ static void creator_connect(dg_creator *c)
         if (!lc_future_done(c->fut))
             lc_future_set_error(c->fut, last);
     } else {
-        finish_with_fd(c->loop, c->fut, fd, c->factory, c->factory_arg);
+        finish_with_fd(c->loop, c->fut, fd, c->factory, c->factory_arg, c->o.single_segments);
     }
     creator_free(c);
 }
@@ -1343,12 +1344,13 @@ static int unix_endpoint(const lc_datagram_opts_t *o, int *fd)
 
 /* Settles fut from a socket made (or failed) synchronously. */
 static void settle_now(lc_loop_t *loop, lc_future_t *fut, int r, int fd,
-                       lc_datagram_protocol_factory_fn factory, void *factory_arg)
+                       lc_datagram_protocol_factory_fn factory, void *factory_arg,
+                       bool single_segments)
 {
     if (r != 0)
         lc_future_set_error(fut, r);
     else
-        finish_with_fd(loop, fut, fd, factory, factory_arg);
+        finish_with_fd(loop, fut, fd, factory, factory_arg, single_segments);
 }
 
 int lc_loop_create_datagram_endpoint(lc_loop_t *loop, lc_datagram_protocol_factory_fn factory,
@@ -1392,21 +1394,21 @@ int lc_loop_create_datagram_endpoint(lc_loop_t *loop, lc_datagram_protocol_facto
             close(fd);
         if (r == LC_EINVAL || r == -EBADF || r == -ENOTSOCK)
             goto fail; /* a bad argument: the call fails, as asyncio raises */
-        settle_now(loop, *fut, r, fd, factory, factory_arg);
+        settle_now(loop, *fut, r, fd, factory, factory_arg, o.single_segments);
         return 0;
     }
     if (unix_fields || (!inet_fields && o.family == AF_UNIX)) {
         r = unix_endpoint(&o, &fd);
         if (r == LC_EINVAL)
             goto fail;
-        settle_now(loop, *fut, r, fd, factory, factory_arg);
+        settle_now(loop, *fut, r, fd, factory, factory_arg, o.single_segments);
         return 0;
     }
     if (!inet_fields) { /* no address: an unbound socket of family */
         r = open_socket(o.family, o.proto, &o, NULL, 0, NULL, 0);
         if (r == -EAFNOSUPPORT || r == LC_EINVAL)
             goto fail;
-        settle_now(loop, *fut, r < 0 ? r : 0, r, factory, factory_arg);
+        settle_now(loop, *fut, r < 0 ? r : 0, r, factory, factory_arg, o.single_segments);
         return 0;
     }
     dg_creator *c = calloc(1, sizeof(*c));

@@ -33,6 +33,7 @@ struct lc_group_datagram_s {
     int port;
     unsigned n;
     bool closed;
+    bool single_segments;
     gd_member *m;
 };
 
@@ -85,7 +86,9 @@ static int open_on_loop(lc_loop_t *loop, void *arg, void **result)
     lc_future_t *fut = NULL;
     int r = lc_loop_create_datagram_endpoint(
         loop, mb->gd->factory, mb->gd->factory_arg,
-        &(lc_datagram_opts_t){.use_sock = true, .sock = mb->fd}, &fut);
+        &(lc_datagram_opts_t){
+            .use_sock = true, .sock = mb->fd, .single_segments = mb->gd->single_segments},
+        &fut);
     if (r != 0)
         return r;
     void *t = NULL;
@@ -167,6 +170,7 @@ int lc_group_create_datagram_endpoint(lc_group_t *g, lc_datagram_protocol_factor
     gd->factory = factory;
     gd->factory_arg = factory_arg;
     gd->n = n;
+    gd->single_segments = o.single_segments;
     for (unsigned i = 0; i < n; i++) {
         gd->m[i].gd = gd;
         gd->m[i].fd = -1;

@@ -105,7 +105,11 @@ int lcb_udp_connect(lcb_conn_t *c, lc_future_t **fut)
     const lcb_config_t *cfg = c->w->cfg;
     return lc_loop_create_datagram_endpoint(
         c->w->loop, udp_factory, c,
-        &(lc_datagram_opts_t){.remote_host = cfg->host, .remote_port = atoi(cfg->port)}, fut);
+        &(lc_datagram_opts_t){.remote_host = cfg->host,
+                              .remote_port = atoi(cfg->port),
+                              /* Without --gso, datagrams travel alone both ways. */
+                              .single_segments = !cfg->gso},
+        fut);
 }
 
 int lcb_udp_send(lcb_conn_t *c, unsigned n)

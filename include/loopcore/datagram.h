@@ -6,10 +6,10 @@
  *
  * Receiving: one datagram in, one datagram_received. Datagrams are read in batches (recvmmsg, up
  * to 32 a call, into a per-thread pool of 64 KiB buffers; on UDP sockets UDP_GRO is enabled where
- * the kernel has it, and coalesced segments are split back into their datagrams before the
- * protocol sees them). Empty datagrams are delivered (len 0). A datagram is never silently
- * truncated: one longer than 64 KiB (possible on Unix sockets only; UDP's largest fits) is
- * dropped and reported as error_received(LC_EDGRAMTRUNC).
+ * the kernel has it, unless .single_segments, and coalesced segments are split back into their
+ * datagrams before the protocol sees them). Empty datagrams are delivered (len 0). A datagram is
+ * never silently truncated: one longer than 64 KiB (possible on Unix sockets only; UDP's largest
+ * fits) is dropped and reported as error_received(LC_EDGRAMTRUNC).
  *
  * Sending: lc_datagram_transport_sendto tries the socket at once and copies and queues only what
  * would block (EAGAIN); queued datagrams go out in order with sendmmsg when the socket is
@@ -117,6 +117,9 @@ typedef struct lc_datagram_opts_s {
                              the flows over them (asyncio's reuse_port) */
     bool allow_broadcast; /* SO_BROADCAST: sending to a broadcast address is allowed; without
                              it such a sendto fails with -EACCES (asyncio's allow_broadcast) */
+    bool single_segments; /* true: every datagram travels alone: no UDP GRO on receive, no UDP
+                             GSO on send (sendto_many and gathered answers use sendmmsg only);
+                             default: both where the kernel has them (UDP only) */
     bool use_sock;        /* wrap sock (an existing datagram socket, bound and / or connected
                              or not) instead; the address fields must be unset. The transport
                              gets its own dup of it: the caller still closes sock. */
@@ -210,6 +213,7 @@ typedef struct lc_group_datagram_opts_s {
     int port;             /* 0: the first bind picks one and every other socket reuses it */
     int family;           /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
     bool allow_broadcast; /* SO_BROADCAST on every socket */
+    bool single_segments; /* as lc_datagram_opts_t's: no UDP GSO / GRO */
 } lc_group_datagram_opts_t;
 
 /** Makes the endpoint on every loop of the started group g and waits until each has run its

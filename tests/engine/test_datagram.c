@@ -5,6 +5,7 @@
  * test_datagram_load.c. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -603,6 +604,34 @@ static void test_datagram_sendto_many_batches(void **state)
     assert_int_equal(b.lens[40], 100);
     assert_int_equal(b.lens[41], 0);
     assert_int_equal(b.lens[42], 30);
+    /* single_segments: no GRO on the socket (the default has it), and a batch still arrives as
+     * its datagrams. */
+    int gro = 0;
+    socklen_t glen = sizeof(gro);
+    assert_int_equal(getsockopt(lc_datagram_transport_get_fd(t), SOL_UDP, UDP_GRO, &gro, &glen), 0);
+    assert_int_equal(gro, 1);
+    dg_client_t c2 = {.loop = loop};
+    lc_datagram_transport_t *t2 = dg_open(loop, dg_client_factory, &c2,
+                                          &(lc_datagram_opts_t){.remote_host = "127.0.0.1",
+                                                                .remote_port = dg_port(srv),
+                                                                .single_segments = true},
+                                          NULL);
+    assert_non_null(t2);
+    glen = sizeof(gro);
+    assert_int_equal(getsockopt(lc_datagram_transport_get_fd(t2), SOL_UDP, UDP_GRO, &gro, &glen),
+                     0);
+    assert_int_equal(gro, 0);
+    for (int i = 0; i < 10; i++) {
+        dg_fill(bufs[i], 300, (unsigned)(43 + i));
+        iov[i] = (struct iovec){bufs[i], 300};
+    }
+    assert_int_equal(lc_datagram_transport_sendto_many(t2, iov, 10, NULL, 0), 0);
+    assert_true(dg_run_until_int(loop, &b.count, 53, 30));
+    assert_int_equal(b.bad, 0);
+    for (int i = 43; i < 53; i++)
+        assert_int_equal(b.lens[i], 300);
+    lc_datagram_transport_close(t2);
+    assert_true(dg_run_until_int(loop, &c2.lost, 1, 10));
     /* Too big: the whole call fails before anything goes. */
     static char huge[65508];
     struct iovec hv[2] = {{m[0], 10}, {huge, sizeof(huge)}};
