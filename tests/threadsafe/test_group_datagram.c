@@ -124,6 +124,43 @@ static void test_group_datagram_every_loop_receives(void **state)
     lc_group_free(g);
 }
 
+/* IPv6, with GSO / GRO off: the group's endpoints answer on ::1. */
+static void test_group_datagram_ipv6_single_segments(void **state)
+{
+    (void)state;
+    static shared_t sh;
+    memset(&sh, 0, sizeof(sh));
+    lc_group_t *g = NULL;
+    assert_int_equal(lc_group_create(&g, &(lc_group_opts_t){.nloops = NLOOPS, .unpinned = true}),
+                     0);
+    sh.g = g;
+    assert_int_equal(lc_group_start(g), 0);
+    lc_group_datagram_t *gd = NULL;
+    assert_int_equal(lc_group_create_datagram_endpoint(
+                         g, gd_factory, &sh,
+                         &(lc_group_datagram_opts_t){.host = "::1", .single_segments = true}, &gd),
+                     0);
+    struct sockaddr_in6 to = {.sin6_family = AF_INET6,
+                              .sin6_port = htons((uint16_t)lc_group_datagram_port(gd))};
+    to.sin6_addr = in6addr_loopback;
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char back[16];
+    ssize_t n = -1;
+    for (int tries = 0; tries < 5 && n != 4; tries++) {
+        assert_int_equal(sendto(fd, "six!", 4, 0, (struct sockaddr *)&to, sizeof(to)), 4);
+        n = recv(fd, back, sizeof(back), 0);
+    }
+    assert_int_equal(n, 4);
+    assert_memory_equal(back, "six!", 4);
+    close(fd);
+    assert_int_equal(lc_group_datagram_free(gd), 0);
+    assert_int_equal(atomic_load(&sh.lost), NLOOPS);
+    lc_group_free(g);
+}
+
 static void test_group_datagram_bad_arguments(void **state)
 {
     (void)state;
@@ -146,6 +183,7 @@ int main(void)
     lc_test_watchdog(240);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_datagram_every_loop_receives),
+        cmocka_unit_test(test_group_datagram_ipv6_single_segments),
         cmocka_unit_test(test_group_datagram_bad_arguments),
     };
     return cmocka_run_group_tests_name("group_datagram", tests, NULL, NULL);
