@@ -168,7 +168,8 @@ typedef struct {
     lc_executor_t *ex;
     atomic_bool stop_busy;
     atomic_int busy_ticks;
-    atomic_int masks_bad; /* a group loop or worker thread that does not block the signals */
+    atomic_int busy_inflight; /* jobs submitted whose done callback has not run */
+    atomic_int masks_bad;     /* a group loop or worker thread that does not block the signals */
     atomic_int masks_seen;
 } storm_t;
 
@@ -230,6 +231,7 @@ static void spin_done(lc_future_t *fut, void *arg)
 {
     lc_loop_t *loop = arg;
     atomic_fetch_add(&storm.busy_ticks, 1);
+    atomic_fetch_sub(&storm.busy_inflight, 1);
     lc_future_unref(fut);
     if (!atomic_load(&storm.stop_busy))
         submit_spin(loop);
@@ -238,8 +240,10 @@ static void spin_done(lc_future_t *fut, void *arg)
 static void submit_spin(lc_loop_t *loop)
 {
     lc_future_t *fut = NULL;
-    if (lc_loop_run_in_executor(loop, storm.ex, spin_job, NULL, &fut) == 0)
+    if (lc_loop_run_in_executor(loop, storm.ex, spin_job, NULL, &fut) == 0) {
+        atomic_fetch_add(&storm.busy_inflight, 1);
         lc_future_add_done_callback(fut, spin_done, loop);
+    }
 }
 
 static void tick(void *arg)
@@ -310,7 +314,12 @@ static void test_signal_storm_group_and_executor(void **state)
     }
     assert_true(atomic_load(&storm.busy_ticks) > 0);
 
+    /* The busy work winds down (every future's done callback drops the test's reference). */
     atomic_store(&storm.stop_busy, true);
+    double deadline = now_s() + 30;
+    while (atomic_load(&storm.busy_inflight) > 0 && now_s() < deadline)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&storm.busy_inflight), 0);
     assert_int_equal(lc_executor_shutdown(storm.ex, true, false), 0);
     assert_int_equal(lc_group_free(g), 0);
     assert_int_equal(lc_executor_free(storm.ex), 0);
