@@ -199,6 +199,62 @@ static void test_signal_coalesces_while_pending(void **state)
     assert_int_equal(lc_loop_remove_signal_handler(loop, SIGUSR2, NULL), 0);
 }
 
+/* One iteration that reads the pipe and queues the run, without running it: a stop pending before
+ * run_forever gives exactly one iteration (poll, then the batch, which is the next one's). */
+static void queue_run_only(lc_loop_t *loop)
+{
+    assert_int_equal(lc_loop_stop(loop), 0);
+    assert_int_equal(lc_loop_run_forever(loop), 0);
+}
+
+/* A run queued (the delivery was read) and not started when the handler is removed: dropped. */
+static void test_signal_remove_drops_queued_run(void **state)
+{
+    lc_loop_t *loop = *state;
+    hit_t h = {.loop = loop};
+    assert_int_equal(lc_loop_add_signal_handler(loop, SIGUSR2, hit_cb, &h), 0);
+    assert_int_equal(kill(getpid(), SIGUSR2), 0);
+    queue_run_only(loop);
+    assert_int_equal(h.runs, 0);
+    bool removed = false;
+    assert_int_equal(lc_loop_remove_signal_handler(loop, SIGUSR2, &removed), 0);
+    assert_true(removed);
+    run_briefly(loop, 0.1);
+    assert_int_equal(h.runs, 0);
+}
+
+/* A run queued and not started when the handler is replaced runs the new handler. */
+static void test_signal_replace_applies_to_queued_run(void **state)
+{
+    lc_loop_t *loop = *state;
+    hit_t a = {.loop = loop}, b = {.loop = loop};
+    assert_int_equal(lc_loop_add_signal_handler(loop, SIGUSR2, hit_cb, &a), 0);
+    assert_int_equal(kill(getpid(), SIGUSR2), 0);
+    queue_run_only(loop);
+    assert_int_equal(lc_loop_add_signal_handler(loop, SIGUSR2, hit_cb, &b), 0);
+    run_briefly(loop, 0.1);
+    assert_int_equal(a.runs, 0);
+    assert_int_equal(b.runs, 1);
+    assert_int_equal(lc_loop_remove_signal_handler(loop, SIGUSR2, NULL), 0);
+}
+
+/* A run queued when the loop is closed never happens (and nothing leaks: ASan). */
+static void test_signal_close_drops_queued_run(void **state)
+{
+    (void)state;
+    lc_loop_t *loop;
+    assert_int_equal(lc_new_event_loop(&loop), 0);
+    hit_t h = {.loop = loop};
+    assert_int_equal(lc_loop_add_signal_handler(loop, SIGUSR1, hit_cb, &h), 0);
+    assert_int_equal(kill(getpid(), SIGUSR1), 0);
+    queue_run_only(loop);
+    assert_int_equal(kill(getpid(), SIGUSR1), 0); /* and one more left in the pipe */
+    assert_int_equal(lc_loop_close(loop), 0);
+    assert_int_equal(h.runs, 0);
+    assert_ptr_equal(disposition(SIGUSR1), (void *)SIG_DFL);
+    assert_int_equal(lc_loop_free(loop), 0);
+}
+
 typedef struct {
     lc_loop_t *loop;
     int runs;
@@ -270,6 +326,11 @@ int main(void)
                                         lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_signal_coalesces_while_pending, lc_test_loop_setup,
                                         lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_signal_remove_drops_queued_run, lc_test_loop_setup,
+                                        lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_signal_replace_applies_to_queued_run,
+                                        lc_test_loop_setup, lc_test_loop_teardown),
+        cmocka_unit_test(test_signal_close_drops_queued_run),
         cmocka_unit_test_setup_teardown(test_signal_handler_may_remove_itself, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_signal_two_loops_fan_out, lc_test_loop_setup,
