@@ -244,6 +244,13 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM and SIGINT wait (pending) until the shutdown's handlers are in place, below: the
+     * port answers before that, and a signal sent as soon as it does must not find SIG_DFL. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     lc_group_t *g = NULL;
     lc_group_server_t *gs = NULL;
@@ -274,8 +281,10 @@ int main(int argc, char **argv)
                                                               .nservers = 1});
     if (r != 0)
         fprintf(stderr, "echo_server: signals: %s\n", lc_strerror(r));
-    else
+    else {
+        pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
         lc_group_join(g); /* until the signal's shutdown stops the loops */
+    }
     lc_group_server_free(gs);
     int r2 = lc_group_free(g);
     if (r2 != 0)

@@ -360,6 +360,13 @@ int main(int argc, char **argv)
     http_proto_init();
 
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM and SIGINT wait (pending) until the shutdown's handlers are in place, below: the
+     * port answers before that, and a signal sent as soon as it does must not find SIG_DFL. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     lc_group_t *g = NULL;
     int r = lc_group_create(&g, &(lc_group_opts_t){.nloops = loops, .on_start = on_loop_start});
@@ -393,6 +400,7 @@ int main(int argc, char **argv)
         lc_group_free(g);
         return 1;
     }
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
     lc_group_join(g); /* until the signal's shutdown stops the loops */
     bool drained = lc_group_shutdown_state(g) == LC_GROUP_SHUTDOWN_DRAINED;
     lc_group_server_free(gs);

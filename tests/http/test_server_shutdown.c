@@ -108,6 +108,17 @@ static int unacked(int fd)
     return q;
 }
 
+/* Waits (up to 20 s) until the server's kernel has acknowledged every byte sent on fd: they are
+ * then the server's (in its socket or read), "accepted before the signal". A send() that returned
+ * is not enough: on a loaded machine the loopback delivery can lag behind it. */
+static void wait_acked(int fd)
+{
+    double end = sp_now() + 20;
+    while (unacked(fd) > 0 && sp_now() < end)
+        usleep(1000);
+    assert_int_equal(unacked(fd), 0);
+}
+
 /* One request and its response on a new connection (fd is then known to be accepted); bufsize as
  * sp_connect's. */
 static int http_connect_accepted(int port, int bufsize)
@@ -143,6 +154,7 @@ static void test_http_sigterm_answers_in_flight_requests(void **state)
     /* A request whose head is half sent before the signal, the rest after. */
     int half = http_connect_accepted(port, 0);
     send_all(half, REQ, 20);
+    wait_acked(half);
 
     /* Several clients pipeline up to PIPELINED requests each, sent without blocking for as long
      * as the kernel takes them (small socket buffers), and read nothing before the signal: the
@@ -257,10 +269,9 @@ static void test_http_second_sigterm_exits_at_once(void **state)
     (void)state;
     int port = sp_free_port();
     pid_t pid = start(http_path, port, "60");
-    int fd = sp_connect(port, 0);
-    assert_true(fd >= 0);
+    int fd = http_connect_accepted(port, 0);
     send_all(fd, REQ, 10);
-    usleep(100000); /* the server has read the half head */
+    wait_acked(fd);
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_int_equal(wait_exit(pid, 0.5), -1); /* draining: still running */
     double t0 = sp_now();
@@ -281,10 +292,9 @@ static void test_http_shutdown_timeout_bounds_exit(void **state)
     (void)state;
     int port = sp_free_port();
     pid_t pid = start(http_path, port, "1");
-    int fd = sp_connect(port, 0);
-    assert_true(fd >= 0);
+    int fd = http_connect_accepted(port, 0);
     send_all(fd, REQ, 10);
-    usleep(100000);
+    wait_acked(fd);
     double t0 = sp_now();
     assert_int_equal(kill(pid, SIGTERM), 0);
     int status = wait_exit(pid, 30);
@@ -326,6 +336,8 @@ static void test_echo_sigterm_echoes_in_flight_bytes(void **state)
     /* 64 KiB each fits the socket buffers, so the writes complete with no reader yet. */
     for (int c = 0; c < CLIENTS; c++)
         send_all(fds[c], data[c], sizeof(data[c]));
+    for (int c = 0; c < CLIENTS; c++)
+        wait_acked(fds[c]);
     double t0 = sp_now();
     assert_int_equal(kill(pid, SIGTERM), 0);
     static char buf[256 * 1024];
