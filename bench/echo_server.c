@@ -12,7 +12,8 @@
  * gracefully (lc_group_stop_on_signals, loopcore/signal.h): the server stops accepting; a
  * connection with nothing waiting in its socket closes once what it was sent is echoed and
  * flushed, one with bytes waiting echoes them first; the process exits 0 once every connection
- * is gone, or after --shutdown-timeout SECONDS (default 10) with the rest closed. A second
+ * is gone, or after --shutdown-timeout SECONDS (default 10) with the rest closed (a connection
+ * still in the listen backlog then is reset, as by any listener's close). A second
  * SIGTERM or SIGINT exits at once, status 128 + signal (143, 130). --nodelay off clears TCP_NODELAY
  * on accepted connections (loopcore sets it by default, as asyncio does since 3.6, and so does the
  * peers harness's epoll floor); "off" is for experiments only. Meant for /work/shared/peers/run.sh

@@ -42,8 +42,11 @@
  * drain_hook: an idle one closes at once; one with a request in progress, or request bytes
  * waiting in its socket, gets its responses, the last with Connection: close, then closes), and
  * the process exits 0 once none is left, or after --shutdown-timeout SECONDS (default 10) with
- * whatever is left closed. A second SIGTERM or SIGINT exits at once, status 128 + signal (143 for
- * SIGTERM, 130 for SIGINT). */
+ * whatever is left closed. "Closes" is a lingering close (our FIN after the last response, what
+ * the peer still sends dropped until it closes too), so that no reset destroys responses on
+ * their way. A connection still in the listen backlog (not accepted yet) when the server stops
+ * accepting is reset, as by any listener's close. A second SIGTERM or SIGINT exits at once,
+ * status 128 + signal (143 for SIGTERM, 130 for SIGINT). */
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>

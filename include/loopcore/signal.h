@@ -72,7 +72,8 @@ typedef struct lc_group_signal_opts_s {
                      drained; 0: 10; negative or NaN: LC_EINVAL */
     lc_group_shutdown_fn on_shutdown; /* per-loop hook, or NULL */
     void *on_shutdown_arg;
-    /* The group servers to stop (lc_group_server_close) on the first signal. The group is drained
+    /* The group servers to stop (lc_group_server_close) on the first signal (connections still
+     * in their listen backlog are then reset, as by any listener's close). The group is drained
      * once none of them has an active connection on any loop (lc_group_server_wait_closed).
      * Read during the call only; each must stay alive (not freed) until lc_group_join() has
      * returned. With none, the shutdown waits for the grace time or for the application's own
