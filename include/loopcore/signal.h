@@ -5,10 +5,12 @@
  * that does not block it. loopcore's own threads block every asynchronous signal (the loops of a
  * group, the executor's workers; the synchronous ones, SIGSEGV SIGBUS SIGFPE SIGILL SIGTRAP
  * SIGABRT SIGSYS, stay open), so it lands on a thread of the application (usually the main one),
- * or stays pending until one can take it. Whatever thread takes it, the only thing done in signal
- * context is one write to a pipe per watching loop (libuv's handler, src/unix/signal.c); the
- * handler itself runs later on its loop's thread, as an ordinary callback (queued like
- * call_soon), so it may call anything. If every thread blocks the signal it stays pending.
+ * or stays pending until one can take it. (libuv's own thread pool, which runs getaddrinfo,
+ * inherits the mask of the thread that first uses it: blocked when that is a group's loop.)
+ * Whatever thread takes it, the only thing done in signal context is one write to a pipe per
+ * watching loop (libuv's handler, src/unix/signal.c); the handler itself runs later on its loop's
+ * thread, as an ordinary callback (queued like call_soon), so it may call anything. If every thread
+ * blocks the signal it stays pending.
  *
  * Several loops, one signal: fan-out. When several loops registered a handler for the same
  * signal, every one of them gets every delivery: each loop runs its own handler once, on its own
