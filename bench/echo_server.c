@@ -2,15 +2,22 @@
  * written back from data_received (one read and one write per readiness on the fast path).
  *
  *   echo_server [--loops N] [--port P] [--mode reuseport|handoff] [--nodelay on|off]
- *               [--send-timeout SECONDS] [--tls-cert FILE --tls-key FILE]
+ *               [--send-timeout SECONDS] [--shutdown-timeout SECONDS]
+ *               [--tls-cert FILE --tls-key FILE]
  *
  * --loops: loops (threads, one per CPU); default one per CPU of the affinity mask, so
  * `taskset -c 0 echo_server` is a one-loop server. --port: default 19000. --mode: reuseport (one
  * SO_REUSEPORT listener per loop, the default) or handoff (loop 0 accepts and deals connections
- * to the loops in turn). Stays in the foreground until SIGTERM or SIGINT, then closes the server
- * and the group and exits 0. --nodelay off clears TCP_NODELAY on accepted connections (loopcore
- * sets it by default, as asyncio does since 3.6, and so does the peers harness's epoll floor);
- * "off" is for experiments only. Meant for /work/shared/peers/run.sh echo --server-cmd ...
+ * to the loops in turn). Stays in the foreground until SIGTERM or SIGINT, then shuts down
+ * gracefully (lc_group_stop_on_signals, loopcore/signal.h): the server stops accepting; a
+ * connection with nothing waiting in its socket closes once what it was sent is echoed and
+ * flushed, one with bytes waiting echoes them first; the process exits 0 once every connection
+ * is gone, or after --shutdown-timeout SECONDS (default 10) with the rest closed (a connection
+ * still in the listen backlog then is reset, as by any listener's close). A second
+ * SIGTERM or SIGINT exits at once, status 128 + signal (143, 130). --nodelay off clears TCP_NODELAY
+ * on accepted connections (loopcore sets it by default, as asyncio does since 3.6, and so does the
+ * peers harness's epoll floor); "off" is for experiments only. Meant for /work/shared/peers/run.sh
+ * echo --server-cmd ...
  *
  * Flow control (asyncio's): when a connection's write buffer goes above the high-water mark
  * (pause_writing: the peer is not reading what it is sent), the server stops reading from it, and
@@ -33,6 +40,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "bench/support/flags.h"
@@ -40,14 +48,54 @@
 #include "loopcore.h"
 
 static bool nodelay = true;
-static double send_timeout = 60; /* seconds, > 0 */
+static double send_timeout = 60;     /* seconds, > 0 */
+static double shutdown_timeout = 10; /* seconds, > 0 */
+
+/* A connection, linked into its loop's list for the shutdown's drain. */
+typedef struct echo_conn_s {
+    lc_transport_t *t;
+    struct echo_conn_s *prev, *next;
+    bool lingering; /* shutdown: our side is shut (write_eof); reads are dropped */
+} echo_conn_t;
+
+static __thread echo_conn_t *loop_conns; /* this loop's connections */
+static __thread bool draining;           /* shutdown: drain_hook ran on this loop */
+
+/* Whether bytes wait in t's socket (the kernel took them; the loop has not read them). */
+static bool unread_bytes(lc_transport_t *t)
+{
+    int n = 0;
+    int fd = lc_transport_get_fd(t);
+    return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* Draining: a connection with nothing left to read is shut, nginx's lingering close: our side
+ * once the queued echo is flushed (write_eof, a FIN), and what the peer still sends is dropped
+ * until it closes too (the transport closes on its EOF). Closing at once would reset the
+ * connection if bytes came in meanwhile, and a reset can destroy the echo still on its way. TLS
+ * has no half-close: a plain close there. The shutdown timeout bounds the wait. */
+static void drain_conn(echo_conn_t *c)
+{
+    if (c->lingering || lc_transport_is_closing(c->t) || unread_bytes(c->t))
+        return;
+    if (!lc_transport_can_write_eof(c->t) || lc_transport_write_eof(c->t) != 0) {
+        lc_transport_close(c->t);
+        return;
+    }
+    c->lingering = true;
+    lc_transport_resume_reading(c->t); /* paused by flow control: read, to drop */
+}
 
 static void echo_data_received(lc_transport_t *t, const char *data, size_t len, void *user)
 {
-    (void)user;
+    echo_conn_t *c = user;
+    if (c->lingering)
+        return; /* sent after the shutdown's last echo: dropped */
     /* What the socket does not take now is queued by the transport; an error (peer gone) ends
      * the connection through connection_lost, so there is nothing to do here. */
     lc_transport_write(t, data, len);
+    if (draining)
+        drain_conn(c);
 }
 
 /* Flow control: stop reading while the peer does not take what is echoed back. */
@@ -65,33 +113,70 @@ static void echo_resume_writing(lc_transport_t *t, void *user)
 
 static void echo_connection_made(lc_transport_t *t, void *user)
 {
-    (void)user;
+    echo_conn_t *c = user;
+    c->t = t;
+    c->prev = NULL;
+    c->next = loop_conns;
+    if (loop_conns != NULL)
+        loop_conns->prev = c;
+    loop_conns = c;
     lc_transport_set_send_timeout(t, send_timeout); /* > 0: validated by the flag parser */
     if (!nodelay) {
         int off = 0;
         setsockopt(lc_transport_get_fd(t), IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off));
     }
+    if (draining) /* handed off to this loop after its drain began */
+        drain_conn(c);
 }
 
-/* No state per connection: EOF closes the transport (eof_received NULL). */
+static void echo_connection_lost(lc_transport_t *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    echo_conn_t *c = user;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        loop_conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* EOF closes the transport (eof_received NULL). */
 static const lc_protocol_t echo_protocol = {.connection_made = echo_connection_made,
                                             .data_received = echo_data_received,
+                                            .connection_lost = echo_connection_lost,
                                             .pause_writing = echo_pause_writing,
                                             .resume_writing = echo_resume_writing};
 
 static int echo_factory(void *arg, const lc_protocol_t **proto, void **user)
 {
     (void)arg;
+    echo_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return LC_ENOMEM;
     *proto = &echo_protocol;
-    *user = NULL;
+    *user = c;
     return 0;
+}
+
+/* The shutdown hook, on every loop once the server stopped accepting. */
+static void drain_hook(lc_loop_t *loop, unsigned index, void *arg)
+{
+    (void)loop;
+    (void)index;
+    (void)arg;
+    draining = true;
+    for (echo_conn_t *c = loop_conns; c != NULL; c = c->next)
+        drain_conn(c); /* connection_lost unlinks it later */
 }
 
 static int usage(void)
 {
     fprintf(stderr, "usage: echo_server [--loops N] [--port P] [--mode reuseport|handoff] "
-                    "[--nodelay on|off] [--send-timeout SECONDS] [--tls-cert FILE --tls-key "
-                    "FILE]\n");
+                    "[--nodelay on|off] [--send-timeout SECONDS] [--shutdown-timeout SECONDS] "
+                    "[--tls-cert FILE --tls-key FILE]\n");
     return 2;
 }
 
@@ -132,6 +217,9 @@ int main(int argc, char **argv)
         } else if (strcmp(opt, "--send-timeout") == 0) {
             if (!lc_bench_parse_seconds(val, &send_timeout))
                 return usage();
+        } else if (strcmp(opt, "--shutdown-timeout") == 0) {
+            if (!lc_bench_parse_seconds(val, &shutdown_timeout))
+                return usage();
         } else if (strcmp(opt, "--mode") == 0) {
             if (strcmp(val, "reuseport") == 0)
                 mode = LC_GROUP_SERVER_REUSEPORT;
@@ -156,22 +244,18 @@ int main(int argc, char **argv)
         }
     }
 
-    /* SIGTERM and SIGINT are taken by sigwait() below: block them before the loop threads are
-     * made, so that they inherit the mask and the signal always comes to this thread. */
+    signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM and SIGINT wait (pending) until the shutdown's handlers are in place, below: the
+     * port answers before that, and a signal sent as soon as it does must not find SIG_DFL. */
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
-    int r = pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    if (r != 0) {
-        fprintf(stderr, "echo_server: pthread_sigmask: %s\n", strerror(r));
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     lc_group_t *g = NULL;
     lc_group_server_t *gs = NULL;
-    r = lc_group_create(&g, &(lc_group_opts_t){.nloops = (unsigned)loops});
+    int r = lc_group_create(&g, &(lc_group_opts_t){.nloops = (unsigned)loops});
     if (r == 0)
         r = lc_group_start(g);
     if (r == 0)
@@ -192,14 +276,16 @@ int main(int argc, char **argv)
             lc_group_server_port(gs), lc_group_size(g),
             mode == LC_GROUP_SERVER_HANDOFF ? "handoff" : "reuseport", use_tls ? " tls" : "");
 
-    int sig = 0;
-    do
-        r = sigwait(&stop_signals, &sig);
-    while (r == EINTR);
-
-    r = lc_group_server_close(gs);
+    r = lc_group_stop_on_signals(g, &(lc_group_signal_opts_t){.grace = shutdown_timeout,
+                                                              .on_shutdown = drain_hook,
+                                                              .servers = &gs,
+                                                              .nservers = 1});
     if (r != 0)
-        fprintf(stderr, "echo_server: closing the server: %s\n", lc_strerror(r));
+        fprintf(stderr, "echo_server: signals: %s\n", lc_strerror(r));
+    else {
+        pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
+        lc_group_join(g); /* until the signal's shutdown stops the loops */
+    }
     lc_group_server_free(gs);
     int r2 = lc_group_free(g);
     if (r2 != 0)

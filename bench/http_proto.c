@@ -3,6 +3,7 @@
  * GETs are a memcpy() of a prebuilt response, rebuilt when the Date second changes. */
 #include "http_proto.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,8 @@
 typedef struct {
     char *out; /* the responses of one call */
     size_t out_len, out_cap;
-    bool oom; /* a response did not fit and could not be grown: close */
+    bool oom;          /* a response did not fit and could not be grown: close */
+    size_t last_start; /* where the last response of out begins */
     char date[64];
     time_t date_sec;
     /* The two hot keep-alive responses, whole: a pipelined batch is then a run of memcpy()s. */
@@ -28,12 +30,29 @@ static const char json_body[] = "{\"message\":\"Hello, World!\"}";
 
 /* ---- Responses ------------------------------------------------------------------------------- */
 
+/* A thread that made an output buffer frees it when it exits (a loop thread that a group stopped
+ * without a last call of http_proto_thread_free). */
+static pthread_key_t pt_key;
+static pthread_once_t pt_key_once = PTHREAD_ONCE_INIT;
+
+static void pt_thread_exit(void *arg)
+{
+    (void)arg;
+    http_proto_thread_free();
+}
+
+static void pt_key_init(void) { pthread_key_create(&pt_key, pt_thread_exit); }
+
 /* On failure pt.oom is set: on_message_complete then stops the parser, so that no response
  * follows one that is missing, and the connection closes. */
 static bool out_reserve(size_t more)
 {
     if (pt.out_len + more <= pt.out_cap)
         return true;
+    if (pt.out == NULL) {
+        pthread_once(&pt_key_once, pt_key_init);
+        pthread_setspecific(pt_key, &pt);
+    }
     size_t cap = pt.out_cap ? pt.out_cap : 16384;
     while (cap < pt.out_len + more)
         cap *= 2;
@@ -83,6 +102,7 @@ static void respond_prebuilt(const char *resp, size_t len)
 {
     if (!out_reserve(len))
         return;
+    pt.last_start = pt.out_len;
     memcpy(pt.out + pt.out_len, resp, len);
     pt.out_len += len;
 }
@@ -94,6 +114,7 @@ static void respond(int status, const char *reason, const char *ctype, const cha
 {
     if (!out_reserve(512 + body_len))
         return;
+    pt.last_start = pt.out_len;
     size_t avail = pt.out_cap - pt.out_len;
     int n = snprintf(pt.out + pt.out_len, avail,
                      "HTTP/1.1 %d %s\r\nServer: loopcore\r\nDate: %s\r\n%s%s%s%sContent-Length: "
@@ -137,6 +158,7 @@ static int on_message_begin(llhttp_t *p)
     c->header_bytes = 0;
     c->nheaders = 0;
     c->in_head = true;
+    c->in_message = true;
     c->head_start = c->now;
     return 0;
 }
@@ -208,6 +230,7 @@ static int on_message_complete(llhttp_t *p)
 {
     http_conn_t *c = p->data;
     c->progress++;
+    c->in_message = false;
     /* An upgrade (Connection: upgrade + Upgrade, or CONNECT) is answered as a plain request and
      * the connection closed: the bytes after it would be the other protocol's. */
     bool keep_alive = llhttp_should_keep_alive(p) && !p->upgrade;
@@ -283,6 +306,28 @@ http_out_t http_conn_feed(http_conn_t *c, const char *data, size_t len, double n
         respond(status, reason_of(status), NULL, NULL, NULL, 0, false, true);
         c->closed = true;
     }
+    return take_output(c);
+}
+
+http_out_t http_conn_close_after(http_conn_t *c, http_out_t out)
+{
+    static const char hdr[] = "Connection: close\r\n";
+    if (out.close || c->closed) /* it already closes */
+        return out;
+    c->closed = true;
+    if (out.len == 0 || out.data != pt.out)
+        return take_output(c);
+    /* The last response's head ends at its first blank line: the header goes before it. */
+    const char *start = pt.out + pt.last_start;
+    const char *end = memmem(start, pt.out_len - pt.last_start, "\r\n\r\n", 4);
+    if (end == NULL)
+        return take_output(c);
+    size_t at = (size_t)(end - pt.out) + 2;
+    if (!out_reserve(sizeof(hdr) - 1))
+        return take_output(c); /* closes all the same, without saying so */
+    memmove(pt.out + at + sizeof(hdr) - 1, pt.out + at, pt.out_len - at);
+    memcpy(pt.out + at, hdr, sizeof(hdr) - 1);
+    pt.out_len += sizeof(hdr) - 1;
     return take_output(c);
 }
 

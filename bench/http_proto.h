@@ -40,9 +40,10 @@ typedef struct {
     size_t url_len;
     size_t header_bytes;
     unsigned nheaders;
-    int reject;   /* the status a callback decided to refuse the request with; 0 otherwise */
-    bool in_head; /* a request's head has begun and is not complete yet */
-    bool closed;  /* a closing response was produced: nothing more is read or answered */
+    int reject;      /* the status a callback decided to refuse the request with; 0 otherwise */
+    bool in_head;    /* a request's head has begun and is not complete yet */
+    bool in_message; /* a request has begun (head or body) and is not complete yet */
+    bool closed;     /* a closing response was produced: nothing more is read or answered */
     char url[HTTP_MAX_URL];
 } http_conn_t;
 
@@ -69,6 +70,12 @@ void http_conn_init(http_conn_t *c);
 /* Feeds len bytes read from the connection at time `now` (any monotonic clock, in seconds: it
  * stamps head_start). */
 http_out_t http_conn_feed(http_conn_t *c, const char *data, size_t len, double now);
+
+/* Shutdown (http_server's drain): the connection is to close after what `out` (the result of
+ * the call just made on this thread for c) sends. The last response of out gets a
+ * Connection: close header if it has none; with no response in out, the connection just closes.
+ * c is then closed (later feeds return nothing). Returns the output to send instead of out. */
+http_out_t http_conn_close_after(http_conn_t *c, http_out_t out);
 
 /* True when a request head has been arriving for longer than timeout seconds. */
 static inline bool http_conn_head_expired(const http_conn_t *c, double now, double timeout)

@@ -3,7 +3,7 @@
  *
  *   http_server [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff]
  *               [--idle-timeout SECONDS] [--header-timeout SECONDS] [--send-timeout SECONDS]
- *               [--quiet]
+ *               [--shutdown-timeout SECONDS] [--quiet]
  *
  * GET /plaintext (and GET /, as the peers harness requests) answers "Hello, World!" (text/plain)
  * and GET /json {"message":"Hello, World!"} (application/json), as in the TechEmpower tests;
@@ -37,7 +37,16 @@
  * by all of them, no session resumption (bench/support/tls.c); a Connection: close request is
  * answered, then the connection closes with a TLS close_notify (the engine's close).
  *
- * Runs in the foreground until SIGINT or SIGTERM, then closes the server and the group. */
+ * Graceful shutdown (lc_group_stop_on_signals, loopcore/signal.h): runs in the foreground until
+ * SIGTERM or SIGINT; then the server stops accepting, every loop drains its connections (see
+ * drain_hook: an idle one closes at once; one with a request in progress, or request bytes
+ * waiting in its socket, gets its responses, the last with Connection: close, then closes), and
+ * the process exits 0 once none is left, or after --shutdown-timeout SECONDS (default 10) with
+ * whatever is left closed. "Closes" is a lingering close (our FIN after the last response, what
+ * the peer still sends dropped until it closes too), so that no reset destroys responses on
+ * their way. A connection still in the listen backlog (not accepted yet) when the server stops
+ * accepting is reset, as by any listener's close. A second SIGTERM or SIGINT exits at once,
+ * status 128 + signal (143 for SIGTERM, 130 for SIGINT). */
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -48,6 +57,7 @@
 #include <time.h>
 
 #include <openssl/ssl.h>
+#include <sys/ioctl.h>
 
 #include "http_proto.h"
 #include "bench/support/flags.h"
@@ -60,19 +70,25 @@ typedef struct conn_s {
     struct conn_s *prev, *next; /* this loop's connections, for the sweep */
     double last_active;         /* the last request progress (or connect, or resume_writing) */
     bool write_paused;          /* between pause_writing and resume_writing: not reading */
+    bool lingering;             /* shutdown: our side is shut (write_eof); reads are dropped */
 } conn_t;
 
 /* Per-loop state: each loop thread has its own (the connections of a loop live on its thread). */
 typedef struct {
     lc_loop_t *loop;
     conn_t *conns;
-    double now; /* the loop's clock, refreshed by the sweep timer and on each read */
+    double now;    /* the loop's clock, refreshed by the sweep timer and on each read */
+    bool draining; /* shutdown: drain_hook ran; connections close once answered */
 } loop_state_t;
 
 static __thread loop_state_t ls;
 static double idle_timeout = 60;
 static double header_timeout = 60;
 static double send_timeout = 60;
+static double shutdown_timeout = 10;
+
+static void drain_conn(conn_t *c);
+static void linger_close(conn_t *c);
 
 /* ---- Protocol -------------------------------------------------------------------------------- */
 
@@ -88,6 +104,8 @@ static void conn_made(lc_transport_t *t, void *user)
     if (ls.conns != NULL)
         ls.conns->prev = c;
     ls.conns = c;
+    if (ls.draining) /* handed off to this loop after its drain began */
+        drain_conn(c);
 }
 
 static void conn_send(lc_transport_t *t, http_out_t out)
@@ -98,9 +116,19 @@ static void conn_send(lc_transport_t *t, http_out_t out)
         lc_transport_close(t);
 }
 
+/* Whether request bytes wait in c's socket (the kernel took them; the loop has not read them). */
+static bool unread_bytes(const conn_t *c)
+{
+    int n = 0;
+    int fd = lc_transport_get_fd(c->t);
+    return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void conn_data(lc_transport_t *t, const char *data, size_t len, void *user)
 {
     conn_t *c = user;
+    if (c->lingering)
+        return; /* sent after our last response: dropped */
     ls.now = lc_loop_time(ls.loop);
     http_proto_tick(time(NULL));
     unsigned progress = c->http.progress;
@@ -108,6 +136,15 @@ static void conn_data(lc_transport_t *t, const char *data, size_t len, void *use
     /* Bytes that are not a request's (CRLFs between requests) do not keep a connection alive. */
     if (c->http.progress != progress)
         c->last_active = ls.now;
+    /* Draining: once nothing is in progress and nothing more waits in the socket, these are the
+     * last responses; the last one says Connection: close. */
+    if (ls.draining && !out.close && !c->http.in_message && !unread_bytes(c)) {
+        out = http_conn_close_after(&c->http, out);
+        if (out.len > 0)
+            lc_transport_write(t, out.data, out.len);
+        linger_close(c);
+        return;
+    }
     conn_send(t, out);
 }
 
@@ -164,6 +201,7 @@ static int http_factory(void *arg, const lc_protocol_t **proto, void **user)
     c->prev = c->next = NULL;
     c->last_active = 0;
     c->write_paused = false;
+    c->lingering = false;
     *proto = &http_protocol;
     *user = c;
     return 0;
@@ -183,6 +221,11 @@ static void sweep(void *arg)
     for (conn_t *c = ls.conns; c != NULL; c = c->next) {
         if (c->write_paused || lc_transport_is_closing(c->t))
             continue;
+        if (c->lingering) { /* the peer did not close: the idle timeout ends the wait */
+            if (ls.now - c->last_active > idle_timeout)
+                lc_transport_close(c->t);
+            continue;
+        }
         if (http_conn_head_expired(&c->http, ls.now, header_timeout))
             conn_send(c->t, http_conn_timeout(&c->http)); /* connection_lost unlinks it later */
         else if (!c->http.in_head && ls.now - c->last_active > idle_timeout)
@@ -202,16 +245,44 @@ static void on_loop_start(lc_loop_t *loop, unsigned index, void *arg)
     sweep(NULL);
 }
 
-/* Runs on each loop at shutdown: drops the connections and frees the loop's buffers. */
-static int loop_shutdown(lc_loop_t *loop, void *arg, void **result)
+/* ---- Graceful shutdown ----------------------------------------------------------------------- */
+
+/* The shutdown's close, nginx's lingering close: our side is shut once the queued responses are
+ * flushed (a FIN, write_eof), and what the peer still sends is read and dropped until it closes
+ * too (the transport closes on its EOF: no eof_received). Closing at once would reset the
+ * connection if request bytes came in meanwhile, and a reset can destroy the responses still on
+ * their way to the peer. The idle sweep and the shutdown timeout bound the wait. TLS has no
+ * half-close: a plain close there. */
+static void linger_close(conn_t *c)
+{
+    if (c->lingering || lc_transport_is_closing(c->t))
+        return;
+    if (!lc_transport_can_write_eof(c->t) || lc_transport_write_eof(c->t) != 0) {
+        lc_transport_close(c->t);
+        return;
+    }
+    c->lingering = true;
+    lc_transport_resume_reading(c->t); /* paused by flow control: read, to drop */
+}
+
+/* An idle connection (no request in progress, none waiting in its socket) closes now. Any other
+ * is left to conn_data, whose last responses close it. */
+static void drain_conn(conn_t *c)
+{
+    if (c->http.in_message || unread_bytes(c))
+        return;
+    linger_close(c); /* connection_lost unlinks it later */
+}
+
+/* The shutdown hook, on every loop once the server stopped accepting. */
+static void drain_hook(lc_loop_t *loop, unsigned index, void *arg)
 {
     (void)loop;
+    (void)index;
     (void)arg;
-    (void)result;
+    ls.draining = true;
     for (conn_t *c = ls.conns; c != NULL; c = c->next)
-        lc_transport_abort(c->t); /* no data_received after this; connection_lost frees c */
-    http_proto_thread_free();
-    return 0;
+        drain_conn(c);
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -221,7 +292,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff] "
             "[--idle-timeout SECONDS] [--header-timeout SECONDS] [--send-timeout SECONDS] "
-            "[--tls-cert FILE --tls-key FILE] [--quiet]\n",
+            "[--shutdown-timeout SECONDS] [--tls-cert FILE --tls-key FILE] [--quiet]\n",
             argv0);
     exit(2);
 }
@@ -263,6 +334,10 @@ int main(int argc, char **argv)
             if (!lc_bench_parse_seconds(v, &send_timeout))
                 usage(argv[0]);
             i++;
+        } else if (strcmp(a, "--shutdown-timeout") == 0 && v != NULL) {
+            if (!lc_bench_parse_seconds(v, &shutdown_timeout))
+                usage(argv[0]);
+            i++;
         } else if (strcmp(a, "--tls-cert") == 0 && v != NULL) {
             tls_cert = v, i++;
         } else if (strcmp(a, "--tls-key") == 0 && v != NULL) {
@@ -287,13 +362,14 @@ int main(int argc, char **argv)
 
     http_proto_init();
 
-    /* Loop threads inherit this mask: SIGINT/SIGTERM are taken by sigwait() below. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM and SIGINT wait (pending) until the shutdown's handlers are in place, below: the
+     * port answers before that, and a signal sent as soon as it does must not find SIG_DFL. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     lc_group_t *g = NULL;
     int r = lc_group_create(&g, &(lc_group_opts_t){.nloops = loops, .on_start = on_loop_start});
@@ -317,11 +393,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "http_server: listening on %s:%d loops=%u mode=%s%s\n", host,
                 lc_group_server_port(gs), lc_group_size(g),
                 mode == LC_GROUP_SERVER_REUSEPORT ? "reuseport" : "handoff", use_tls ? " tls" : "");
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    lc_group_server_close(gs);
-    lc_group_broadcast_wait(g, loop_shutdown, NULL);
+    r = lc_group_stop_on_signals(g, &(lc_group_signal_opts_t){.grace = shutdown_timeout,
+                                                              .on_shutdown = drain_hook,
+                                                              .servers = &gs,
+                                                              .nservers = 1});
+    if (r != 0) {
+        fprintf(stderr, "http_server: signals: %s\n", lc_strerror(r));
+        lc_group_server_free(gs);
+        lc_group_free(g);
+        return 1;
+    }
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
+    lc_group_join(g); /* until the signal's shutdown stops the loops */
+    bool drained = lc_group_shutdown_state(g) == LC_GROUP_SHUTDOWN_DRAINED;
     lc_group_server_free(gs);
-    lc_group_free(g);
+    lc_group_free(g); /* closes what the grace time left open */
+    if (!quiet)
+        fprintf(stderr, "http_server: stopped (%s)\n",
+                drained ? "drained" : "shutdown timeout: connections closed");
     return 0;
 }

@@ -275,6 +275,9 @@ int lc_loop_close(lc_loop_t *loop)
         return 0;
     loop->closed = true;
 
+    /* asyncio: closing the loop removes its signal handlers (SIG_DFL comes back once no loop
+     * watches the number). Their libuv handles finish closing below. */
+    lc__signals_close(loop);
     lc__inbound_close(loop);
     /* Then what the ready queue and the timer heap still hold, discarded the same way. */
     while (!lc__ready_empty(loop)) {

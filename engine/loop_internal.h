@@ -239,6 +239,9 @@ struct lc_loop_s {
     /* Deferred work (lc__loop_defer()), FIFO: run after each iteration's batch and timers. */
     lc__deferred *deferred_head;
     lc__deferred **deferred_tail; /* &deferred_head when empty */
+
+    /* The signal handlers (engine/signal.c): NULL until the first add_signal_handler. */
+    struct lc__signals_s *signals;
 };
 
 /* Queues d to run after this iteration's callbacks, before the next poll (loop thread). */
@@ -258,6 +261,9 @@ static inline void lc__loop_run_deferred(lc_loop_t *loop)
 
 void lc__loop_add_resource(lc_loop_t *loop, lc__resource *r);
 void lc__loop_remove_resource(lc_loop_t *loop, lc__resource *r);
+
+/* Removes every signal handler of a closing loop (engine/signal.c). */
+void lc__signals_close(lc_loop_t *loop);
 
 /* Schedules a future's done callback through the ready queue (engine/loop.c). */
 int lc__loop_schedule_done_cb(lc_loop_t *loop, lc_future_t *fut, lc_future_done_cb cb, void *arg);

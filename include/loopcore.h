@@ -72,5 +72,6 @@
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"
+#include "loopcore/signal.h"
 
 #endif

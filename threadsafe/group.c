@@ -16,6 +16,7 @@
 
 #include "engine/group_hooks.h"
 #include "loopcore/errno.h"
+#include "threadsafe/group_signals.h"
 #include "loopcore/group.h"
 #include "loopcore/threadsafe.h"
 
@@ -53,6 +54,8 @@ struct lc_group_s {
     bool joined;
     unsigned nready; /* members whose ready is set */
     int start_err;   /* first failure of a loop thread to run its loop */
+    /* lc_group_stop_on_signals()' state (group_signals.c), or NULL; set and read under mu. */
+    lc__group_signals_t *signals;
 };
 
 /* True when the calling thread runs one of g's loops. */
@@ -256,7 +259,11 @@ int lc_group_start(lc_group_t *g)
     }
     g->state = G_STARTING;
     /* Threads are created under the lock: a hook that calls lc_group_stop waits here until every
-     * thread exists, so the stops it posts reach loops that will run. */
+     * thread exists, so the stops it posts reach loops that will run. They inherit a mask that
+     * blocks the asynchronous signals: a process-wide signal goes to a thread of the
+     * application's, not into a loop's system calls (loopcore/signal.h). */
+    sigset_t old_mask;
+    lc__block_async_signals(&old_mask);
     int err = 0;
     for (unsigned i = 0; i < g->n && err == 0; i++) {
         member_t *m = &g->members[i];
@@ -274,6 +281,7 @@ int lc_group_start(lc_group_t *g)
         if (err == 0)
             m->has_thread = true;
     }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (err == 0) {
         while (g->nready < g->n)
             pthread_cond_wait(&g->cv, &g->mu);
@@ -300,9 +308,12 @@ int lc_group_stop(lc_group_t *g)
     pthread_mutex_lock(&g->mu);
     bool post = !g->stop_requested && g->state != G_CREATED;
     g->stop_requested = true;
+    lc__group_signals_t *sig = g->signals;
     pthread_mutex_unlock(&g->mu);
     if (post)
         post_stops(g);
+    if (sig != NULL)
+        lc__group_signals_stopped(sig);
     return 0;
 }
 
@@ -327,6 +338,12 @@ int lc_group_join(lc_group_t *g)
         if (g->members[i].has_thread)
             pthread_join(g->members[i].thread, NULL);
     }
+    /* Then the signal shutdown's thread: it was made on loop 0's thread, before that left. */
+    pthread_mutex_lock(&g->mu);
+    lc__group_signals_t *sig = g->signals;
+    pthread_mutex_unlock(&g->mu);
+    if (sig != NULL)
+        lc__group_signals_join(sig);
     pthread_mutex_lock(&g->mu);
     g->joined = true;
     pthread_cond_broadcast(&g->cv);
@@ -350,11 +367,41 @@ int lc_group_free(lc_group_t *g)
     /* Every thread is gone: this thread alone closes the loops. Messages still queued are handed
      * back here (submitted calls travel back to their origin or are released, see group.h). */
     destroy_loops(g, g->n);
+    if (g->signals != NULL) /* the loops, closed, removed its handlers */
+        lc__group_signals_free(g->signals);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     free(g->members);
     free(g);
     return 0;
+}
+
+void lc__block_async_signals(sigset_t *old)
+{
+    sigset_t block;
+    sigfillset(&block);
+    static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof(sync_signals) / sizeof(sync_signals[0]); i++)
+        sigdelset(&block, sync_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &block, old);
+}
+
+int lc__group_attach_signals(lc_group_t *g, lc__group_signals_t *s)
+{
+    pthread_mutex_lock(&g->mu);
+    int r = g->state != G_STARTED || g->stop_requested || g->signals != NULL ? LC_EINVALIDSTATE : 0;
+    if (r == 0)
+        g->signals = s;
+    pthread_mutex_unlock(&g->mu);
+    return r;
+}
+
+lc__group_signals_t *lc__group_signals(lc_group_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    lc__group_signals_t *s = g->signals;
+    pthread_mutex_unlock(&g->mu);
+    return s;
 }
 
 unsigned lc_group_size(const lc_group_t *g) { return g != NULL ? g->n : 0; }

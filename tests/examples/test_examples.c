@@ -98,6 +98,7 @@ static void test_examples_display_date_task(void **state)
 /* The TCP echo examples, found in argv by name (their position follows the other examples'). */
 static const char *echo_server_path;
 static const char *echo_client_path;
+static const char *signal_handlers_path;
 
 /* Reads fd to its end into a new string. */
 static char *read_all(int fd)
@@ -183,6 +184,59 @@ static void test_examples_tcp_echo(void **state)
     free(out);
 }
 
+/* The signal handlers example: it prints its pid once its handlers are in place; signum sent
+ * then makes it print "got signal NAME: exit" and exit 0. */
+static void check_signal_handlers(int signum, const char *name)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    posix_spawn_file_actions_addclose(&fa, fds[1]);
+    char *argv[] = {(char *)signal_handlers_path, NULL};
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, signal_handlers_path, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    char head[256];
+    size_t n = 0;
+    int lines = 0;
+    while (lines < 2 && n + 1 < sizeof(head) && read(fds[0], head + n, 1) == 1)
+        lines += head[n++] == '\n';
+    head[n] = '\0';
+    char expect[256];
+    snprintf(expect, sizeof(expect),
+             "Event loop running for 1 hour, press Ctrl+C to interrupt.\n"
+             "pid %d: send SIGINT or SIGTERM to exit.\n",
+             (int)pid);
+    if (strcmp(head, expect) != 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("signal_handlers said \"%s\"", head);
+    }
+    double t0 = now();
+    assert_int_equal(kill(pid, signum), 0);
+    char *rest = read_all(fds[0]);
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    snprintf(expect, sizeof(expect), "got signal %s: exit\n", name);
+    assert_string_equal(rest, expect);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(now() - t0 < 20); /* not the hour */
+    free(rest);
+}
+
+static void test_examples_signal_handlers(void **state)
+{
+    (void)state;
+    check_signal_handlers(SIGTERM, "SIGTERM");
+    check_signal_handlers(SIGINT, "SIGINT");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -201,9 +255,12 @@ int main(int argc, char **argv)
             echo_server_path = argv[i];
         else if (strcmp(base, "tcp_echo_client") == 0)
             echo_client_path = argv[i];
+        else if (strcmp(base, "signal_handlers") == 0)
+            signal_handlers_path = argv[i];
     }
-    if (echo_server_path == NULL || echo_client_path == NULL) {
-        fprintf(stderr, "examples_test: give the tcp_echo_server and tcp_echo_client paths too\n");
+    if (echo_server_path == NULL || echo_client_path == NULL || signal_handlers_path == NULL) {
+        fprintf(stderr, "examples_test: give the tcp_echo_server, tcp_echo_client and "
+                        "signal_handlers paths too\n");
         return 2;
     }
     lc_test_watchdog(60);
@@ -213,6 +270,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_examples_hello_world_task),
         cmocka_unit_test(test_examples_display_date_task),
         cmocka_unit_test(test_examples_tcp_echo),
+        cmocka_unit_test(test_examples_signal_handlers),
     };
     return cmocka_run_group_tests_name("examples", tests, NULL, NULL);
 }
