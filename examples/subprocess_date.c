@@ -64,12 +64,18 @@ static int get_date(lc_loop_t *loop, date_protocol_t *p)
     if (r == 0)
         r = lc_loop_run_until_complete(loop, created, (void **)&transport);
     lc_future_unref(created);
+    /* The transport is borrowed until connection_lost, which may come as soon as the child has
+     * exited and its pipe is drained: hold a reference for the close below. */
+    if (transport != NULL)
+        lc_subprocess_transport_ref(transport);
     /* Wait for the subprocess exit using the process_exited() method of the protocol. */
     if (r == 0)
         r = lc_loop_run_until_complete(loop, p->exit_future, NULL);
     /* Close the stdout pipe. */
-    if (transport != NULL)
+    if (transport != NULL) {
         lc_subprocess_transport_close(transport);
+        lc_subprocess_transport_unref(transport);
+    }
     lc_future_unref(p->exit_future);
     while (p->len > 0 && p->output[p->len - 1] == '\n')
         p->len--;

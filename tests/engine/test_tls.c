@@ -1662,6 +1662,7 @@ static void test_tls_small_writes_coalesced_into_full_records(void **state)
     lc_transport_t *t = NULL;
     assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
     lc_future_unref(fut);
+    lc_transport_ref(t); /* the client's close ends the connection: keep t for the close below */
     /* Until the client has read everything (its thread ends). */
     for (int i = 0; i < 1000 && pthread_tryjoin_np(th, NULL) != 0; i++)
         run_for(loop, 0.01);
@@ -1671,6 +1672,7 @@ static void test_tls_small_writes_coalesced_into_full_records(void **state)
                   COAL_TOTAL);
     assert_true(cl.records >= 3 && cl.records <= 4);
     lc_transport_close(t);
+    lc_transport_unref(t);
     run_for(loop, 0.05);
     close(sv[1]);
     assert_int_equal(exc_count, 0);

@@ -12,6 +12,13 @@ install_files=$1 uninstall=$2 so=$3 a=$4 lcbench=$5 cmakelists=$6
 shift 6
 examples=$(cd "$(dirname "$1")" && pwd)
 tmp=${TEST_TMPDIR:-$(mktemp -d)}
+# A sanitizer build of the library (--config=asan / tsan) needs the same sanitizer in what links it.
+san=""
+undefined=$(nm -D --undefined-only "$so")
+case $undefined in
+*__asan_init*) san="-fsanitize=address,undefined" ;;
+*__tsan_init*) san="-fsanitize=thread" ;;
+esac
 prefix=$tmp/prefix
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 
@@ -58,7 +65,8 @@ shared() {
     for ex in hello_world hello_world_task run_in_executor; do
         bin=$tmp/$ex.shared
         # shellcheck disable=SC2046
-        cc -Wall -Wextra -Werror "$examples/$ex.c" -o "$bin" \
+        # shellcheck disable=SC2086
+        cc $san -Wall -Wextra -Werror "$examples/$ex.c" -o "$bin" \
             $(pkg-config --cflags --libs loopcore) || return 1
         # (no "ldd | grep -q": grep's early exit would fail the pipeline under pipefail)
         deps=$(LD_LIBRARY_PATH=$prefix/lib ldd "$bin")
@@ -75,7 +83,7 @@ static() {
     for ex in hello_world hello_world_task run_in_executor; do
         bin=$tmp/$ex.static
         # shellcheck disable=SC2086
-        cc -Wall -Wextra -Werror "$examples/$ex.c" -o "$bin" $flags || return 1
+        cc $san -Wall -Wextra -Werror "$examples/$ex.c" -o "$bin" $flags || return 1
         grep -q libloopcore <<< "$(ldd "$bin")" && { echo "$ex: linked dynamically"; return 1; }
         check_run "$bin" "$ex" || return 1
     done
@@ -84,7 +92,7 @@ static() {
 version_matches() {
     local bin=$tmp/version
     # shellcheck disable=SC2046
-    cc -x c - -o "$bin" $(pkg-config --cflags --libs loopcore) << 'C' || return 1
+    cc $san -x c - -o "$bin" $(pkg-config --cflags --libs loopcore) << 'C' || return 1
 #include <stdio.h>
 #include <string.h>
 #include "loopcore.h"
@@ -102,7 +110,8 @@ C
 cmake_project() {
     local src=$tmp/cmake-src build=$tmp/cmake-build ex
     mkdir -p "$src" && cp "$cmakelists" "$src/CMakeLists.txt"
-    cmake -S "$src" -B "$build" -DCMAKE_PREFIX_PATH="$prefix" -DLC_EXAMPLES="$examples" > /dev/null &&
+    cmake -S "$src" -B "$build" -DCMAKE_PREFIX_PATH="$prefix" -DLC_EXAMPLES="$examples" \
+        -DCMAKE_C_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" > /dev/null &&
         cmake --build "$build" > /dev/null || return 1
     for ex in hello_world hello_world_task run_in_executor; do
         LD_LIBRARY_PATH=$prefix/lib check_run "$build/$ex" "$ex" || return 1
