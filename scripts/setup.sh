@@ -16,6 +16,8 @@ PKGS=(
     pkg-config cmake
     # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer/sanitizer runtimes
     clang libclang-rt-14-dev
+    # the API reference (scripts/docs.sh)
+    doxygen
 )
 
 missing=()
