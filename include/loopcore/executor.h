@@ -61,6 +61,7 @@
  *      started never run (their futures are cancelled), jobs that run finish on their workers and
  *      their results go to the destructor (their futures fail with LC_ECLOSED), and the executor
  *      frees itself when its last worker is gone.
+ *
  * lc_loop_set_default_executor(loop, NULL) returns a loop to that rule.
  *
  * Lifetime rules.

@@ -50,6 +50,7 @@
  *  - Client-initiated renegotiation is refused (SSL_OP_NO_RENEGOTIATION on each SSL); TLS 1.3
  *    KeyUpdate is OpenSSL's to answer.
  *  - Idle connections hold no TLS buffers (SSL_MODE_RELEASE_BUFFERS).
+ *
  * The SSL_CTX is the user's: the engine takes a reference (SSL_CTX_up_ref) for as long as a
  * connector, server or connection uses it and never changes it (per-connection settings go on
  * the SSL: mode, SNI, the host name to verify). One SSL_CTX may serve every loop of a group
