@@ -1,4 +1,5 @@
-/* loopcore: the asyncio event-loop API in C, on libuv. The umbrella header.
+/** @file
+ * loopcore: the asyncio event-loop API in C, on libuv. The umbrella header.
  *
  * The object model: how objects live and die, and how things are named, once for every header.
  *
@@ -45,7 +46,7 @@
  * function loopcore calls to do the caller's work (lc_call_fn, lc_coro_fn, lc_job_fn,
  * lc_submit_fn, factories, handlers, lc_result_dtor_fn) and _cb for one it calls to report that
  * something happened (lc_future_done_cb, lc_transport_write_cb, lc_after_work_cb, lc_call_cb).
- * Functions are lc_<object>_<verb>; asyncio's method loop.X() is lc_loop_X(loop, ...) with
+ * Functions are `lc_<object>_<verb>`; asyncio's method loop.X() is lc_loop_X(loop, ...) with
  * asyncio's name and argument order; a coroutine method fills an lc_future_t ** given last.
  * Every function is loop-thread-only unless its name ends in _threadsafe or its comment says
  * otherwise. Errors are 0 or a negative LC_E* code (loopcore/errno.h).

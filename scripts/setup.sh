@@ -18,6 +18,8 @@ PKGS=(
     gnuplot-nox
     # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer/sanitizer runtimes
     clang libclang-rt-14-dev
+    # the API reference (scripts/docs.sh)
+    doxygen
 )
 
 missing=()

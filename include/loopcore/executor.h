@@ -1,4 +1,8 @@
-/* loopcore executors: thread pools for blocking work, and run_in_executor.
+/** @file
+ *  @ingroup executor
+ *  @defgroup executor Executors and run_in_executor (loopcore/executor.h)
+ *
+ * loopcore executors: thread pools for blocking work, and run_in_executor.
  *
  * A loop must never block: file I/O, CPU-heavy work and blocking libraries go to an executor, a
  * pool of worker threads. lc_loop_run_in_executor() returns a future of the calling loop; a worker
@@ -57,6 +61,7 @@
  *      started never run (their futures are cancelled), jobs that run finish on their workers and
  *      their results go to the destructor (their futures fail with LC_ECLOSED), and the executor
  *      frees itself when its last worker is gone.
+ *
  * lc_loop_set_default_executor(loop, NULL) returns a loop to that rule.
  *
  * Lifetime rules.
@@ -75,7 +80,8 @@
  *     safe if no other thread uses that loop or the future at that moment (as for cross-loop
  *     calls, group.h).
  *
- * Thread rules are in each comment. */
+ * Thread rules are in each comment.
+ * @{ */
 #ifndef LOOPCORE_EXECUTOR_H
 #define LOOPCORE_EXECUTOR_H
 
@@ -90,60 +96,61 @@
 extern "C" {
 #endif
 
-/* The default spin budget of an idle worker, in seconds (see lc_executor_opts_t.spin_budget). */
+/** The default spin budget of an idle worker, in seconds (see lc_executor_opts_t.spin_budget). */
 #define LC_EXECUTOR_DEFAULT_SPIN 50e-6
 
+/** An executor: a pool of worker threads. Owned: lc_executor_shutdown(), lc_executor_free(). */
 typedef struct lc_executor_s lc_executor_t;
 
-/* A job: runs on a worker thread with arg. Returns 0 (or any value >= 0) and stores its result in
- * *result (initially NULL), or returns a negative code (LC_ECANCELLED cancels the future). */
+/** A job: runs on a worker thread with arg. Returns 0 (or any value >= 0) and stores its result in
+ *  *result (initially NULL), or returns a negative code (LC_ECANCELLED cancels the future). */
 typedef int (*lc_job_fn)(void *arg, void **result);
 
-/* Destroys a successful job's result that no future will deliver. Any thread. */
+/** Destroys a successful job's result that no future will deliver. Any thread. */
 typedef void (*lc_result_dtor_fn)(void *result);
 
 typedef struct lc_work_s lc_work_t;
 
-/* Runs on a worker thread; returns a status (0 or a negative code) for after. */
+/** Runs on a worker thread; returns a status (0 or a negative code) for after. */
 typedef int (*lc_work_fn)(lc_work_t *req);
 
-/* Runs once per queued request, with the work's return value, or LC_ECANCELLED (the work never
- * ran: cancelled, or the executor shut down with cancel_pending), or LC_ECLOSED (the loop was
- * closed before the outcome was delivered; the work may or may not have run: record that in your
- * struct). On the loop's thread; with LC_ECLOSED on the thread that closed the loop, or on the
- * worker that finished the work (the loop's own default executor, when the work ran at the close;
- * or another executor, when the loop was closed against the lifetime rules). The request is the
- * caller's again when after starts: it may free it. */
+/** Runs once per queued request, with the work's return value, or LC_ECANCELLED (the work never
+ *  ran: cancelled, or the executor shut down with cancel_pending), or LC_ECLOSED (the loop was
+ *  closed before the outcome was delivered; the work may or may not have run: record that in your
+ *  struct). On the loop's thread; with LC_ECLOSED on the thread that closed the loop, or on the
+ *  worker that finished the work (the loop's own default executor, when the work ran at the close;
+ *  or another executor, when the loop was closed against the lifetime rules). The request is the
+ *  caller's again when after starts: it may free it. */
 typedef void (*lc_after_work_cb)(lc_work_t *req, int status);
 
-/* A request the caller allocates (embed it and recover your struct with lc_container_of). Valid
- * from lc_loop_queue_work() until its after callback starts. */
+/** A request the caller allocates (embed it and recover your struct with lc_container_of). Valid
+ *  from lc_loop_queue_work() until its after callback starts. */
 struct lc_work_s {
-    void *data; /* the caller's; loopcore never touches it */
-    /* private */
+    void *data; /**< the caller's; loopcore never touches it */
+    /** private */
     void *_priv[20];
 };
 
-/* Options of lc_executor_create(): write them with designated initializers; zero means default. */
+/** Options of lc_executor_create(): write them with designated initializers; zero means default. */
 typedef struct lc_executor_opts_s {
-    unsigned max_workers;           /* 0: min(32, CPUs this process may run on + 4) */
-    const char *thread_name_prefix; /* NULL or "": "lc-exec-<n>", n counting executors */
-    size_t max_queued;  /* jobs waiting for a worker at most; 0: unbounded. A submission to a full
-                           queue fails at once with LC_EAGAIN (never blocks the loop). */
-    double spin_budget; /* at most this many seconds (capped at 1) an idle worker polls the queue
-                           before it sleeps (one worker at a time; the spin adapts, down to none,
-                           when it does not pay); 0: LC_EXECUTOR_DEFAULT_SPIN; negative: never */
+    unsigned max_workers;           /**< 0: min(32, CPUs this process may run on + 4) */
+    const char *thread_name_prefix; /**< NULL or "": "lc-exec-<n>", n counting executors */
+    size_t max_queued;  /**< jobs waiting for a worker at most; 0: unbounded. A submission to a full
+                             queue fails at once with LC_EAGAIN (never blocks the loop). */
+    double spin_budget; /**< at most this many seconds (capped at 1) an idle worker polls the queue
+                             before it sleeps (one worker at a time; the spin adapts, down to none,
+                             when it does not pay); 0: LC_EXECUTOR_DEFAULT_SPIN; negative: never */
 } lc_executor_opts_t;
 
-/* A snapshot of an executor's counters, for tests and monitoring. */
+/** A snapshot of an executor's counters, for tests and monitoring. */
 typedef struct lc_executor_stats_s {
-    unsigned max_workers;
-    unsigned workers;             /* threads alive (created lazily) */
-    unsigned idle;                /* threads waiting for jobs (looking, spinning or asleep) */
-    unsigned running;             /* threads holding jobs (running them or about to) */
-    size_t queued;                /* jobs waiting for a worker */
-    unsigned long long completed; /* jobs that ran to the end */
-    unsigned long long cancelled; /* jobs that never ran (cancelled futures, shutdown, close) */
+    unsigned max_workers;         /**< the most threads it creates */
+    unsigned workers;             /**< threads alive (created lazily) */
+    unsigned idle;                /**< threads waiting for jobs (looking, spinning or asleep) */
+    unsigned running;             /**< threads holding jobs (running them or about to) */
+    size_t queued;                /**< jobs waiting for a worker */
+    unsigned long long completed; /**< jobs that ran to the end */
+    unsigned long long cancelled; /**< jobs that never ran (cancelled futures, shutdown, close) */
 } lc_executor_stats_t;
 
 /* ---- Executors ------------------------------------------------------------------------------- */
@@ -226,5 +233,7 @@ int lc_group_set_default_executor(lc_group_t *g, lc_executor_t *ex);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

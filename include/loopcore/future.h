@@ -1,4 +1,8 @@
-/* loopcore futures (asyncio.Future).
+/** @file
+ *  @ingroup future
+ *  @defgroup future Futures (loopcore/future.h)
+ *
+ * loopcore futures (asyncio.Future).
  *
  * A future belongs to one loop and is used on that loop's thread only. It is reference counted:
  * lc_loop_create_future() gives the caller one reference; lc_future_ref() adds one and
@@ -11,7 +15,8 @@
  *
  * If a future that failed is freed and its error was never retrieved (lc_future_result or
  * lc_future_error), the loop's exception handler is called with "Future exception was never
- * retrieved", as asyncio does. */
+ * retrieved", as asyncio does.
+ * @{ */
 #ifndef LOOPCORE_FUTURE_H
 #define LOOPCORE_FUTURE_H
 
@@ -24,7 +29,7 @@
 extern "C" {
 #endif
 
-/* A done callback: cb(fut, arg), run through call_soon once fut is done. */
+/** A done callback: cb(fut, arg), run through call_soon once fut is done. */
 typedef void (*lc_future_done_cb)(lc_future_t *fut, void *arg);
 
 /** Creates a pending future attached to loop in *out (one reference for the caller).
@@ -77,5 +82,7 @@ lc_loop_t *lc_future_get_loop(const lc_future_t *fut);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

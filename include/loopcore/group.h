@@ -1,15 +1,21 @@
-/* loopcore loop groups (one loop per core) and cross-loop calls with results.
+/** @file
+ *  @ingroup group
+ *  @defgroup group Loop groups and cross-loop calls (loopcore/group.h)
+ *
+ * loopcore loop groups (one loop per core) and cross-loop calls with results.
  *
  * A group owns N loops, each run by its own thread, each thread pinned to one CPU (unless the
  * group is made with .unpinned). The loops keep running between batches of work: a loop of a
  * started group leaves lc_loop_run_forever() only when lc_group_stop() posts it a stop. Life
  * cycle (the group's close is stop + join, threading's verbs; see the object model, loopcore.h):
  *
+ * <pre>
  *   lc_group_create()  makes the loops (no threads yet). The loops exist and accept posts.
  *   lc_group_start()   starts one thread per loop; returns once every loop runs and ran its hook.
  *   lc_group_stop()    posts a stop to every loop (any thread, a loop of the group included).
  *   lc_group_join()    waits until every thread has left its loop.
  *   lc_group_free()    stops and joins if needed, closes every loop, frees everything.
+ * </pre>
  *
  * A group is started at most once. Between stop and free the loops are stopped but open: posts
  * and submits to them are still accepted and wait in their queues. lc_group_free() closes the
@@ -41,7 +47,8 @@
  *     close); never close an origin and a target on two threads at once.
  *
  * Thread rules are in each comment. Every function returns LC_EINVAL for a NULL argument where an
- * object is required or an index out of range. */
+ * object is required or an index out of range.
+ * @{ */
 #ifndef LOOPCORE_GROUP_H
 #define LOOPCORE_GROUP_H
 
@@ -56,31 +63,31 @@
 extern "C" {
 #endif
 
-/* The default spin budget of a group's loops, in seconds (lc_loop_set_spin_budget). */
+/** The default spin budget of a group's loops, in seconds (lc_loop_set_spin_budget). */
 #define LC_GROUP_DEFAULT_SPIN 200e-6
 
 /* lc_group_t, the group, is declared in loopcore/loop.h (a loop knows its group). */
 
-/* The per-loop start hook: runs on the loop's own thread, inside the running loop
- * (lc_get_running_loop() gives loop), as the loop's first callback, before anything else. */
+/** The per-loop start hook: runs on the loop's own thread, inside the running loop
+ *  (lc_get_running_loop() gives loop), as the loop's first callback, before anything else. */
 typedef void (*lc_group_start_fn)(lc_loop_t *loop, unsigned index, void *arg);
 
-/* A cross-loop call: runs on target's thread inside target's loop. Returns 0 and stores its result
- * in *result (initially NULL), or returns a negative code. */
+/** A cross-loop call: runs on target's thread inside target's loop. Returns 0 and stores its result
+ *  in *result (initially NULL), or returns a negative code. */
 typedef int (*lc_submit_fn)(lc_loop_t *target, void *arg, void **result);
 
-/* Options of lc_group_create(): write them with designated initializers; zero means default. */
+/** Options of lc_group_create(): write them with designated initializers; zero means default. */
 typedef struct lc_group_opts_s {
-    unsigned nloops; /* 0: one loop per CPU of the list in use (cpus, else the affinity mask) */
-    const int *cpus; /* CPUs to pin to, in loop order, wrapping around; NULL: the CPUs this
-                        process may run on (sched_getaffinity), ascending. Each must be in the
-                        process's affinity mask. Read during create only. */
-    size_t ncpus;    /* entries in cpus (0 if and only if cpus is NULL) */
-    bool unpinned;   /* true: the threads are not pinned (lc_group_cpu() gives -1); default:
-                        each thread pinned to its CPU */
-    lc_group_start_fn on_start; /* per-loop start hook, or NULL */
-    void *on_start_arg;
-    double spin_budget; /* seconds; 0: LC_GROUP_DEFAULT_SPIN; negative: no spin */
+    unsigned nloops; /**< 0: one loop per CPU of the list in use (cpus, else the affinity mask) */
+    const int *cpus; /**< CPUs to pin to, in loop order, wrapping around; NULL: the CPUs this
+                          process may run on (sched_getaffinity), ascending. Each must be in the
+                          process's affinity mask. Read during create only. */
+    size_t ncpus;    /**< entries in cpus (0 if and only if cpus is NULL) */
+    bool unpinned;   /**< true: the threads are not pinned (lc_group_cpu() gives -1); default:
+                          each thread pinned to its CPU */
+    lc_group_start_fn on_start; /**< per-loop start hook, or NULL */
+    void *on_start_arg;         /**< on_start's arg */
+    double spin_budget;         /**< seconds; 0: LC_GROUP_DEFAULT_SPIN; negative: no spin */
 } lc_group_opts_t;
 
 /* ---- Life cycle ------------------------------------------------------------------------------ */
@@ -174,36 +181,42 @@ int lc_group_broadcast_wait(lc_group_t *g, lc_submit_fn fn, void *arg);
 
 /* ---- Group servers: one host:port served by every loop --------------------------------------- */
 
+/** A group server: one host:port served by every loop of a group (lc_group_create_server()).
+ *  Owned: lc_group_server_close(), lc_group_server_free(). */
 typedef struct lc_group_server_s lc_group_server_t;
 
+/** How a group server spreads the connections over its loops (lc_group_server_opts_t.mode). */
 typedef enum {
-    /* One listening socket per loop on the same address with SO_REUSEPORT: the kernel spreads
-     * the connections (by a hash of the 4-tuple). */
+    /** One listening socket per loop on the same address with SO_REUSEPORT: the kernel spreads
+     *  the connections (by a hash of the 4-tuple). */
     LC_GROUP_SERVER_REUSEPORT = 0,
-    /* Loop 0 accepts; each connection goes to the loops in turn, through their inbound queues,
-     * and becomes a connection of the target loop's server there (loops 1..n-1 have one with no
-     * socket). For kernels or traffic where reuse-port hashing balances badly (few clients, long
-     * connections). A connection still on its way when its target's part of the server is
-     * closed (lc_group_server_close) or when the target is closed is dropped: its fd is closed,
-     * as a connection left in a closed listener's backlog would be. */
+    /** Loop 0 accepts; each connection goes to the loops in turn, through their inbound queues,
+     *  and becomes a connection of the target loop's server there (loops 1..n-1 have one with no
+     *  socket). For kernels or traffic where reuse-port hashing balances badly (few clients, long
+     *  connections). A connection still on its way when its target's part of the server is
+     *  closed (lc_group_server_close) or when the target is closed is dropped: its fd is closed,
+     *  as a connection left in a closed listener's backlog would be. */
     LC_GROUP_SERVER_HANDOFF,
 } lc_group_server_mode_t;
 
+/** Options of lc_group_create_server(); zero means default. */
 typedef struct lc_group_server_opts_s {
-    const char *host; /* a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
-    int port;         /* 0: the first bind picks one and every other socket reuses it */
-    int family;       /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
-    int backlog;      /* 0 means 100 (per socket) */
-    lc_group_server_mode_t mode;
-    /* TLS on every loop (stream.h): one SSL_CTX shared by all of them (each loop's server takes
-     * a reference; the caller may free its own once lc_group_create_server returns); the
-     * timeouts as lc_server_opts_t' (LC_EINVAL for a negative or NaN one, or one without ssl). */
+    const char *host; /**< a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
+    int port;         /**< 0: the first bind picks one and every other socket reuses it */
+    int family;       /**< AF_UNSPEC (from host), AF_INET or AF_INET6 */
+    int backlog;      /**< 0 means 100 (per socket) */
+    lc_group_server_mode_t mode; /**< how connections reach the loops */
+    /** TLS on every loop (stream.h): one SSL_CTX shared by all of them (each loop's server takes
+     *  a reference; the caller may free its own once lc_group_create_server returns); the
+     *  timeouts as lc_server_opts_t' (LC_EINVAL for a negative or NaN one, or one without ssl). */
     struct ssl_ctx_st *ssl;
-    double ssl_handshake_timeout;
-    double ssl_shutdown_timeout;
+    double ssl_handshake_timeout; /**< seconds; as lc_server_opts_t.ssl_handshake_timeout */
+    double ssl_shutdown_timeout;  /**< seconds; as lc_server_opts_t.ssl_shutdown_timeout */
 } lc_group_server_opts_t;
 
-/* Counting and wait_closed. Every loop of a group server has a server of its own (its listener,
+/** @} @addtogroup group
+ *
+ * Counting and wait_closed. Every loop of a group server has a server of its own (its listener,
  * or in hand-off mode on loops 1..n-1 one with no socket), and every connection a loop serves,
  * accepted there or handed to it, counts as active on that loop until its transport is freed:
  * each count lives on its loop's thread. When a loop's server is closed and its count is zero,
@@ -219,7 +232,8 @@ typedef struct lc_group_server_opts_s {
  * reference-counted: free drops the caller's reference, but hand-offs still on their way, and each
  * loop's server until it is drained, hold their own, so gs's memory outlives every message and
  * connection that refers to it (and a wait_closed future outlives gs). To the caller, gs is gone
- * once lc_group_server_free() is called. Close and free before lc_group_free(). */
+ * once lc_group_server_free() is called. Close and free before lc_group_free().
+ * @{ */
 
 /** Serves host:port on every loop of the started group g: the factory runs on the thread of the
  *  loop that gets the connection (lc_get_running_loop tells which), so factory_arg must be safe
@@ -277,5 +291,7 @@ int lc_group_server_free(lc_group_server_t *gs);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

@@ -1,4 +1,8 @@
-/* loopcore event loop: obtaining the loop, running and stopping it, scheduling callbacks, the
+/** @file
+ *  @ingroup loop
+ *  @defgroup loop Event loop (loopcore/loop.h)
+ *
+ * loopcore event loop: obtaining the loop, running and stopping it, scheduling callbacks, the
  * error-handling API and debug mode (the first sections of asyncio's "Event Loop" page).
  *
  * Thread rules: every function here is loop-thread-only (the thread that runs the loop, or any
@@ -9,7 +13,8 @@
  * Iteration order (asyncio's, see docs/asyncio-mapping.md): one iteration runs the callbacks that
  * were ready when it started (callbacks they schedule wait for the next iteration), then polls
  * for I/O (timeout 0 if anything is ready or a stop is pending, else until the earliest timer)
- * and runs the I/O callbacks, then runs the timers that are due, in `when` order. */
+ * and runs the I/O callbacks, then runs the timers that are due, in `when` order.
+ * @{ */
 #ifndef LOOPCORE_LOOP_H
 #define LOOPCORE_LOOP_H
 
@@ -20,12 +25,15 @@
 extern "C" {
 #endif
 
+/** An event loop: owned, closed (lc_loop_close()) and then freed (lc_loop_free()). */
 typedef struct lc_loop_s lc_loop_t;
+/** A scheduled callback (asyncio.Handle, TimerHandle): reference-counted (Handles below). */
 typedef struct lc_handle_s lc_handle_t;
+/** A future (asyncio.Future; tasks are futures): reference-counted (future.h, task.h). */
 typedef struct lc_future_s lc_future_t;
-typedef struct lc_group_s lc_group_t; /* the loop group: loopcore/group.h (declared once: C99) */
+typedef struct lc_group_s lc_group_t; /**< the loop group: loopcore/group.h (declared once: C99) */
 
-/* A plain callback: fn(arg). Python's functools.partial becomes a struct that arg points to. */
+/** A plain callback: fn(arg). Python's functools.partial becomes a struct that arg points to. */
 typedef void (*lc_call_fn)(void *arg);
 
 /* ---- Obtaining the event loop ---------------------------------------------------------------- */
@@ -117,12 +125,16 @@ int lc_loop_call_at(lc_loop_t *loop, double when, lc_call_fn fn, void *arg, lc_h
 /** The loop's clock: CLOCK_MONOTONIC in seconds, with nanosecond resolution. Any thread. */
 double lc_loop_time(const lc_loop_t *loop);
 
-/* ---- Handles (asyncio.Handle and TimerHandle) -------------------------------------------------
+/* ---- Handles (asyncio.Handle and TimerHandle) ----------------------------------------------- */
+
+/** @} @addtogroup loop
  *
+ * @par Handles (asyncio.Handle and TimerHandle)
  * A handle is reference-counted (the object model, loopcore.h): the loop holds one reference while
  * the callback is queued, the caller one if the scheduling call returned the handle. Cancelling
  * and releasing are separate: lc_handle_cancel() drops no reference, lc_handle_unref() cancels
- * nothing. */
+ * nothing.
+ * @{ */
 
 /** Cancels the callback if it has not run yet; a no-op (never an error, never a use of freed
  *  memory) if it ran, was cancelled or was discarded by close. lc_handle_cancelled() is true
@@ -149,11 +161,11 @@ void lc_handle_unref(lc_handle_t *handle);
 /* ---- Tasks: the factory hook (tasks themselves: include/loopcore/task.h, a later issue) --------
  */
 
-/* A coroutine body: runs with arg, returns 0 and stores its result, or returns a negative code. */
+/** A coroutine body: runs with arg, returns 0 and stores its result, or returns a negative code. */
 typedef int (*lc_coro_fn)(void *arg, void **result);
 
-/* A task factory: makes a future-compatible task that runs coro(coro_arg) on loop, stores it in
- * *task (one reference for the caller) and returns 0, or returns a negative code. */
+/** A task factory: makes a future-compatible task that runs coro(coro_arg) on loop, stores it in
+ *  *task (one reference for the caller) and returns 0, or returns a negative code. */
 typedef int (*lc_task_factory_fn)(lc_loop_t *loop, lc_coro_fn coro, void *coro_arg,
                                   void *factory_arg, lc_future_t **task);
 
@@ -166,25 +178,26 @@ lc_task_factory_fn lc_loop_get_task_factory(const lc_loop_t *loop, void **factor
 
 /* ---- Error handling API ---------------------------------------------------------------------- */
 
-/* The context of asyncio's exception handler: the spec's keys. Members that do not apply are NULL
- * (socket: -1, error: 0). The pointers are valid only during the handler call. */
+/** The context of asyncio's exception handler: the spec's keys. Members that do not apply are NULL
+ *  (socket: -1, error: 0). The pointers are valid only during the handler call. */
 typedef struct lc_exception_context_s {
-    const char *message; /* always set */
-    int error;           /* "exception": a negative loopcore/system code, or 0 */
-    lc_future_t *future; /* "future" (a future or task) */
-    lc_handle_t *handle; /* "handle" */
-    void *protocol;      /* "protocol" */
-    void *transport;     /* "transport" */
-    int socket;          /* "socket": a file descriptor, or -1 */
+    const char *message; /**< always set */
+    int error;           /**< "exception": a negative loopcore/system code, or 0 */
+    lc_future_t *future; /**< "future" (a future or task) */
+    lc_handle_t *handle; /**< "handle" */
+    void *protocol;      /**< "protocol" */
+    void *transport;     /**< "transport" */
+    int socket;          /**< "socket": a file descriptor, or -1 */
 } lc_exception_context_t;
 
-/* Initializer for a context with no keys but the message: LC_EXCEPTION_CONTEXT_INIT("text"). */
+/** Initializer for a context with no keys but the message: LC_EXCEPTION_CONTEXT_INIT("text"). */
 #define LC_EXCEPTION_CONTEXT_INIT(msg)                                                             \
     {                                                                                              \
         .message = (msg), .error = 0, .future = NULL, .handle = NULL, .protocol = NULL,            \
         .transport = NULL, .socket = -1                                                            \
     }
 
+/** A custom exception handler: handler(loop, context, arg) (lc_loop_set_exception_handler). */
 typedef void (*lc_exception_handler_fn)(lc_loop_t *loop, const lc_exception_context_t *context,
                                         void *arg);
 
@@ -224,5 +237,7 @@ int lc_loop_set_slow_callback_duration(lc_loop_t *loop, double seconds);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

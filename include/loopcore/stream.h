@@ -1,4 +1,8 @@
-/* Streams: protocols and transports, create_connection, create_server, Unix sockets, DNS.
+/** @file
+ *  @ingroup stream
+ *  @defgroup stream Streams: protocols, transports, servers, DNS (loopcore/stream.h)
+ *
+ * Streams: protocols and transports, create_connection, create_server, Unix sockets, DNS.
  *
  * A protocol is a table of callbacks (lc_protocol_t) plus a user pointer; a transport
  * (lc_transport_t) is a non-blocking socket driven by the loop: one read() per readiness into a
@@ -46,12 +50,14 @@
  *  - Client-initiated renegotiation is refused (SSL_OP_NO_RENEGOTIATION on each SSL); TLS 1.3
  *    KeyUpdate is OpenSSL's to answer.
  *  - Idle connections hold no TLS buffers (SSL_MODE_RELEASE_BUFFERS).
+ *
  * The SSL_CTX is the user's: the engine takes a reference (SSL_CTX_up_ref) for as long as a
  * connector, server or connection uses it and never changes it (per-connection settings go on
  * the SSL: mode, SNI, the host name to verify). One SSL_CTX may serve every loop of a group
  * (OpenSSL's SSL_CTX is thread-safe for SSL_new once configured).
  *
- * Every function here is loop-thread only. */
+ * Every function here is loop-thread only.
+ * @{ */
 #ifndef LOOPCORE_STREAM_H
 #define LOOPCORE_STREAM_H
 
@@ -72,7 +78,10 @@ struct addrinfo;
 extern "C" {
 #endif
 
+/** A transport: one connection's socket, driven by the loop (asyncio.Transport).
+ *  Reference-counted (Lifetime, above). */
 typedef struct lc_transport_s lc_transport_t;
+/** A server (asyncio.Server). Owned: lc_server_close(), lc_server_free(). */
 typedef struct lc_server_s lc_server_t;
 
 /* OpenSSL's types, declared as <openssl/ssl.h> does (SSL_CTX, SSL, X509), so that this header
@@ -81,37 +90,45 @@ struct ssl_ctx_st;
 struct ssl_st;
 struct x509_st;
 
-/* TLS defaults, in seconds (asyncio 3.11's). In the options structs 0 means the default; a
- * negative value or NaN is LC_EINVAL (asyncio rejects zero and negatives; with designated
- * initializers an unset field is 0, so zero has to mean "not given"). */
+/** TLS defaults, in seconds (asyncio 3.11's). In the options structs 0 means the default; a
+ *  negative value or NaN is LC_EINVAL (asyncio rejects zero and negatives; with designated
+ *  initializers an unset field is 0, so zero has to mean "not given").
+ *  @{ */
 #define LC_SSL_HANDSHAKE_TIMEOUT 60.0
 #define LC_SSL_SHUTDOWN_TIMEOUT 30.0
+/** @} */
 
 /* ---- Protocols ------------------------------------------------------------------------------- */
 
-/* The callbacks of a stream protocol (asyncio.Protocol / BufferedProtocol). Any may be NULL. Each
- * gets the transport and the protocol's user pointer. */
+/** The callbacks of a stream protocol (asyncio.Protocol / BufferedProtocol). Any may be NULL. Each
+ *  gets the transport and the protocol's user pointer. */
 typedef struct lc_protocol_s {
+    /** The connection is made (with TLS: once the handshake is done); t is borrowed until
+     *  connection_lost returns (Lifetime, above). */
     void (*connection_made)(lc_transport_t *t, void *user);
-    /* Plain form: len bytes at data, valid during the call only. */
+    /** Plain form: len bytes at data, valid during the call only. */
     void (*data_received)(lc_transport_t *t, const char *data, size_t len, void *user);
-    /* The peer closed its side. Return true to keep the transport open for writing (half-close);
-     * false closes it (after queued data is flushed). */
+    /** The peer closed its side. Return true to keep the transport open for writing (half-close);
+     *  false closes it (after queued data is flushed). */
     bool (*eof_received)(lc_transport_t *t, void *user);
-    /* err: 0 for a clean close (close, abort, EOF), else the socket error (-ECONNRESET, ...). */
+    /** err: 0 for a clean close (close, abort, EOF), else the socket error (-ECONNRESET, ...). */
     void (*connection_lost)(lc_transport_t *t, int err, void *user);
-    /* Flow control: the write buffer went above the high-water mark / back to the low one. */
+    /** Flow control: the write buffer went above the high-water mark / back to the low one.
+     *  @{ */
     void (*pause_writing)(lc_transport_t *t, void *user);
     void (*resume_writing)(lc_transport_t *t, void *user);
-    /* Buffered form (asyncio.BufferedProtocol), used instead of data_received when get_buffer is
-     * set: return memory for at least 1 byte (sizehint is a suggestion) and its size in *len;
-     * buffer_updated then says how many bytes were written there. */
+    /** @} */
+    /** Buffered form (asyncio.BufferedProtocol), used instead of data_received when get_buffer is
+     *  set: return memory for at least 1 byte (sizehint is a suggestion) and its size in *len;
+     *  buffer_updated then says how many bytes were written there.
+     *  @{ */
     void *(*get_buffer)(lc_transport_t *t, size_t sizehint, size_t *len, void *user);
     void (*buffer_updated)(lc_transport_t *t, size_t nbytes, void *user);
+    /** @} */
 } lc_protocol_t;
 
-/* Makes the protocol of a new connection: sets *proto (a table that must outlive the connection)
- * and *user. Returns 0, or a negative code to refuse the connection (it is then closed). */
+/** Makes the protocol of a new connection: sets *proto (a table that must outlive the connection)
+ *  and *user. Returns 0, or a negative code to refuse the connection (it is then closed). */
 typedef int (*lc_protocol_factory_fn)(void *factory_arg, const lc_protocol_t **proto, void **user);
 
 /* ---- Transports ------------------------------------------------------------------------------ */
@@ -184,15 +201,20 @@ int lc_transport_abort(lc_transport_t *t);
 bool lc_transport_is_closing(const lc_transport_t *t);
 
 /** get_extra_info: the peer's / our address (copied into *addr, *len in/out), the socket fd.
- *  Return 0, LC_EINVAL, LC_ECLOSED, or the getpeername/getsockname error. */
+ *  Return 0, LC_EINVAL, LC_ECLOSED, or the getpeername/getsockname error.
+ *  @{ */
 int lc_transport_get_peername(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len);
 int lc_transport_get_sockname(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len);
+/** @} */
 /** The socket's file descriptor (get_extra_info('socket')), or LC_ECLOSED. Do not close it. */
 int lc_transport_get_fd(const lc_transport_t *t);
 
-/** Stops / resumes calling data_received. Idempotent. Return 0, LC_EINVAL or LC_ECLOSED. */
+/** Stops / resumes calling data_received. Idempotent. Return 0, LC_EINVAL or LC_ECLOSED.
+ *  @{ */
 int lc_transport_pause_reading(lc_transport_t *t);
 int lc_transport_resume_reading(lc_transport_t *t);
+/** @} */
+/** True while data_received is called: not paused, not closing, no EOF received yet. */
 bool lc_transport_is_reading(const lc_transport_t *t);
 
 /** Sets the write-buffer watermarks in bytes; -1 (and only -1) means "derive": high alone gives
@@ -201,6 +223,7 @@ bool lc_transport_is_reading(const lc_transport_t *t);
  *  changed) for a NULL t, a negative value other than -1, or high < low. May call pause_writing
  *  / resume_writing at once. */
 int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low);
+/** Stores the write-buffer watermarks in *low and *high. Returns 0 or LC_EINVAL. */
 int lc_transport_get_write_buffer_limits(const lc_transport_t *t, size_t *low, size_t *high);
 /** Bytes queued and not yet written to the socket: copied ones and nocopy ones alike. */
 size_t lc_transport_get_write_buffer_size(const lc_transport_t *t);
@@ -225,11 +248,14 @@ int lc_transport_set_protocol(lc_transport_t *t, const lc_protocol_t *proto, voi
 /** The protocol table and, in *user if not NULL, its user pointer. */
 const lc_protocol_t *lc_transport_get_protocol(const lc_transport_t *t, void **user);
 
+/** The loop the transport belongs to. */
 lc_loop_t *lc_transport_get_loop(const lc_transport_t *t);
 
-/** Keeps the transport's memory alive past connection_lost; unref releases it. */
+/** Keeps the transport's memory alive past connection_lost; unref releases it.
+ *  @{ */
 lc_transport_t *lc_transport_ref(lc_transport_t *t);
 void lc_transport_unref(lc_transport_t *t);
+/** @} */
 
 /* ---- TLS transports ----------------------------------------------------------------------------
  */
@@ -257,12 +283,12 @@ const char *lc_transport_ssl_error_text(const lc_transport_t *t);
  *  thread, overwritten by the next failure. Any thread (its own). */
 const char *lc_ssl_last_error_text(void);
 
-/* start_tls's keyword arguments; zero values are the defaults. */
+/** start_tls's keyword arguments; zero values are the defaults. */
 typedef struct lc_start_tls_opts_s {
-    bool server_side;
-    const char *server_hostname;  /* clients: as lc_connection_opts_t' (NULL and "": none) */
-    double ssl_handshake_timeout; /* 0: 60 s */
-    double ssl_shutdown_timeout;  /* 0: 30 s */
+    bool server_side;             /**< true: the server side of the handshake */
+    const char *server_hostname;  /**< clients: as lc_connection_opts_t' (NULL and "": none) */
+    double ssl_handshake_timeout; /**< 0: 60 s */
+    double ssl_shutdown_timeout;  /**< 0: 30 s */
 } lc_start_tls_opts_t;
 
 /** Upgrades the open plain connection t to TLS (a STARTTLS exchange; asyncio 3.7's start_tls):
@@ -283,28 +309,28 @@ int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *t, struct ssl_ctx_st *ctx
 
 /* ---- Connections ----------------------------------------------------------------------------- */
 
-/* create_connection's keyword arguments; zero values are the defaults. */
+/** create_connection's keyword arguments; zero values are the defaults. */
 typedef struct lc_connection_opts_s {
-    const char *host; /* resolved with getaddrinfo off the loop thread */
-    const char *port; /* service name or number ("8080"); or use port_num */
-    int port_num;     /* used when port is NULL */
-    int family;       /* AF_UNSPEC (0), AF_INET, AF_INET6 */
-    int proto;        /* passed to getaddrinfo */
-    int flags;        /* getaddrinfo flags */
-    bool use_sock;    /* connect nothing: wrap sock, already connected */
-    int sock;
-    const char *local_host; /* local_addr: bind before connecting (port 0 if local_port 0) */
-    int local_port;
-    bool nagle; /* true: Nagle's algorithm on (no TCP_NODELAY); default: TCP_NODELAY, as
-                   asyncio does since 3.6 */
-    /* TLS: the user's SSL_CTX (the engine takes a reference), or NULL for a plain connection. */
+    const char *host;       /**< resolved with getaddrinfo off the loop thread */
+    const char *port;       /**< service name or number ("8080"); or use port_num */
+    int port_num;           /**< used when port is NULL */
+    int family;             /**< AF_UNSPEC (0), AF_INET, AF_INET6 */
+    int proto;              /**< passed to getaddrinfo */
+    int flags;              /**< getaddrinfo flags */
+    bool use_sock;          /**< connect nothing: wrap sock, already connected */
+    int sock;               /**< the connected socket, with use_sock */
+    const char *local_host; /**< local_addr: bind before connecting (port 0 if local_port 0) */
+    int local_port;         /**< local_addr's port, with local_host */
+    bool nagle; /**< true: Nagle's algorithm on (no TCP_NODELAY); default: TCP_NODELAY, as
+                     asyncio does since 3.6 */
+    /** TLS: the user's SSL_CTX (the engine takes a reference), or NULL for a plain connection. */
     struct ssl_ctx_st *ssl;
-    /* SNI and, when ssl verifies peers (SSL_VERIFY_PEER), the name the certificate must match
-     * (SSL_set1_host; an IP literal is matched as an address and sends no SNI). NULL: host;
-     * "": no SNI and no name check (asyncio's server_hostname=''). Only with ssl. */
+    /** SNI and, when ssl verifies peers (SSL_VERIFY_PEER), the name the certificate must match
+     *  (SSL_set1_host; an IP literal is matched as an address and sends no SNI). NULL: host;
+     *  "": no SNI and no name check (asyncio's server_hostname=''). Only with ssl. */
     const char *server_hostname;
-    double ssl_handshake_timeout; /* seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
-    double ssl_shutdown_timeout;  /* seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
+    double ssl_handshake_timeout; /**< seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
+    double ssl_shutdown_timeout;  /**< seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
 } lc_connection_opts_t;
 
 /** Opens a TCP connection: resolves host:port (off the loop thread), tries each address in turn
@@ -317,22 +343,22 @@ typedef struct lc_connection_opts_s {
 int lc_loop_create_connection(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factory_arg,
                               const lc_connection_opts_t *opts, lc_future_t **fut);
 
-/* create_unix_connection / create_unix_server's path: a filesystem path, or an abstract name
- * starting with '\0' (then path_len says its length; 0 means strlen(path)). */
+/** create_unix_connection / create_unix_server's path: a filesystem path, or an abstract name
+ *  starting with '\0' (then path_len says its length; 0 means strlen(path)). */
 typedef struct lc_unix_opts_s {
-    const char *path;
-    size_t path_len;
-    bool use_sock; /* wrap sock instead (connected, or bound for a server) */
-    int sock;
-    int backlog;       /* servers: 0 means 100 */
-    bool start_paused; /* servers: bound, not listening until lc_server_start_serving()
-                          (asyncio's start_serving=False) */
-    /* TLS, as in lc_connection_opts_t / lc_server_opts_t. server_hostname: connections only; with
-     * ssl it must be given (there is no host to default to); "" for none. */
+    const char *path;  /**< the path or abstract name (see above) */
+    size_t path_len;   /**< the length of an abstract name; 0 means strlen(path) */
+    bool use_sock;     /**< wrap sock instead (connected, or bound for a server) */
+    int sock;          /**< the socket, with use_sock */
+    int backlog;       /**< servers: 0 means 100 */
+    bool start_paused; /**< servers: bound, not listening until lc_server_start_serving()
+                            (asyncio's start_serving=False) */
+    /** TLS, as in lc_connection_opts_t / lc_server_opts_t. server_hostname: connections only; with
+     *  ssl it must be given (there is no host to default to); "" for none. */
     struct ssl_ctx_st *ssl;
-    const char *server_hostname;
-    double ssl_handshake_timeout;
-    double ssl_shutdown_timeout;
+    const char *server_hostname;  /**< connections only: as lc_connection_opts_t' */
+    double ssl_handshake_timeout; /**< seconds; as lc_connection_opts_t' */
+    double ssl_shutdown_timeout;  /**< seconds; as lc_connection_opts_t' */
 } lc_unix_opts_t;
 
 /** As create_connection, on a Unix stream socket. */
@@ -340,13 +366,14 @@ int lc_loop_create_unix_connection(lc_loop_t *loop, lc_protocol_factory_fn facto
                                    void *factory_arg, const lc_unix_opts_t *opts,
                                    lc_future_t **fut);
 
-/* connect_accepted_socket's keyword arguments; zero values (or a NULL pointer) are the defaults. */
+/** connect_accepted_socket's keyword arguments; zero values (or a NULL pointer) are the
+ *  defaults. */
 typedef struct lc_accepted_socket_opts_s {
-    /* TLS: the user's SSL_CTX with its certificate and key (the engine takes a reference), or NULL.
-     * With ssl the connection is the server side of TLS, as asyncio's. */
+    /** TLS: the user's SSL_CTX with its certificate and key (the engine takes a reference), or
+     * NULL. With ssl the connection is the server side of TLS, as asyncio's. */
     struct ssl_ctx_st *ssl;
-    double ssl_handshake_timeout; /* seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
-    double ssl_shutdown_timeout;  /* seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
+    double ssl_handshake_timeout; /**< seconds; 0: 60; negative or NaN: LC_EINVAL; only with ssl */
+    double ssl_shutdown_timeout;  /**< seconds; 0: 30; negative or NaN: LC_EINVAL; only with ssl */
 } lc_accepted_socket_opts_t;
 
 /** Wraps an accepted (connected) socket fd in a transport with a new protocol, as
@@ -363,28 +390,28 @@ int lc_loop_connect_accepted_socket(lc_loop_t *loop, lc_protocol_factory_fn fact
 
 /* ---- Servers --------------------------------------------------------------------------------- */
 
-/* create_server's keyword arguments; zero values are the defaults. */
+/** create_server's keyword arguments; zero values are the defaults. */
 typedef struct lc_server_opts_s {
-    const char *host;         /* NULL or "": every interface (one socket per family) */
-    const char *const *hosts; /* or a list of nhosts hosts */
-    size_t nhosts;
-    int port;   /* 0: the kernel picks one (read it with lc_server_sockets + getsockname) */
-    int family; /* AF_UNSPEC (0), AF_INET, AF_INET6 */
-    int flags;  /* getaddrinfo flags (AI_PASSIVE is always added) */
-    bool use_sock;
-    int sock;                  /* an already bound socket to serve */
-    int backlog;               /* 0 means 100 */
-    bool exclusive_address;    /* true: no SO_REUSEADDR (asyncio's reuse_address=False);
-                                  default: SO_REUSEADDR */
-    bool reuse_port;           /* SO_REUSEPORT */
-    bool start_paused;         /* bound but not listening until lc_server_start_serving()
-                                  (asyncio's start_serving=False) */
-    double accept_retry_delay; /* back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
-    /* TLS: the user's SSL_CTX, with its certificate and key (the engine takes a reference until
-     * the server and its last connection are gone), or NULL. Timeouts as lc_connection_opts_t'. */
+    const char *host;         /**< NULL or "": every interface (one socket per family) */
+    const char *const *hosts; /**< or a list of nhosts hosts */
+    size_t nhosts;            /**< entries in hosts */
+    int port;      /**< 0: the kernel picks one (read it with lc_server_sockets + getsockname) */
+    int family;    /**< AF_UNSPEC (0), AF_INET, AF_INET6 */
+    int flags;     /**< getaddrinfo flags (AI_PASSIVE is always added) */
+    bool use_sock; /**< serve sock instead of binding */
+    int sock;      /**< an already bound socket to serve */
+    int backlog;   /**< 0 means 100 */
+    bool exclusive_address;    /**< true: no SO_REUSEADDR (asyncio's reuse_address=False);
+                                    default: SO_REUSEADDR */
+    bool reuse_port;           /**< SO_REUSEPORT */
+    bool start_paused;         /**< bound but not listening until lc_server_start_serving()
+                                    (asyncio's start_serving=False) */
+    double accept_retry_delay; /**< back-off after EMFILE/ENFILE; 0 means 1 s (asyncio's) */
+    /** TLS: the user's SSL_CTX, with its certificate and key (the engine takes a reference until
+     *  the server and its last connection are gone), or NULL. Timeouts as lc_connection_opts_t'. */
     struct ssl_ctx_st *ssl;
-    double ssl_handshake_timeout;
-    double ssl_shutdown_timeout;
+    double ssl_handshake_timeout; /**< seconds; as lc_connection_opts_t' */
+    double ssl_shutdown_timeout;  /**< seconds; as lc_connection_opts_t' */
 } lc_server_opts_t;
 
 /** Creates a TCP server and resolves *fut with its lc_server_t * (owned by the caller: release it
@@ -402,9 +429,11 @@ int lc_loop_create_unix_server(lc_loop_t *loop, lc_protocol_factory_fn factory, 
 
 /** Stops listening: the listening sockets are closed at once; accepted connections stay open. */
 int lc_server_close(lc_server_t *s);
+/** The loop the server belongs to. */
 lc_loop_t *lc_server_get_loop(const lc_server_t *s);
 /** Starts listening (if created with start_paused). Idempotent. */
 int lc_server_start_serving(lc_server_t *s);
+/** True while the server listens (asyncio's is_serving). */
 bool lc_server_is_serving(const lc_server_t *s);
 /** A future that resolves when the server is closed (lc_server_close) — serve_forever's C form:
  *  cancelling it closes the server. */
@@ -413,9 +442,11 @@ int lc_server_serve_forever(lc_server_t *s, lc_future_t **fut);
 int lc_server_wait_closed(lc_server_t *s, lc_future_t **fut);
 /** Copies up to *n listening fds into fds and sets *n to their number (0 once closed). */
 int lc_server_sockets(const lc_server_t *s, int *fds, size_t *n);
-/** The number of connections accepted so far, and those still open. */
+/** The number of connections accepted so far, and those still open.
+ *  @{ */
 size_t lc_server_accepted(const lc_server_t *s);
 size_t lc_server_active(const lc_server_t *s);
+/** @} */
 /** Closes the server if needed and releases the caller's reference. Connections stay open. */
 void lc_server_free(lc_server_t *s);
 
@@ -428,13 +459,16 @@ void lc_server_free(lc_server_t *s);
 int lc_loop_getaddrinfo(lc_loop_t *loop, const char *host, const char *port,
                         const struct addrinfo *hints, lc_future_t **fut);
 
-/* getnameinfo's result. The sizes are glibc's NI_MAXHOST and NI_MAXSERV, spelt out so that the
- * header needs no feature-test macro (strict C99/C11 <netdb.h> declares neither). */
+/** getnameinfo's result. The sizes are glibc's NI_MAXHOST and NI_MAXSERV, spelt out so that the
+ *  header needs no feature-test macro (strict C99/C11 <netdb.h> declares neither).
+ *  @{ */
 #define LC_NI_MAXHOST 1025
 #define LC_NI_MAXSERV 32
+/** @} */
+/** getnameinfo's result (lc_loop_getnameinfo()). */
 typedef struct lc_nameinfo_s {
-    char host[LC_NI_MAXHOST];
-    char service[LC_NI_MAXSERV];
+    char host[LC_NI_MAXHOST];    /**< the host name (or numeric address) */
+    char service[LC_NI_MAXSERV]; /**< the service name (or port number) */
 } lc_nameinfo_t;
 
 /** Reverse-resolves addr off the loop thread; *fut resolves with an lc_nameinfo_t * owned by the
@@ -444,5 +478,7 @@ int lc_loop_getnameinfo(lc_loop_t *loop, const struct sockaddr *addr, int flags,
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

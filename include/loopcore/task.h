@@ -1,4 +1,8 @@
-/* loopcore tasks (asyncio.Task, loop.create_task, await, asyncio.sleep).
+/** @file
+ *  @ingroup task
+ *  @defgroup task Tasks (loopcore/task.h)
+ *
+ * loopcore tasks (asyncio.Task, loop.create_task, await, asyncio.sleep).
  *
  * A task runs a coroutine, lc_coro_fn (loop.h): int coro(void *arg, void **result), on a stack of
  * its own, so the coroutine is straight-line C that suspends in lc_await() / lc_sleep() while the
@@ -38,7 +42,8 @@
  * methods, and typed await helpers for the stream calls, come with issue 5.
  *
  * Thread rules: loop thread only, like futures. lc_await / lc_sleep only inside a task. To cancel
- * from another thread, post lc_task_cancel with lc_loop_call_soon_threadsafe. */
+ * from another thread, post lc_task_cancel with lc_loop_call_soon_threadsafe.
+ * @{ */
 #ifndef LOOPCORE_TASK_H
 #define LOOPCORE_TASK_H
 
@@ -53,16 +58,16 @@
 extern "C" {
 #endif
 
-/* The smallest stack a task may be given (lc_loop_set_task_stack_size). */
+/** The smallest stack a task may be given (lc_loop_set_task_stack_size). */
 #define LC_TASK_STACK_SIZE_MIN (16 * 1024)
 
-/* Counters of a loop's tasks and stack pool (lc_loop_get_task_stats). */
+/** Counters of a loop's tasks and stack pool (lc_loop_get_task_stats). */
 typedef struct lc_task_stats_s {
-    uint64_t tasks_created; /* by the default factory (lc_task_create), since the loop began */
-    uint64_t tasks_live;    /* created and not finished */
-    uint64_t stacks_mapped; /* stacks mmap'd: a task found the pool empty */
-    uint64_t stacks_reused; /* stacks a task took from the pool */
-    uint64_t stacks_idle;   /* stacks in the pool now */
+    uint64_t tasks_created; /**< by the default factory (lc_task_create), since the loop began */
+    uint64_t tasks_live;    /**< created and not finished */
+    uint64_t stacks_mapped; /**< stacks mmap'd: a task found the pool empty */
+    uint64_t stacks_reused; /**< stacks a task took from the pool */
+    uint64_t stacks_idle;   /**< stacks in the pool now */
 } lc_task_stats_t;
 
 /* ---- Creating tasks -------------------------------------------------------------------------- */
@@ -136,5 +141,7 @@ int lc_loop_get_task_stats(const lc_loop_t *loop, lc_task_stats_t *stats);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

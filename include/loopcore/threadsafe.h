@@ -1,4 +1,8 @@
-/* Cross-thread calls into a loop: call_soon_threadsafe and its zero-allocation form.
+/** @file
+ *  @ingroup threadsafe
+ *  @defgroup threadsafe Cross-thread calls (loopcore/threadsafe.h)
+ *
+ * Cross-thread calls into a loop: call_soon_threadsafe and its zero-allocation form.
  *
  * Every loop has a few inbound lock-free MPSC queues ("lanes", threadsafe/mpsc.h); a thread
  * always posts to the same lane, and threads are spread over the lanes, so that producers do not
@@ -25,7 +29,8 @@
  * loop returns the handles it has finished with to the posting threads, which keep them in a
  * per-thread cache for their next calls (to any loop). So memory stays bounded by the most
  * messages ever in flight; a thread's cache is freed when the thread exits, the handles a loop
- * still holds when its memory is freed (lc_loop_free()). */
+ * still holds when its memory is freed (lc_loop_free()).
+ * @{ */
 #ifndef LOOPCORE_THREADSAFE_H
 #define LOOPCORE_THREADSAFE_H
 
@@ -48,19 +53,21 @@ int lc_loop_call_soon_threadsafe(lc_loop_t *loop, lc_call_fn fn, void *arg, lc_h
 
 typedef struct lc_call_s lc_call_t;
 
-/* Runs on the loop's thread with status 0, or with LC_ECLOSED when the loop was closed before the
- * call ran (the message is handed back; the callback may free the struct that embeds it). */
+/** Runs on the loop's thread with status 0, or with LC_ECLOSED when the loop was closed before the
+ *  call ran (the message is handed back; the callback may free the struct that embeds it). */
 typedef void (*lc_call_cb)(lc_call_t *call, int status);
 
-/* A message the caller embeds in its own struct (recover it with lc_container_of). The caller
- * owns the memory; between a successful post and its callback the loop uses it. Once the callback
- * started, the struct is the caller's again and may be posted anew, to any loop. */
+/** A message the caller embeds in its own struct (recover it with lc_container_of). The caller
+ *  owns the memory; between a successful post and its callback the loop uses it. Once the callback
+ *  started, the struct is the caller's again and may be posted anew, to any loop. */
 struct lc_call_s {
-    void *data; /* the caller's; loopcore never touches it */
-    /* private */
+    void *data; /**< the caller's; loopcore never touches it */
+    /** private */
     void *_priv[10];
 };
 
+/** The struct of type that embeds member at ptr (an lc_call_t or lc_work_t in the caller's
+ *  struct). */
 #define lc_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /** Posts call to loop from any thread: cb(call, 0) runs on the loop's thread, in post order with
@@ -80,14 +87,14 @@ int lc_loop_set_spin_budget(lc_loop_t *loop, double seconds);
 /** The spin budget in seconds. */
 double lc_loop_get_spin_budget(const lc_loop_t *loop);
 
-/* Counters of the inbound queue, for tests and benchmarks. Loop thread, or after the loop
- * stopped. */
+/** Counters of the inbound queue, for tests and benchmarks. Loop thread, or after the loop
+ *  stopped. */
 typedef struct lc_loop_threadsafe_stats_s {
-    uint64_t received;    /* messages taken off the inbound queue */
-    uint64_t wakeups;     /* times the loop was woken through its eventfd */
-    uint64_t wake_writes; /* eventfd writes by producers (at most one per sleep) */
-    uint64_t sleeps;      /* times the loop announced it would sleep */
-    uint64_t discarded;   /* messages dropped or handed back by close */
+    uint64_t received;    /**< messages taken off the inbound queue */
+    uint64_t wakeups;     /**< times the loop was woken through its eventfd */
+    uint64_t wake_writes; /**< eventfd writes by producers (at most one per sleep) */
+    uint64_t sleeps;      /**< times the loop announced it would sleep */
+    uint64_t discarded;   /**< messages dropped or handed back by close */
 } lc_loop_threadsafe_stats_t;
 
 /** Copies the counters into *stats. Returns 0 or LC_EINVAL. */
@@ -96,5 +103,7 @@ int lc_loop_get_threadsafe_stats(const lc_loop_t *loop, lc_loop_threadsafe_stats
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

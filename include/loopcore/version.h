@@ -1,14 +1,22 @@
-/* loopcore's version: semantic versioning (MAJOR.MINOR.PATCH). The macros say which headers a
+/** @file
+ *  @ingroup version
+ *  @defgroup version Version (loopcore/version.h)
+ *
+ * loopcore's version: semantic versioning (MAJOR.MINOR.PATCH). The macros say which headers a
  * program was compiled against; lc_version() and lc_version_string() which library it runs
  * with (the shared library may be newer: a higher MINOR or PATCH with the same MAJOR keeps every
  * function and type the program uses). The shared library's soname carries MAJOR
- * (libloopcore.so.MAJOR). CHANGELOG.md says what each release changed. */
+ * (libloopcore.so.MAJOR). CHANGELOG.md says what each release changed.
+ * @{ */
 #ifndef LOOPCORE_VERSION_H
 #define LOOPCORE_VERSION_H
 
+/** The headers' version: MAJOR (incompatible changes), MINOR (additions), PATCH (fixes).
+ *  @{ */
 #define LC_VERSION_MAJOR 0
 #define LC_VERSION_MINOR 1
 #define LC_VERSION_PATCH 0
+/** @} */
 
 #define LC__VERSION_STR2(x) #x
 #define LC__VERSION_STR(x) LC__VERSION_STR2(x)
@@ -33,5 +41,7 @@ const char *lc_version_string(void);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif
