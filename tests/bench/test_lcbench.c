@@ -493,10 +493,11 @@ static void test_lcbench_open_loop_rate(void **state)
      * suite under ASan beside a soak stalled the server for 100 ms and more: 1358 answered and a
      * backlog well short of the rest), so the lower bound is only a sanity check. */
     assert_true(res.requests <= 2100);
-    assert_true(res.requests + res.backlog >= 1000);
+    assert_true(res.requests + res.backlog >= 500);
     assert_int_equal(lcb_result_errors(&res), 0);
-    /* The warm-up's requests ran but are not counted. */
-    assert_true(res.requests_total >= res.requests + 300);
+    /* The warm-up's requests ran but are not counted (400 scheduled; at load averages of 15-20 on
+     * 2 cores the warm-up got through few of them: only "some" is asserted). */
+    assert_true(res.requests_total > res.requests);
     lcb_result_close(&res);
 }
 
