@@ -1,4 +1,8 @@
-/* Datagrams: create_datagram_endpoint, datagram protocols and transports (UDP over IPv4 / IPv6,
+/** @file
+ *  @ingroup datagram
+ *  @defgroup datagram Datagrams: UDP and Unix datagram endpoints (loopcore/datagram.h)
+ *
+ * Datagrams: create_datagram_endpoint, datagram protocols and transports (UDP over IPv4 / IPv6,
  * Unix datagram sockets on paths and abstract names).
  *
  * A datagram protocol is a table of callbacks (lc_datagram_protocol_t) plus a user pointer; a
@@ -36,7 +40,8 @@
  * once per connection_made, through call_soon; lc_loop_close() calls it (LC_ECLOSED) for an open
  * transport. close() sends what is queued first; abort() drops it.
  *
- * Every function here is loop-thread only. */
+ * Every function here is loop-thread only.
+ * @{ */
 #ifndef LOOPCORE_DATAGRAM_H
 #define LOOPCORE_DATAGRAM_H
 
@@ -53,43 +58,50 @@
 extern "C" {
 #endif
 
+/** A datagram transport: one endpoint's socket, driven by the loop (asyncio.DatagramTransport).
+ *  Reference-counted (Lifetime, above). */
 typedef struct lc_datagram_transport_s lc_datagram_transport_t;
 
-/* The largest datagram a UDP socket can send or receive: 65,535 bytes less the IPv4 and UDP
- * headers (IPv4), or less the UDP header (IPv6, whose payload length excludes its own header;
- * no jumbograms). sendto refuses larger ones with -EMSGSIZE before any system call. */
+/** The largest datagram a UDP socket can send or receive: 65,535 bytes less the IPv4 and UDP
+ *  headers (IPv4), or less the UDP header (IPv6, whose payload length excludes its own header;
+ *  no jumbograms). sendto refuses larger ones with -EMSGSIZE before any system call.
+ *  @{ */
 #define LC_UDP_MAX_PAYLOAD_V4 65507
 #define LC_UDP_MAX_PAYLOAD_V6 65527
+/** @} */
 
 /* ---- Protocols ------------------------------------------------------------------------------- */
 
-/* The callbacks of a datagram protocol (asyncio.DatagramProtocol). Any may be NULL. Each gets the
- * transport and the protocol's user pointer. */
+/** The callbacks of a datagram protocol (asyncio.DatagramProtocol). Any may be NULL. Each gets
+ *  the transport and the protocol's user pointer. */
 typedef struct lc_datagram_protocol_s {
+    /** The endpoint is made; t is borrowed until connection_lost returns (Lifetime, above). */
     void (*connection_made)(lc_datagram_transport_t *t, void *user);
-    /* One datagram: len bytes at data (len may be 0) from addr (addrlen bytes), all valid during
-     * the call only. addr is NULL (addrlen 0) for a sender with no address (an unbound Unix
-     * datagram socket). */
+    /** One datagram: len bytes at data (len may be 0) from addr (addrlen bytes), all valid during
+     *  the call only. addr is NULL (addrlen 0) for a sender with no address (an unbound Unix
+     *  datagram socket). */
     void (*datagram_received)(lc_datagram_transport_t *t, const char *data, size_t len,
                               const struct sockaddr *addr, socklen_t addrlen, void *user);
-    /* A socket error (-ECONNREFUSED, ...), LC_EDGRAMTRUNC, or a queued send that failed. The
-     * transport stays open. */
+    /** A socket error (-ECONNREFUSED, ...), LC_EDGRAMTRUNC, or a queued send that failed. The
+     *  transport stays open. */
     void (*error_received)(lc_datagram_transport_t *t, int err, void *user);
-    /* err: 0 after close or abort, LC_ECLOSED when the loop was closed first. */
+    /** err: 0 after close or abort, LC_ECLOSED when the loop was closed first. */
     void (*connection_lost)(lc_datagram_transport_t *t, int err, void *user);
-    /* Flow control: the queue went above the high-water mark / back to the low one. */
+    /** Flow control: the queue went above the high-water mark / back to the low one.
+     *  @{ */
     void (*pause_writing)(lc_datagram_transport_t *t, void *user);
     void (*resume_writing)(lc_datagram_transport_t *t, void *user);
+    /** @} */
 } lc_datagram_protocol_t;
 
-/* Makes the protocol of a new endpoint: sets *proto (a table that must outlive the transport) and
- * *user. Returns 0, or a negative code to refuse (the endpoint's future fails with it). */
+/** Makes the protocol of a new endpoint: sets *proto (a table that must outlive the transport) and
+ *  *user. Returns 0, or a negative code to refuse (the endpoint's future fails with it). */
 typedef int (*lc_datagram_protocol_factory_fn)(void *factory_arg,
                                                const lc_datagram_protocol_t **proto, void **user);
 
 /* ---- Endpoints ------------------------------------------------------------------------------- */
 
-/* create_datagram_endpoint's keyword arguments; zero values are the defaults.
+/** create_datagram_endpoint's keyword arguments; zero values are the defaults.
  *
  * Addresses: local_addr is (local_host, local_port), given when either is set (local_host NULL:
  * every interface); remote_addr is (remote_host, remote_port), given when remote_host is set, and
@@ -102,28 +114,28 @@ typedef int (*lc_datagram_protocol_factory_fn)(void *factory_arg,
  * length; 0 means strlen). A stale socket file at local_path is replaced, as asyncio does; the
  * file is not removed at close. */
 typedef struct lc_datagram_opts_s {
-    const char *local_host;  /* local_addr's host (numeric or a name) */
-    int local_port;          /* local_addr's port (0: the kernel picks one) */
-    const char *remote_host; /* remote_addr's host */
-    int remote_port;
-    const char *local_path; /* Unix: bind to this path or abstract name */
-    size_t local_path_len;
-    const char *remote_path; /* Unix: connect to this path or abstract name */
-    size_t remote_path_len;
-    int family;           /* AF_UNSPEC (0), AF_INET, AF_INET6 (AF_UNIX with the paths) */
-    int proto;            /* passed to getaddrinfo and socket() */
-    int flags;            /* getaddrinfo flags */
-    bool reuse_port;      /* SO_REUSEPORT: several endpoints on one address, the kernel spreads
-                             the flows over them (asyncio's reuse_port) */
-    bool allow_broadcast; /* SO_BROADCAST: sending to a broadcast address is allowed; without
-                             it such a sendto fails with -EACCES (asyncio's allow_broadcast) */
-    bool single_segments; /* true: every datagram travels alone: no UDP GRO on receive, no UDP
-                             GSO on send (sendto_many and gathered answers use sendmmsg only);
-                             default: both where the kernel has them (UDP only) */
-    bool use_sock;        /* wrap sock (an existing datagram socket, bound and / or connected
-                             or not) instead; the address fields must be unset. The transport
-                             gets its own dup of it: the caller still closes sock. */
-    int sock;
+    const char *local_host;  /**< local_addr's host (numeric or a name) */
+    int local_port;          /**< local_addr's port (0: the kernel picks one) */
+    const char *remote_host; /**< remote_addr's host */
+    int remote_port;         /**< remote_addr's port */
+    const char *local_path;  /**< Unix: bind to this path or abstract name */
+    size_t local_path_len;   /**< the length of an abstract local_path; 0 means strlen */
+    const char *remote_path; /**< Unix: connect to this path or abstract name */
+    size_t remote_path_len;  /**< the length of an abstract remote_path; 0 means strlen */
+    int family;              /**< AF_UNSPEC (0), AF_INET, AF_INET6 (AF_UNIX with the paths) */
+    int proto;               /**< passed to getaddrinfo and socket() */
+    int flags;               /**< getaddrinfo flags */
+    bool reuse_port;         /**< SO_REUSEPORT: several endpoints on one address, the kernel spreads
+                                  the flows over them (asyncio's reuse_port) */
+    bool allow_broadcast;    /**< SO_BROADCAST: sending to a broadcast address is allowed; without
+                                  it such a sendto fails with -EACCES (asyncio's allow_broadcast) */
+    bool single_segments;    /**< true: every datagram travels alone: no UDP GRO on receive, no UDP
+                                  GSO on send (sendto_many and gathered answers use sendmmsg only);
+                                  default: both where the kernel has them (UDP only) */
+    bool use_sock;           /**< wrap sock (an existing datagram socket, bound and / or connected
+                                  or not) instead; the address fields must be unset. The transport
+                                  gets its own dup of it: the caller still closes sock. */
+    int sock;                /**< the socket, with use_sock */
 } lc_datagram_opts_t;
 
 /** Creates a datagram endpoint (asyncio's loop.create_datagram_endpoint): resolves and binds /
@@ -175,29 +187,38 @@ size_t lc_datagram_transport_get_write_buffer_size(const lc_datagram_transport_t
 /** Sets the flow-control marks as lc_transport_set_write_buffer_limits (-1: derived as asyncio
  *  does; defaults 64 KiB and 16 KiB). Returns 0 or LC_EINVAL. */
 int lc_datagram_transport_set_write_buffer_limits(lc_datagram_transport_t *t, long high, long low);
+/** Stores the flow-control marks in *low and *high. Returns 0 or LC_EINVAL. */
 int lc_datagram_transport_get_write_buffer_limits(const lc_datagram_transport_t *t, size_t *low,
                                                   size_t *high);
 
 /** get_extra_info('peername' / 'sockname' / 'socket'): getpeername / getsockname into addr (*len
  *  in: its size; out: the address's), and the fd. Return 0 (the fd for get_fd), LC_EINVAL,
- *  LC_ECLOSED once the socket is closed, or -ENOTCONN (peername of an unconnected endpoint). */
+ *  LC_ECLOSED once the socket is closed, or -ENOTCONN (peername of an unconnected endpoint).
+ *  @{ */
 int lc_datagram_transport_get_peername(const lc_datagram_transport_t *t, struct sockaddr *addr,
                                        socklen_t *len);
 int lc_datagram_transport_get_sockname(const lc_datagram_transport_t *t, struct sockaddr *addr,
                                        socklen_t *len);
 int lc_datagram_transport_get_fd(const lc_datagram_transport_t *t);
+/** @} */
 
 /** The protocol table and, in *user if not NULL, its user pointer. */
 const lc_datagram_protocol_t *lc_datagram_transport_get_protocol(const lc_datagram_transport_t *t,
                                                                  void **user);
+/** The loop the transport belongs to. */
 lc_loop_t *lc_datagram_transport_get_loop(const lc_datagram_transport_t *t);
 
-/** Keeps the transport's memory alive past connection_lost; unref releases it (NULL ignored). */
+/** Keeps the transport's memory alive past connection_lost; unref releases it (NULL ignored).
+ *  @{ */
 lc_datagram_transport_t *lc_datagram_transport_ref(lc_datagram_transport_t *t);
 void lc_datagram_transport_unref(lc_datagram_transport_t *t);
+/** @} */
 
-/* ---- Group endpoints: one address served by every loop of a group ---------------------------
+/* ---- Group endpoints: one address served by every loop of a group ------------------------ */
+
+/** @} @addtogroup datagram
  *
+ * @par Group endpoints: one address served by every loop of a group
  * One datagram endpoint per loop, each on its own socket bound to the same address with
  * SO_REUSEPORT, so that the kernel spreads the flows (by a hash of the source and destination)
  * over the loops. Every socket is bound up front on the caller's thread (with port 0 the first
@@ -205,15 +226,21 @@ void lc_datagram_transport_unref(lc_datagram_transport_t *t);
  * (lc_datagram_opts_t.use_sock) on its own thread: the factory runs there (so factory_arg must
  * be safe to use from every loop), and each loop's protocol replies from its own socket. Life
  * cycle: create, close, free, from a thread that runs no loop, while the group runs (after
- * lc_group_start, before lc_group_stop). Implemented in threadsafe/group_datagram.c. */
+ * lc_group_start, before lc_group_stop). Implemented in threadsafe/group_datagram.c.
+ * @{ */
+
+/** A group datagram endpoint: one datagram endpoint per loop of a group, all on one address
+ *  (lc_group_create_datagram_endpoint()). Owned: lc_group_datagram_close(),
+ *  lc_group_datagram_free(). */
 typedef struct lc_group_datagram_s lc_group_datagram_t;
 
+/** Options of lc_group_create_datagram_endpoint(); zero means default. */
 typedef struct lc_group_datagram_opts_s {
-    const char *host;     /* a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
-    int port;             /* 0: the first bind picks one and every other socket reuses it */
-    int family;           /* AF_UNSPEC (from host), AF_INET or AF_INET6 */
-    bool allow_broadcast; /* SO_BROADCAST on every socket */
-    bool single_segments; /* as lc_datagram_opts_t's: no UDP GSO / GRO */
+    const char *host;     /**< a numeric address; NULL means "0.0.0.0" (family AF_INET6: "::") */
+    int port;             /**< 0: the first bind picks one and every other socket reuses it */
+    int family;           /**< AF_UNSPEC (from host), AF_INET or AF_INET6 */
+    bool allow_broadcast; /**< SO_BROADCAST on every socket */
+    bool single_segments; /**< as lc_datagram_opts_t's: no UDP GSO / GRO */
 } lc_group_datagram_opts_t;
 
 /** Makes the endpoint on every loop of the started group g and waits until each has run its
@@ -239,5 +266,7 @@ int lc_group_datagram_free(lc_group_datagram_t *gd);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

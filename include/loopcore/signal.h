@@ -1,4 +1,8 @@
-/* loopcore Unix signals: asyncio's add_signal_handler / remove_signal_handler, and the graceful
+/** @file
+ *  @ingroup signal
+ *  @defgroup signal Unix signals and graceful group shutdown (loopcore/signal.h)
+ *
+ * loopcore Unix signals: asyncio's add_signal_handler / remove_signal_handler, and the graceful
  * shutdown of a loop group on SIGINT / SIGTERM.
  *
  * How a signal reaches a handler. A signal is process-wide: the kernel hands it to any thread
@@ -31,7 +35,7 @@
  * on the last loop that watches it, restores SIG_DFL (asyncio restores Python's default handler,
  * which for SIGINT raises KeyboardInterrupt; C has SIG_DFL). Closing a loop removes its
  * handlers. A fork()ed child inherits the disposition but none of the loops: use exec or close.
- */
+ * @{ */
 #ifndef LOOPCORE_SIGNAL_H
 #define LOOPCORE_SIGNAL_H
 
@@ -63,39 +67,39 @@ int lc_loop_remove_signal_handler(lc_loop_t *loop, int signum, bool *removed);
 
 /* ---- A group: graceful shutdown on SIGINT and SIGTERM ---------------------------------------- */
 
-/* The per-loop shutdown hook: runs on each loop's thread, inside the running loop, once the
- * group servers have stopped accepting. Close the idle connections here and make the busy ones
- * close once their requests are answered (HTTP: the last response says Connection: close). */
+/** The per-loop shutdown hook: runs on each loop's thread, inside the running loop, once the
+ *  group servers have stopped accepting. Close the idle connections here and make the busy ones
+ *  close once their requests are answered (HTTP: the last response says Connection: close). */
 typedef void (*lc_group_shutdown_fn)(lc_loop_t *loop, unsigned index, void *arg);
 
-/* Options of lc_group_stop_on_signals(); zero means default. */
+/** Options of lc_group_stop_on_signals(); zero means default. */
 typedef struct lc_group_signal_opts_s {
-    double grace; /* seconds from the first signal until the loops are stopped even if not
-                     drained; 0: 10; negative or NaN: LC_EINVAL */
-    lc_group_shutdown_fn on_shutdown; /* per-loop hook, or NULL */
-    void *on_shutdown_arg;
-    /* The group servers to stop (lc_group_server_close) on the first signal (connections still
-     * in their listen backlog are then reset, as by any listener's close). The group is drained
-     * once none of them has an active connection on any loop (lc_group_server_wait_closed).
-     * Read during the call only; each must stay alive (not freed) until lc_group_join() has
-     * returned. With none, the shutdown waits for the grace time or for the application's own
-     * lc_group_stop(). */
+    double grace; /**< seconds from the first signal until the loops are stopped even if not
+                       drained; 0: 10; negative or NaN: LC_EINVAL */
+    lc_group_shutdown_fn on_shutdown; /**< per-loop hook, or NULL */
+    void *on_shutdown_arg;            /**< on_shutdown's arg */
+    /** The group servers to stop (lc_group_server_close) on the first signal (connections still
+     *  in their listen backlog are then reset, as by any listener's close). The group is drained
+     *  once none of them has an active connection on any loop (lc_group_server_wait_closed).
+     *  Read during the call only; each must stay alive (not freed) until lc_group_join() has
+     *  returned. With none, the shutdown waits for the grace time or for the application's own
+     *  lc_group_stop(). */
     lc_group_server_t *const *servers;
-    size_t nservers;
-    /* true: a second SIGINT/SIGTERM stops every loop at once (lc_group_stop(), without waiting
-     * for the drain), and lc_group_join() returns. Default: a second signal ends the process at
-     * once with _exit(128 + signum) (130 for SIGINT, 143 for SIGTERM, the shell's status for a
-     * process killed by that signal; no atexit handlers, nothing flushed). */
+    size_t nservers; /**< entries in servers */
+    /** true: a second SIGINT/SIGTERM stops every loop at once (lc_group_stop(), without waiting
+     *  for the drain), and lc_group_join() returns. Default: a second signal ends the process at
+     *  once with _exit(128 + signum) (130 for SIGINT, 143 for SIGTERM, the shell's status for a
+     *  process killed by that signal; no atexit handlers, nothing flushed). */
     bool second_signal_stops;
 } lc_group_signal_opts_t;
 
-/* Where a group's signal shutdown stands (lc_group_shutdown_state()). */
+/** Where a group's signal shutdown stands (lc_group_shutdown_state()). */
 typedef enum {
-    LC_GROUP_SHUTDOWN_ARMED = 0, /* waiting for the first signal (or never armed) */
-    LC_GROUP_SHUTDOWN_DRAINING,  /* signalled: servers stopped, hooks run, waiting for the drain */
-    LC_GROUP_SHUTDOWN_DRAINED,   /* every server drained; the loops were stopped */
-    LC_GROUP_SHUTDOWN_TIMED_OUT, /* the grace time passed first; the loops were stopped */
-    LC_GROUP_SHUTDOWN_ABORTED,   /* a second signal stopped the loops (second_signal_stops) */
+    LC_GROUP_SHUTDOWN_ARMED = 0, /**< waiting for the first signal (or never armed) */
+    LC_GROUP_SHUTDOWN_DRAINING, /**< signalled: servers stopped, hooks run, waiting for the drain */
+    LC_GROUP_SHUTDOWN_DRAINED,  /**< every server drained; the loops were stopped */
+    LC_GROUP_SHUTDOWN_TIMED_OUT, /**< the grace time passed first; the loops were stopped */
+    LC_GROUP_SHUTDOWN_ABORTED,   /**< a second signal stopped the loops (second_signal_stops) */
 } lc_group_shutdown_state_t;
 
 /** Makes SIGINT and SIGTERM shut g down gracefully. The first one: every server of opts stops
@@ -117,5 +121,7 @@ lc_group_shutdown_state_t lc_group_shutdown_state(lc_group_t *g);
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif

@@ -1,4 +1,8 @@
-/* Pipes and subprocesses: connect_read_pipe / connect_write_pipe, subprocess_exec /
+/** @file
+ *  @ingroup subprocess
+ *  @defgroup subprocess Pipes and subprocesses (loopcore/subprocess.h)
+ *
+ * Pipes and subprocesses: connect_read_pipe / connect_write_pipe, subprocess_exec /
  * subprocess_shell, the subprocess protocol and transport.
  *
  * Pipe transports are the stream transports of loopcore/stream.h in a pipe mode (the same
@@ -20,6 +24,7 @@
  *    gone never raises SIGPIPE in the process: the signal is blocked in the writing thread
  *    around each write and the one the write raised is discarded.
  *  - get_peername / get_sockname fail with -ENOTSOCK on a non-socket; start_tls is LC_EINVAL.
+ *
  * The fd is made non-blocking (O_NONBLOCK is a property of the open file, so other holders of
  * a FIFO or a pty see it too, as with asyncio) and close-on-exec, and belongs to the transport.
  *
@@ -33,7 +38,8 @@
  * for the rest of the process: nothing may wait for "any child" (waitpid(-1), a SIGCHLD handler
  * that reaps everything), which would steal loopcore's children.
  *
- * Every function here is loop-thread only. */
+ * Every function here is loop-thread only.
+ * @{ */
 #ifndef LOOPCORE_SUBPROCESS_H
 #define LOOPCORE_SUBPROCESS_H
 
@@ -67,63 +73,79 @@ int lc_loop_connect_write_pipe(lc_loop_t *loop, lc_protocol_factory_fn factory, 
 
 /* ---- Subprocess protocol --------------------------------------------------------------------- */
 
+/** A subprocess transport (asyncio.SubprocessTransport): the child and its pipes.
+ *  Reference-counted: borrowed until its connection_lost returns (lc_subprocess_transport_ref()).
+ */
 typedef struct lc_subprocess_transport_s lc_subprocess_transport_t;
 
-/* The callbacks of a subprocess protocol (asyncio.SubprocessProtocol); any may be NULL. fd is the
- * child's descriptor the pipe is connected to: 0 (stdin), 1 (stdout) or 2 (stderr). Order, as
- * asyncio's base_subprocess: connection_made first; pipe_data_received and pipe_connection_lost
- * while the pipes are open; process_exited once the child has exited (pipes may still be open:
- * a grandchild can hold them); connection_lost last, once the child exited and every pipe is
- * closed. */
+/** The callbacks of a subprocess protocol (asyncio.SubprocessProtocol); any may be NULL. fd is the
+ *  child's descriptor the pipe is connected to: 0 (stdin), 1 (stdout) or 2 (stderr). Order, as
+ *  asyncio's base_subprocess: connection_made first; pipe_data_received and pipe_connection_lost
+ *  while the pipes are open; process_exited once the child has exited (pipes may still be open:
+ *  a grandchild can hold them); connection_lost last, once the child exited and every pipe is
+ *  closed. */
 typedef struct lc_subprocess_protocol_s {
+    /** The child is spawned and its pipes are connected; t is borrowed until connection_lost
+     *  returns. */
     void (*connection_made)(lc_subprocess_transport_t *t, void *user);
-    /* len bytes the child wrote to fd (1 or 2), valid during the call only. */
+    /** len bytes the child wrote to fd (1 or 2), valid during the call only. */
     void (*pipe_data_received)(lc_subprocess_transport_t *t, int fd, const char *data, size_t len,
                                void *user);
-    /* The pipe of fd is closed: err 0 (EOF, close, write_eof, the child closing an idle stdin),
-     * or its error (LC_EPIPE: the child closed its stdin with data still queued for it). */
+    /** The pipe of fd is closed: err 0 (EOF, close, write_eof, the child closing an idle stdin),
+     *  or its error (LC_EPIPE: the child closed its stdin with data still queued for it). */
     void (*pipe_connection_lost)(lc_subprocess_transport_t *t, int fd, int err, void *user);
+    /** The child has exited and been reaped (lc_subprocess_transport_get_returncode() gives its
+     *  status); its pipes may still be open. */
     void (*process_exited)(lc_subprocess_transport_t *t, void *user);
-    /* err: 0, or LC_ECLOSED when lc_loop_close() ended it (the child is then killed and reaped,
-     * after its process_exited). The protocol frees its state here. */
+    /** err: 0, or LC_ECLOSED when lc_loop_close() ended it (the child is then killed and reaped,
+     *  after its process_exited). The protocol frees its state here. */
     void (*connection_lost)(lc_subprocess_transport_t *t, int err, void *user);
-    /* Flow control of the stdin pipe (above its high-water mark / back to the low one). */
+    /** Flow control of the stdin pipe (above its high-water mark / back to the low one).
+     *  @{ */
     void (*pause_writing)(lc_subprocess_transport_t *t, void *user);
     void (*resume_writing)(lc_subprocess_transport_t *t, void *user);
+    /** @} */
 } lc_subprocess_protocol_t;
 
-/* Makes the protocol of a new subprocess: sets *proto (a table that must outlive the process's
- * transport) and *user. Returns 0, or a negative code: the child is then killed and reaped, and
- * the future fails with that code. */
+/** Makes the protocol of a new subprocess: sets *proto (a table that must outlive the process's
+ *  transport) and *user. Returns 0, or a negative code: the child is then killed and reaped, and
+ *  the future fails with that code. */
 typedef int (*lc_subprocess_protocol_factory_fn)(void *factory_arg,
                                                  const lc_subprocess_protocol_t **proto,
                                                  void **user);
 
 /* ---- Options --------------------------------------------------------------------------------- */
 
-/* What a child's stdin, stdout or stderr is connected to. */
+/** What a child's stdin, stdout or stderr is connected to. */
 typedef enum {
-    LC_STDIO_PIPE = 0, /* a new pipe, with a pipe transport (subprocess.PIPE, the default) */
-    LC_STDIO_DEVNULL,  /* /dev/null (subprocess.DEVNULL) */
-    LC_STDIO_INHERIT,  /* the parent's own descriptor (None) */
-    LC_STDIO_FD,       /* the descriptor in the matching *_fd field (a file object's fileno()),
-                          left open in the parent */
-    LC_STDIO_STDOUT,   /* stderr only: the same as stdout (subprocess.STDOUT) */
+    LC_STDIO_PIPE = 0, /**< a new pipe, with a pipe transport (subprocess.PIPE, the default) */
+    LC_STDIO_DEVNULL,  /**< /dev/null (subprocess.DEVNULL) */
+    LC_STDIO_INHERIT,  /**< the parent's own descriptor (None) */
+    LC_STDIO_FD,       /**< the descriptor in the matching *_fd field (a file object's fileno()),
+                            left open in the parent */
+    LC_STDIO_STDOUT,   /**< stderr only: the same as stdout (subprocess.STDOUT) */
 } lc_stdio_t;
 
-/* subprocess_exec / subprocess_shell's keyword arguments; zero values are the defaults. */
+/** subprocess_exec / subprocess_shell's keyword arguments; zero values are the defaults. */
 typedef struct lc_subprocess_opts_s {
-    lc_stdio_t stdin_mode, stdout_mode, stderr_mode; /* stdin=, stdout=, stderr= */
-    int stdin_fd, stdout_fd, stderr_fd;              /* with LC_STDIO_FD */
-    const char *cwd;        /* cwd=: the child's working directory; NULL: the parent's. A
-                               relative argv[0] that has a '/' is then found from cwd, as
-                               with Python's subprocess */
-    const char *const *env; /* env=: "NAME=value" strings, NULL-terminated; NULL: the
-                               parent's environment. The executable is looked up in the
-                               parent's PATH when argv[0] has no '/' */
-    bool start_new_session; /* start_new_session=: setsid() in the child */
-    const int *pass_fds;    /* pass_fds=: descriptors (each >= 3) the child keeps, at the */
-    size_t npass_fds;       /* same numbers */
+    /** stdin=, stdout=, stderr=
+     *  @{ */
+    lc_stdio_t stdin_mode, stdout_mode, stderr_mode;
+    /** @} */
+    /** with LC_STDIO_FD
+     *  @{ */
+    int stdin_fd, stdout_fd, stderr_fd;
+    /** @} */
+    const char *cwd;        /**< cwd=: the child's working directory; NULL: the parent's. A
+                                 relative argv[0] that has a '/' is then found from cwd, as
+                                 with Python's subprocess */
+    const char *const *env; /**< env=: "NAME=value" strings, NULL-terminated; NULL: the
+                                 parent's environment. The executable is looked up in the
+                                 parent's PATH when argv[0] has no '/' */
+    bool start_new_session; /**< start_new_session=: setsid() in the child */
+    const int *pass_fds;    /**< pass_fds=: descriptors (each >= 3) the child keeps, at the same
+                                 numbers */
+    size_t npass_fds;       /**< entries in pass_fds */
 } lc_subprocess_opts_t;
 
 /* ---- Spawning -------------------------------------------------------------------------------- */
@@ -164,9 +186,11 @@ lc_transport_t *lc_subprocess_transport_get_pipe_transport(const lc_subprocess_t
 /** Sends signum to the child (pidfd_send_signal: never to a recycled pid). Returns 0, LC_EINVAL,
  *  or -ESRCH once the child has exited (asyncio's ProcessLookupError). */
 int lc_subprocess_transport_send_signal(lc_subprocess_transport_t *t, int signum);
-/** SIGTERM / SIGKILL, as send_signal. */
+/** SIGTERM / SIGKILL, as send_signal.
+ *  @{ */
 int lc_subprocess_transport_terminate(lc_subprocess_transport_t *t);
 int lc_subprocess_transport_kill(lc_subprocess_transport_t *t);
+/** @} */
 
 /** Closes every pipe transport of the child (each flushes first, as lc_transport_close) and, if the
  *  child is still running, kills it (SIGKILL), as asyncio's base_subprocess does. process_exited
@@ -184,14 +208,19 @@ int lc_subprocess_transport_wait(lc_subprocess_transport_t *t, lc_future_t **fut
 /** The protocol table and, in *user if not NULL, its user pointer. */
 const lc_subprocess_protocol_t *
 lc_subprocess_transport_get_protocol(const lc_subprocess_transport_t *t, void **user);
+/** The loop the transport belongs to. */
 lc_loop_t *lc_subprocess_transport_get_loop(const lc_subprocess_transport_t *t);
 
-/** Keeps the transport's memory alive past connection_lost; unref releases it. */
+/** Keeps the transport's memory alive past connection_lost; unref releases it.
+ *  @{ */
 lc_subprocess_transport_t *lc_subprocess_transport_ref(lc_subprocess_transport_t *t);
 void lc_subprocess_transport_unref(lc_subprocess_transport_t *t);
+/** @} */
 
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif
