@@ -41,6 +41,14 @@ LC_COPTS = [
     "-fno-strict-aliasing",
 ] + _FORTIFY_COPTS
 
+# The library's own sources (the engine, executor and threadsafe layers): symbols are hidden by
+# default, and the public headers make what they declare visible again (#pragma GCC visibility
+# push(default) in each). So libloopcore.so exports the API and nothing else even before its
+# version script (//bazel:loopcore_map), and calls between the library's own functions need no
+# PLT. The lc__ functions the layers share are hidden too: the tests link the layers statically
+# (--dynamic_mode=off in .bazelrc), never through per-layer shared objects.
+LC_LIB_COPTS = LC_COPTS + ["-fvisibility=hidden"]
+
 # PIE: only an executable's own sources may be compiled -fPIE. The libraries' objects also go
 # into the shared libraries that Bazel links the tests against (their .pic.o, built with -fPIC),
 # and a later -fPIE would turn those into code that cannot be linked into a .so; their non-PIC

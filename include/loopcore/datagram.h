@@ -58,6 +58,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** A datagram transport: one endpoint's socket, driven by the loop (asyncio.DatagramTransport).
  *  Reference-counted (Lifetime, above). */
 typedef struct lc_datagram_transport_s lc_datagram_transport_t;
@@ -262,6 +265,8 @@ int lc_group_datagram_close(lc_group_datagram_t *gd);
 /** Closes gd if needed, waits until every loop's connection_lost has run, and frees it. Not from a
  *  loop thread; before lc_group_stop(). Returns 0, LC_EINVAL, or the close's error. */
 int lc_group_datagram_free(lc_group_datagram_t *gd);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

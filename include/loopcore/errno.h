@@ -76,11 +76,24 @@
  *  only) and was dropped rather than truncated: error_received's code (datagram.h). */
 #define LC_EDGRAMTRUNC (-5031)
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
 const char *lc_strerror(int err);
 
 /** Returns the code's symbolic name ("LC_ECLOSED", "EINVAL", ...), static. Any thread. */
 const char *lc_err_name(int err);
+
+#pragma GCC visibility pop
+
+#ifdef __cplusplus
+}
+#endif
 
 /** @} */
 

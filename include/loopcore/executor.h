@@ -96,6 +96,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** The default spin budget of an idle worker, in seconds (see lc_executor_opts_t.spin_budget). */
 #define LC_EXECUTOR_DEFAULT_SPIN 50e-6
 
@@ -229,6 +232,8 @@ int lc_loop_set_default_executor(lc_loop_t *loop, lc_executor_t *ex);
  *  it. Call it before lc_group_start() or after lc_group_join(), from a thread that runs none of
  *  the group's loops. Returns 0, LC_EINVAL, or LC_EBUSY if a loop of g runs (nothing is set). */
 int lc_group_set_default_executor(lc_group_t *g, lc_executor_t *ex);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** A done callback: cb(fut, arg), run through call_soon once fut is done. */
 typedef void (*lc_future_done_cb)(lc_future_t *fut, void *arg);
 
@@ -78,6 +81,8 @@ int lc_future_remove_done_callback(lc_future_t *fut, lc_future_done_cb cb, void 
 
 /** Returns the loop fut is attached to. */
 lc_loop_t *lc_future_get_loop(const lc_future_t *fut);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

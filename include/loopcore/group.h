@@ -63,6 +63,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** The default spin budget of a group's loops, in seconds (lc_loop_set_spin_budget). */
 #define LC_GROUP_DEFAULT_SPIN 200e-6
 
@@ -287,6 +290,8 @@ int lc_group_server_close(lc_group_server_t *gs);
  *  stays valid and still resolves). Before lc_group_free(). Returns 0, LC_EINVAL, or the close's
  *  error (gs is released anyway). */
 int lc_group_server_free(lc_group_server_t *gs);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -25,6 +25,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** An event loop: owned, closed (lc_loop_close()) and then freed (lc_loop_free()). */
 typedef struct lc_loop_s lc_loop_t;
 /** A scheduled callback (asyncio.Handle, TimerHandle): reference-counted (Handles below). */
@@ -233,6 +236,8 @@ double lc_loop_get_slow_callback_duration(const lc_loop_t *loop);
 
 /** Sets the slow-callback threshold in seconds (>= 0). Returns 0 or LC_EINVAL. */
 int lc_loop_set_slow_callback_duration(lc_loop_t *loop, double seconds);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -49,6 +49,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /* ---- One loop: asyncio's methods ------------------------------------------------------------- */
 
 /** add_signal_handler: from now on, each delivery of signum runs fn(arg) on loop's thread, as an
@@ -117,6 +120,8 @@ int lc_group_stop_on_signals(lc_group_t *g, const lc_group_signal_opts_t *opts);
 
 /** Where g's signal shutdown stands. Any thread. */
 lc_group_shutdown_state_t lc_group_shutdown_state(lc_group_t *g);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -78,6 +78,9 @@ struct addrinfo;
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** A transport: one connection's socket, driven by the loop (asyncio.Transport).
  *  Reference-counted (Lifetime, above). */
 typedef struct lc_transport_s lc_transport_t;
@@ -474,6 +477,8 @@ typedef struct lc_nameinfo_s {
 /** Reverse-resolves addr off the loop thread; *fut resolves with an lc_nameinfo_t * owned by the
  *  future (valid while the caller holds the future). */
 int lc_loop_getnameinfo(lc_loop_t *loop, const struct sockaddr *addr, int flags, lc_future_t **fut);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

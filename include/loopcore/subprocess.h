@@ -55,6 +55,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /* ---- Pipes ----------------------------------------------------------------------------------- */
 
 /** connect_read_pipe: wraps fd (the read end of a pipe, a FIFO, a socket or a character device)
@@ -216,6 +219,8 @@ lc_loop_t *lc_subprocess_transport_get_loop(const lc_subprocess_transport_t *t);
 lc_subprocess_transport_t *lc_subprocess_transport_ref(lc_subprocess_transport_t *t);
 void lc_subprocess_transport_unref(lc_subprocess_transport_t *t);
 /** @} */
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -58,6 +58,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** The smallest stack a task may be given (lc_loop_set_task_stack_size). */
 #define LC_TASK_STACK_SIZE_MIN (16 * 1024)
 
@@ -137,6 +140,8 @@ size_t lc_loop_get_task_stack_pool_max(const lc_loop_t *loop);
 
 /** Stores the loop's task and stack-pool counters in *stats. Returns 0 or LC_EINVAL. */
 int lc_loop_get_task_stats(const lc_loop_t *loop, lc_task_stats_t *stats);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -43,6 +43,9 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** Schedules fn(arg) on loop's thread from any thread (asyncio's call_soon_threadsafe). If handle
  *  is not NULL, *handle receives a reference that any thread may cancel (lc_handle_cancel) and
  *  must release (lc_handle_unref). Returns 0, LC_EINVAL, LC_ENOMEM or LC_ECLOSED (fn will not
@@ -99,6 +102,8 @@ typedef struct lc_loop_threadsafe_stats_s {
 
 /** Copies the counters into *stats. Returns 0 or LC_EINVAL. */
 int lc_loop_get_threadsafe_stats(const lc_loop_t *loop, lc_loop_threadsafe_stats_t *stats);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

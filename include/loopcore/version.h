@@ -32,11 +32,16 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
+
 /** The library's version, MAJOR << 16 | MINOR << 8 | PATCH. */
 unsigned lc_version(void);
 
 /** The library's version, "MAJOR.MINOR.PATCH" (static storage). */
 const char *lc_version_string(void);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -107,6 +107,30 @@ C
     [ "$(LD_LIBRARY_PATH=$prefix/lib "$bin")" = "$(pkg-config --modversion loopcore)" ]
 }
 
+cplusplus() {
+    # A C++ program links the C API unmangled (every header's declarations are extern "C").
+    local bin=$tmp/cxx
+    # shellcheck disable=SC2046
+    g++ $san -Wall -Wextra -Werror -x c++ - -o "$bin" $(pkg-config --cflags --libs loopcore) << 'CXX' || return 1
+#include <cstdio>
+#include "loopcore.h"
+static void hello(void *arg) { std::puts("Hello from C++"); lc_loop_stop(static_cast<lc_loop_t *>(arg)); }
+int main()
+{
+    lc_loop_t *loop = nullptr;
+    if (lc_new_event_loop(&loop) != 0 || lc_loop_call_soon(loop, hello, loop, nullptr) != 0)
+        return 1;
+    lc_loop_run_forever(loop);
+    lc_loop_free(loop);
+    std::puts(lc_strerror(LC_ECLOSED));
+    return lc_version() == LC_VERSION_HEX ? 0 : 1;
+}
+CXX
+    local out
+    out=$(LD_LIBRARY_PATH=$prefix/lib "$bin") && [ "$(head -1 <<< "$out")" = "Hello from C++" ] ||
+        { echo "printed: $out"; return 1; }
+}
+
 cmake_project() {
     local src=$tmp/cmake-src build=$tmp/cmake-build ex
     mkdir -p "$src" && cp "$cmakelists" "$src/CMakeLists.txt"
@@ -123,5 +147,6 @@ case_run install_layout install_layout
 case_run version_of_headers_library_and_pc_agree version_matches
 case_run examples_with_pkg_config_shared shared
 case_run examples_with_pkg_config_static static
+case_run cplusplus_program_links_the_c_api cplusplus
 case_run examples_with_cmake_pkg_check_modules cmake_project
 case_exit
