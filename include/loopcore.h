@@ -65,6 +65,7 @@
 #include "loopcore/future.h"
 #include "loopcore/task.h"
 #include "loopcore/stream.h"
+#include "loopcore/sendfile.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"
