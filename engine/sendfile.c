@@ -64,13 +64,15 @@ struct lc__sendfile_s {
     char *buf;
     size_t buf_len, buf_off;
     bool file_err; /* the error is the file's (a read), not the connection's */
+    /* > 0 while a function that reads sf after a call that may end it runs: sf stays. */
+    int busy;
 };
 
 static void sf_step(lc__sendfile *sf);
 
 static void sf_maybe_free(lc__sendfile *sf)
 {
-    if (sf->active || sf->cb_registered || sf->poll_open)
+    if (sf->active || sf->cb_registered || sf->poll_open || sf->busy > 0)
         return;
     lc__loop_remove_resource(sf->loop, &sf->res);
     free(sf->buf);
@@ -168,9 +170,12 @@ static void sf_fail(lc__sendfile *sf, int err)
 {
     if (sf->t != NULL && !sf->file_err && err != LC_ESENDFILENOTAVAILABLE && err != LC_ENOMEM) {
         lc_transport_t *t = sf->t;
-        lc__transport_sendfile_lose(t, err);
-        if (sf->active) /* already closing: the hook did not run */
+        sf->busy++;
+        lc__transport_sendfile_lose(t, err); /* its hook ends sf */
+        if (sf->active)                      /* already closing: the hook did not run */
             sf_finish(sf, err);
+        sf->busy--;
+        sf_maybe_free(sf);
         return;
     }
     sf_finish(sf, err);
@@ -406,7 +411,17 @@ static int fallback_sock(lc__sendfile *sf)
 
 /* ---- Steps ----------------------------------------------------------------------------------- */
 
+static void sf_step_body(lc__sendfile *sf);
+
 static void sf_step(lc__sendfile *sf)
+{
+    sf->busy++;
+    sf_step_body(sf);
+    sf->busy--;
+    sf_maybe_free(sf);
+}
+
+static void sf_step_body(lc__sendfile *sf)
 {
     if (sf->fut != NULL && lc_future_done(sf->fut)) {
         sf_finish(sf, 0); /* completed by someone else: its done callback may not have run */
