@@ -37,6 +37,10 @@
  * by all of them, no session resumption (bench/support/tls.c); a Connection: close request is
  * answered, then the connection closes with a TLS close_notify (the engine's close).
  *
+ * --static DIR (issue 15): GET / HEAD /file/NAME serve the files of DIR with lc_loop_sendfile
+ * instead of the routes above (bench/http_static.c: 404 for anything else, no path leaves DIR);
+ * --static-copy DIR the same by read + write, the copying path to compare with.
+ *
  * Runs in the foreground until SIGINT or SIGTERM, then closes the server and the group. */
 #include <errno.h>
 #include <signal.h>
@@ -50,6 +54,7 @@
 #include <openssl/ssl.h>
 
 #include "http_proto.h"
+#include "http_static.h"
 #include "bench/support/flags.h"
 #include "bench/support/tls.h"
 #include "loopcore.h"
@@ -73,6 +78,7 @@ static __thread loop_state_t ls;
 static double idle_timeout = 60;
 static double header_timeout = 60;
 static double send_timeout = 60;
+static const char *static_dir; /* --static / --static-copy: http_static.c serves instead */
 
 /* ---- Protocol -------------------------------------------------------------------------------- */
 
@@ -200,6 +206,8 @@ static void on_loop_start(lc_loop_t *loop, unsigned index, void *arg)
     ls.loop = loop;
     ls.now = lc_loop_time(loop);
     sweep(NULL);
+    if (static_dir != NULL)
+        http_static_loop_start(loop);
 }
 
 /* Runs on each loop at shutdown: drops the connections and frees the loop's buffers. */
@@ -210,6 +218,8 @@ static int loop_shutdown(lc_loop_t *loop, void *arg, void **result)
     (void)result;
     for (conn_t *c = ls.conns; c != NULL; c = c->next)
         lc_transport_abort(c->t); /* no data_received after this; connection_lost frees c */
+    if (static_dir != NULL)
+        http_static_loop_shutdown();
     http_proto_thread_free();
     return 0;
 }
@@ -221,7 +231,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff] "
             "[--idle-timeout SECONDS] [--header-timeout SECONDS] [--send-timeout SECONDS] "
-            "[--tls-cert FILE --tls-key FILE] [--quiet]\n",
+            "[--tls-cert FILE --tls-key FILE] [--static DIR | --static-copy DIR] [--quiet]\n",
             argv0);
     exit(2);
 }
@@ -234,6 +244,7 @@ int main(int argc, char **argv)
     lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
     bool quiet = false;
     const char *tls_cert = NULL, *tls_key = NULL;
+    bool static_copy = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -267,6 +278,9 @@ int main(int argc, char **argv)
             tls_cert = v, i++;
         } else if (strcmp(a, "--tls-key") == 0 && v != NULL) {
             tls_key = v, i++;
+        } else if ((strcmp(a, "--static") == 0 || strcmp(a, "--static-copy") == 0) && v != NULL) {
+            static_dir = v, i++;
+            static_copy = strcmp(a, "--static-copy") == 0;
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = true;
         } else {
@@ -286,6 +300,13 @@ int main(int argc, char **argv)
     }
 
     http_proto_init();
+    if (static_dir != NULL) {
+        int sr = http_static_init(static_dir, static_copy, idle_timeout, send_timeout);
+        if (sr != 0) {
+            fprintf(stderr, "http_server: --static %s: %s\n", static_dir, lc_strerror(sr));
+            return 1;
+        }
+    }
 
     /* Loop threads inherit this mask: SIGINT/SIGTERM are taken by sigwait() below. */
     sigset_t sigs;
@@ -302,7 +323,7 @@ int main(int argc, char **argv)
     lc_group_server_t *gs = NULL;
     if (r == 0)
         r = lc_group_create_server(
-            g, http_factory, NULL,
+            g, static_dir != NULL ? http_static_factory : http_factory, NULL,
             &(lc_group_server_opts_t){
                 .host = host, .port = port, .backlog = 4096, .mode = mode, .ssl = tls},
             &gs);
