@@ -46,6 +46,7 @@ typedef struct sconn_s {
     bool busy;     /* a body is being sent */
     bool closed;   /* a closing response was queued */
     bool write_paused;
+    bool in_parse; /* inside parse_some(): a body that ends at once leaves the rest to it */
     /* Bytes read and not yet parsed (held while busy). */
     char *pending;
     size_t plen;
@@ -139,7 +140,8 @@ static void body_done(sconn_t *c)
         return;
     }
     lc_transport_resume_reading(c->t);
-    process(c);
+    if (!c->in_parse) /* else the parse that started this body goes on by itself */
+        process(c);
 }
 
 static void sendfile_done(lc_future_t *fut, void *arg)
@@ -251,29 +253,41 @@ static void serve(sconn_t *c)
     }
 }
 
-/* Parses and answers what is pending, one request at a time, until a body is in progress. */
-static void process(sconn_t *c)
+/* Parses and answers requests from buf until a body is in progress (or the connection is
+ * done); returns the bytes used. */
+static size_t parse_some(sconn_t *c, const char *buf, size_t len)
 {
-    while (!c->busy && !c->closed && c->plen > 0 && !lc_transport_is_closing(c->t)) {
+    size_t done = 0;
+    c->in_parse = true;
+    while (!c->busy && !c->closed && done < len && !lc_transport_is_closing(c->t)) {
         c->complete = false;
-        llhttp_errno_t err = llhttp_execute(&c->parser, c->pending, c->plen);
-        size_t used = c->plen;
+        llhttp_errno_t err = llhttp_execute(&c->parser, buf + done, len - done);
+        size_t used = len - done;
         if (err == HPE_PAUSED) {
-            used = (size_t)(llhttp_get_error_pos(&c->parser) - c->pending);
+            used = (size_t)(llhttp_get_error_pos(&c->parser) - (buf + done));
             llhttp_resume(&c->parser);
         } else if (err != HPE_OK) {
-            c->plen = 0;
             send_simple(c, "400 Bad Request", "Bad Request", true);
-            return;
+            done = len;
+            break;
         }
-        memmove(c->pending, c->pending + used, c->plen - used);
-        c->plen -= used;
+        done += used;
         if (c->complete) {
             c->last_active = lc_loop_time(s_loop);
             serve(c);
         }
     }
-    if (c->plen == 0 && c->pending != NULL) {
+    c->in_parse = false;
+    return done;
+}
+
+/* Parses and answers the pending bytes (those that waited for a body). */
+static void process(sconn_t *c)
+{
+    size_t used = parse_some(c, c->pending, c->plen);
+    memmove(c->pending, c->pending + used, c->plen - used);
+    c->plen -= used;
+    if (c->plen == 0) {
         free(c->pending);
         c->pending = NULL;
     }
@@ -299,6 +313,15 @@ static void s_data(lc_transport_t *t, const char *data, size_t len, void *user)
     sconn_t *c = user;
     if (c->closed)
         return;
+    if (c->plen == 0) { /* the common case: parse straight from the read buffer */
+        size_t used = parse_some(c, data, len);
+        data += used;
+        len -= used;
+        if (len == 0 || c->closed || lc_transport_is_closing(t))
+            return;
+    }
+    /* What follows a request whose body is being sent waits (reading is paused meanwhile, so
+     * this is at most one read's worth beyond a request head in progress). */
     if (c->plen + len > STATIC_MAX_PENDING) {
         c->plen = 0;
         send_simple(c, "431 Request Header Fields Too Large", "Too Large", true);
@@ -310,7 +333,8 @@ static void s_data(lc_transport_t *t, const char *data, size_t len, void *user)
     }
     memcpy(c->pending + c->plen, data, len);
     c->plen += len;
-    process(c);
+    if (!c->busy)
+        process(c);
 }
 
 static void s_lost(lc_transport_t *t, int err, void *user)

@@ -115,7 +115,8 @@ static void sf_end(lc__sendfile *sf, int err)
     lc_transport_t *t = sf->t;
     if (t != NULL) {
         lc__transport_sendfile_end(t);
-        if (!lc_transport_is_closing(t)) {
+        /* Not while lc_loop_close() tears things down: connection_lost comes next. */
+        if (!lc_transport_is_closing(t) && !lc_loop_is_closed(sf->loop)) {
             /* The protocol learns the net change of the flow control it did not see. */
             bool paused = lc__transport_write_paused(t);
             void *user = NULL;

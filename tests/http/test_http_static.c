@@ -98,13 +98,26 @@ static void serve_files(const char *flag)
     long n = read_head(fd, head, sizeof(head));
     assert_non_null(strstr(head, "HTTP/1.1 404"));
     read_exact(fd, body, (size_t)n);
+    /* Small bodies pipelined, each complete at once: answered once each, in order. */
+    send_all(fd, "GET /file/one HTTP/1.1\r\nHost: x\r\n\r\n"
+                 "GET /file/empty HTTP/1.1\r\nHost: x\r\n\r\n"
+                 "GET /file/one HTTP/1.1\r\nHost: x\r\n\r\n"
+                 "GET /file/nothere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(read_head(fd, head, sizeof(head)), 1);
+    read_exact(fd, body, 1);
+    assert_int_equal(read_head(fd, head, sizeof(head)), 0);
+    assert_int_equal(read_head(fd, head, sizeof(head)), 1);
+    read_exact(fd, body, 1);
+    n = read_head(fd, head, sizeof(head));
+    assert_non_null(strstr(head, "HTTP/1.1 404"));
+    read_exact(fd, body, (size_t)n);
     /* The same connection (keep-alive), a second time, then Connection: close. */
     send_all(fd, "GET /file/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_int_equal(read_head(fd, head, sizeof(head)), BIG);
     read_exact(fd, body, BIG);
     assert_memory_equal(body, big, BIG);
     bool closed = false;
-    sp_read_all(fd, body, 16, 10, &closed);
+    assert_int_equal(sp_read_all(fd, body, 16, 10, &closed), 0); /* nothing more: no duplicate */
     assert_true(closed);
     close(fd);
     free(body);
