@@ -284,6 +284,8 @@ static size_t parse_some(sconn_t *c, const char *buf, size_t len)
 /* Parses and answers the pending bytes (those that waited for a body). */
 static void process(sconn_t *c)
 {
+    if (c->plen == 0)
+        return;
     size_t used = parse_some(c, c->pending, c->plen);
     memmove(c->pending, c->pending + used, c->plen - used);
     c->plen -= used;

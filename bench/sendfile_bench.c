@@ -237,8 +237,12 @@ static void nginx_conf(int port)
 }
 
 static pid_t servers[3];
+static char *server_bin, *lcbench;
+
 static void cleanup(void)
 {
+    free(server_bin);
+    free(lcbench);
     for (int i = 0; i < 3; i++)
         stop(servers[i]);
     char cmd[512];
@@ -264,10 +268,12 @@ int main(int argc, char **argv)
     if (!(duration > 0) || rounds < 1)
         return 2;
     signal(SIGPIPE, SIG_IGN);
-    char *server_bin = lc_bench_find_runfile(argv[0], "bench/http_server");
-    char *lcbench = lc_bench_find_runfile(argv[0], "bench/lcbench/lcbench");
+    server_bin = lc_bench_find_runfile(argv[0], "bench/http_server");
+    lcbench = lc_bench_find_runfile(argv[0], "bench/lcbench/lcbench");
     if (server_bin == NULL || lcbench == NULL) {
         fprintf(stderr, "sendfile_bench: http_server or lcbench not found in the runfiles\n");
+        free(server_bin);
+        free(lcbench);
         return 1;
     }
     const char *base = getenv("TEST_TMPDIR");
@@ -344,7 +350,5 @@ int main(int argc, char **argv)
         }
     }
     fflush(stdout);
-    free(server_bin);
-    free(lcbench);
     return 0;
 }

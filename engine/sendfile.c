@@ -200,6 +200,8 @@ static void sf_timer_cb(void *arg);
 
 static void sf_arm_timer(lc__sendfile *sf)
 {
+    if (sf->t != NULL)
+        sf->send_timeout = lc_transport_get_send_timeout(sf->t); /* set meanwhile, maybe */
     if (sf->t == NULL || !(sf->send_timeout > 0) || sf->timer != NULL)
         return;
     if (lc_loop_call_at(sf->loop, sf->last_progress + sf->send_timeout, sf_timer_cb, sf,
@@ -212,8 +214,11 @@ static void sf_timer_cb(void *arg)
     lc__sendfile *sf = arg;
     lc_handle_unref(sf->timer);
     sf->timer = NULL;
-    if (!sf->active || sf->fallback)
+    if (!sf->active || sf->fallback || sf->t == NULL)
         return;
+    sf->send_timeout = lc_transport_get_send_timeout(sf->t);
+    if (!(sf->send_timeout > 0))
+        return; /* turned off meanwhile */
     double deadline = sf->last_progress + sf->send_timeout;
     if (lc_loop_time(sf->loop) < deadline) {
         sf_arm_timer(sf);
