@@ -784,6 +784,90 @@ static void test_sendfile_loop_closed_during(void **state)
     close(fd);
 }
 
+/* ---- the fallback on a plain socket ----------------------------------------------------------
+ *
+ * /proc/self/cmdline is a regular file that sendfile(2) refuses (EINVAL) and pread reads: the
+ * native path gives way to the fallback (pread + write), or fails without it. */
+
+static size_t read_cmdline(char *buf, size_t cap)
+{
+    int fd = open("/proc/self/cmdline", O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, buf, cap);
+    assert_true(n > 3);
+    close(fd);
+    return (size_t)n;
+}
+
+static void test_sendfile_fallback_when_sendfile_refuses(void **state)
+{
+    lc_loop_t *loop = *state;
+    static char want[4096];
+    size_t wlen = read_cmdline(want, sizeof(want));
+    static conn_t c;
+    c = (conn_t){0};
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, false, &peer);
+    int fd = open("/proc/self/cmdline", O_RDONLY);
+    assert_true(fd >= 0);
+    lc_future_t *fut = NULL;
+    /* Without the fallback: refused before any byte went; the transport is as it was. */
+    assert_int_equal(lc_loop_sendfile(loop, t, fd, 0, 0, false, &fut), 0);
+    assert_int_equal(await_sent(loop, fut, NULL), LC_ESENDFILENOTAVAILABLE);
+    lc_future_unref(fut);
+    assert_true(lc_transport_is_reading(t));
+    assert_int_equal(c.lost, 0);
+    /* With it: the bytes from offset 2, by pread + write. */
+    assert_int_equal(lc_loop_sendfile(loop, t, fd, 2, 0, true, &fut), 0);
+    size_t sent = 0;
+    assert_int_equal(await_sent(loop, fut, &sent), 0);
+    lc_future_unref(fut);
+    assert_int_equal(sent, wlen - 2);
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), (off_t)wlen);
+    lc_transport_close(t);
+    wait_for(loop, &c.lost, 1);
+    static char got[4096];
+    int how = 0;
+    size_t n = 0;
+    for (int i = 0; i < 1000 && how == 0; i++) {
+        ssize_t k = recv(peer, got + n, sizeof(got) - n, 0);
+        if (k > 0)
+            n += (size_t)k;
+        else if (k == 0)
+            how = 1;
+        else
+            usleep(1000);
+    }
+    assert_int_equal(n, wlen - 2);
+    assert_memory_equal(got, want + 2, wlen - 2);
+    close(peer);
+
+    /* The same on a raw socket. */
+    int a, b;
+    tcp_pair(&a, &b);
+    assert_int_equal(lc_loop_sock_sendfile(loop, a, fd, 0, 0, false, &fut), 0);
+    assert_int_equal(await_sent(loop, fut, NULL), LC_ESENDFILENOTAVAILABLE);
+    lc_future_unref(fut);
+    assert_int_equal(lc_loop_sock_sendfile(loop, a, fd, 1, 0, true, &fut), 0);
+    assert_int_equal(await_sent(loop, fut, &sent), 0);
+    lc_future_unref(fut);
+    assert_int_equal(sent, wlen - 1);
+    shutdown(a, SHUT_WR);
+    n = 0;
+    for (;;) {
+        ssize_t k = recv(b, got + n, sizeof(got) - n, 0);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+    }
+    assert_int_equal(n, wlen - 1);
+    assert_memory_equal(got, want + 1, wlen - 1);
+    run_for(loop, 0.02);
+    close(a);
+    close(b);
+    close(fd);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -843,6 +927,8 @@ int main(void)
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_sendfile_loop_closed_during, lc_test_loop_setup,
                                         lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_sendfile_fallback_when_sendfile_refuses,
+                                        lc_test_loop_setup, lc_test_loop_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
