@@ -8,9 +8,12 @@
  *    in engine/transport.c) or, for sock_sendfile, a uv_poll of its own;
  *  - fallback: pread 256 KiB, write it (lc_transport_write with the transport's flow control; or
  *    send() on a raw socket, the rest kept until POLLOUT), until count or the end of the file.
- * Every step runs from the loop: the first from call_soon (nothing runs inside the calling
- * function), the next from POLLOUT, from the transport's resume (again through call_soon, out of
- * the transport's flush), or from call_soon after a chunk that did not pause the writer.
+ * The first sendfile(2) is tried inside the call, as asyncio does (unless the transport still
+ * has bytes queued, or runs TLS: then the first step comes from call_soon); the next steps run
+ * from POLLOUT, from the transport's resume (through call_soon, out of the transport's flush), or
+ * from call_soon after a chunk that did not pause the writer. A step never calls the protocol,
+ * except to give back the flow-control state when the operation ends; the future's callbacks
+ * always come from the loop.
  *
  * Lifetime. The state lives while any of these holds: the operation is active (until it ends:
  * done, failed, cancelled, or its transport closed), its done callback on the future is
@@ -532,15 +535,11 @@ static int sf_new(lc_loop_t *loop, int sock, int file_fd, off_t offset, size_t c
     return 0;
 }
 
-/* Starts it: the first step from the ready queue. On failure everything is undone. */
-static int sf_start(lc__sendfile *sf, lc_future_t **fut)
+/* Started: a loop resource, and the caller's reference to the future. */
+static void sf_started(lc__sendfile *sf, lc_future_t **fut)
 {
-    int r = lc_loop_call_soon(sf->loop, sf_step_cb, sf, &sf->step);
-    if (r != 0)
-        return r;
     lc__loop_add_resource(sf->loop, &sf->res);
     *fut = lc_future_ref(sf->fut);
-    return 0;
 }
 
 static void sf_discard(lc__sendfile *sf)
@@ -578,22 +577,27 @@ int lc_loop_sendfile(lc_loop_t *loop, lc_transport_t *t, int file_fd, off_t offs
     sf->last_progress = lc_loop_time(loop);
     sf->want_reading = lc_transport_is_reading(t);
     sf->was_write_paused = lc__transport_write_paused(t);
+    /* The native path with nothing queued tries sendfile(2) at once, as asyncio's does; the
+     * fallback and a transport still flushing start from the loop. */
+    bool now = !tls && lc_transport_get_write_buffer_size(t) == 0;
     r = lc_transport_pause_reading(t);
     if (r == 0)
         r = lc__transport_sendfile_begin(t, sf);
-    if (r == 0) {
-        r = sf_start(sf, fut);
+    if (r == 0 && !now) {
+        r = lc_loop_call_soon(loop, sf_step_cb, sf, &sf->step);
         if (r != 0)
             lc__transport_sendfile_end(t);
     }
     if (r != 0) {
         if (sf->want_reading && !lc_transport_is_closing(t))
             lc_transport_resume_reading(t);
-        sf_cancel_handle(&sf->step);
         sf_discard(sf);
         return r;
     }
     sf->t = lc_transport_ref(t);
+    sf_started(sf, fut);
+    if (now)
+        sf_step(sf); /* may end it (the future's callbacks still come from the loop) */
     return 0;
 }
 
@@ -619,10 +623,7 @@ int lc_loop_sock_sendfile(lc_loop_t *loop, int sockfd, int file_fd, off_t offset
     int r = sf_new(loop, sockfd, file_fd, offset, count, fallback, fut, &sf);
     if (r != 0)
         return r;
-    r = sf_start(sf, fut);
-    if (r != 0) {
-        sf_discard(sf);
-        return r;
-    }
+    sf_started(sf, fut);
+    sf_step(sf); /* sendfile(2) at once; the socket is polled only if it would block */
     return 0;
 }

@@ -15,6 +15,10 @@
  * thread (asyncio runs them on its executor): 256 KiB at a time from a regular file, which the
  * page cache usually serves at once.
  *
+ * The first sendfile(2) is tried inside the call when nothing waits before it (asyncio's native
+ * path does the same), so the future may be done when the call returns; its done callbacks
+ * still run from the loop, never inside the call.
+ *
  * The future. *fut resolves with the number of bytes sent, as a uintptr_t in the result pointer
  * (read it with lc_future_result(fut, &p) then (uintptr_t)p), or fails. Cancelling it stops the
  * transfer where it is (bytes already sent stay sent; the file's offset is updated as above; a

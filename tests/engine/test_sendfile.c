@@ -202,7 +202,9 @@ static void send_and_check(lc_loop_t *loop, size_t size, off_t offset, size_t co
     rx_start(&rx, peer);
     lc_future_t *fut = NULL;
     assert_int_equal(lc_loop_sendfile(loop, t, fd, offset, count, false, &fut), 0);
-    assert_false(lc_transport_is_reading(t));
+    /* A small file may be sent within the call (tried at once, as asyncio); otherwise reading
+     * is paused until it ends. */
+    assert_true(lc_future_done(fut) || !lc_transport_is_reading(t));
     size_t sent = 0;
     assert_int_equal(await_sent(loop, fut, &sent), 0);
     lc_future_unref(fut);
