@@ -69,6 +69,11 @@ struct lc__sendfile_s {
     bool file_err; /* the error is the file's (a read), not the connection's */
     /* > 0 while a function that reads sf after a call that may end it runs: sf stays. */
     int busy;
+    /* The step tried inside lc_loop_sendfile / sock_sendfile: an error met there is reported
+     * from the next step (deferred_err), so that the caller can add its done callbacks first and
+     * they still run before a lost transport's connection_lost. */
+    bool in_call;
+    int deferred_err;
 };
 
 static void sf_step(lc__sendfile *sf);
@@ -432,6 +437,12 @@ static void sf_step(lc__sendfile *sf)
 
 static void sf_step_body(lc__sendfile *sf)
 {
+    if (sf->deferred_err != 0) {
+        int err = sf->deferred_err;
+        sf->deferred_err = 0;
+        sf_fail(sf, err);
+        return;
+    }
     if (sf->fut != NULL && lc_future_done(sf->fut)) {
         sf_finish(sf, 0); /* completed by someone else: its done callback may not have run */
         return;
@@ -458,7 +469,10 @@ static void sf_step_body(lc__sendfile *sf)
     }
     if (!sf->active)
         return;
-    if (r < 0) {
+    if (r < 0 && sf->in_call) {
+        sf->deferred_err = r;
+        sf_schedule(sf);
+    } else if (r < 0) {
         sf_fail(sf, r);
     } else if (r == 1) {
         sf_finish(sf, 0);
@@ -596,8 +610,14 @@ int lc_loop_sendfile(lc_loop_t *loop, lc_transport_t *t, int file_fd, off_t offs
     }
     sf->t = lc_transport_ref(t);
     sf_started(sf, fut);
-    if (now)
-        sf_step(sf); /* may end it (the future's callbacks still come from the loop) */
+    if (now) {
+        sf->in_call = true;
+        sf->busy++;
+        sf_step(sf); /* may succeed at once (the future's callbacks still come from the loop) */
+        sf->in_call = false;
+        sf->busy--;
+        sf_maybe_free(sf);
+    }
     return 0;
 }
 
@@ -624,6 +644,11 @@ int lc_loop_sock_sendfile(lc_loop_t *loop, int sockfd, int file_fd, off_t offset
     if (r != 0)
         return r;
     sf_started(sf, fut);
+    sf->in_call = true;
+    sf->busy++;
     sf_step(sf); /* sendfile(2) at once; the socket is polled only if it would block */
+    sf->in_call = false;
+    sf->busy--;
+    sf_maybe_free(sf);
     return 0;
 }

@@ -345,6 +345,36 @@ static void test_sendfile_peer_resets_mid_file(void **state)
     assert_int_equal(count_fds(), fds_before);
 }
 
+/* The peer reset before the call: the first sendfile(2), tried inside the call, fails; the
+ * failure still comes from the loop, so a done callback added after the call runs before
+ * connection_lost. */
+static void test_sendfile_peer_gone_before_the_call(void **state)
+{
+    lc_loop_t *loop = *state;
+    static conn_t c;
+    c = (conn_t){0};
+    order_log = (lc_test_log_t){0};
+    c.log = &order_log;
+    int peer;
+    lc_transport_t *t = tcp_transport(loop, &c, false, &peer);
+    struct linger lg = {1, 0};
+    setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(peer);
+    usleep(20000); /* the RST arrives; the loop has not run, so the transport does not know */
+    int fd = make_file(MiB, 6);
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_sendfile(loop, t, fd, 0, 0, false, &fut), 0);
+    assert_false(lc_future_done(fut));
+    assert_int_equal(lc_future_add_done_callback(fut, log_done, NULL), 0);
+    int r = await_sent(loop, fut, NULL);
+    assert_true(r == -ECONNRESET || r == -EPIPE);
+    wait_for(loop, &c.lost, 1);
+    int expected[] = {1, LOST};
+    lc_test_assert_log(&order_log, expected, 2);
+    lc_future_unref(fut);
+    close(fd);
+}
+
 /* close() and abort() during a sendfile to a peer that does not read: the future fails with
  * LC_ECLOSED at once. */
 static void close_during(lc_loop_t *loop, bool abort_it)
@@ -908,6 +938,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sendfile_slow_reader_after_queued_data,
                                         lc_test_loop_setup, lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_sendfile_peer_resets_mid_file, lc_test_loop_setup,
+                                        lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_sendfile_peer_gone_before_the_call, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_sendfile_close_and_abort_fail_it, lc_test_loop_setup,
                                         lc_test_loop_teardown),
