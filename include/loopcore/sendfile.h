@@ -67,7 +67,8 @@ extern "C" {
  *   - close() or abort() fails the future with LC_ECLOSED at once (close still flushes what was
  *     queued before); a lost connection (the peer's reset: -ECONNRESET, -EPIPE; the send timeout)
  *     fails it with that error, and connection_lost follows as for a failed write. Either way the
- *     future's callbacks come before connection_lost.
+ *     future's callbacks come before connection_lost (those added right after this call too:
+ *     an error met inside the call is reported from the loop).
  *   - lc_loop_start_tls must not be called on t (the upgrade needs an idle transport).
  *
  *  Returns 0 (then *fut holds one reference for the caller), LC_EINVAL (NULL arguments, a
