@@ -184,6 +184,59 @@ static void test_static_reset_mid_body(void **state)
     assert_int_equal(sp_stop(pid), 0);
 }
 
+/* Over TLS the files go by lc_loop_sendfile's fallback (read + write through the TLS transport):
+ * curl fetches two on one connection and they match. */
+static void test_static_tls(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/curl", X_OK) != 0)
+        skip();
+    char cdir[64];
+    assert_int_equal(sp_make_cert(cdir, sizeof(cdir)), 0);
+    char cert[128], key[128];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", cdir);
+    snprintf(key, sizeof(key), "%s/key.pem", cdir);
+    int port = sp_free_port();
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    char *argv[] = {
+        (char *)server_path, "--loops", "1",         "--port", p,         "--static", dir,
+        "--tls-cert",        cert,      "--tls-key", key,      "--quiet", NULL};
+    pid_t pid = sp_start(argv, port);
+    assert_true(pid > 0);
+    char out1[512], out2[512], cmd[2048];
+    snprintf(out1, sizeof(out1), "%s/got1", cdir);
+    snprintf(out2, sizeof(out2), "%s/got2", cdir);
+    snprintf(cmd, sizeof(cmd),
+             "curl -sS --max-time 30 --cacert %s https://localhost:%d/file/big.bin -o %s "
+             "https://localhost:%d/file/one -o %s -w '%%{num_connects}\n' > %s/connects",
+             cert, port, out1, port, out2, cdir);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(out1, "rb");
+    assert_non_null(f);
+    char *got = malloc(BIG + 1);
+    assert_non_null(got);
+    assert_int_equal(fread(got, 1, BIG + 1, f), BIG);
+    fclose(f);
+    assert_memory_equal(got, big, BIG);
+    f = fopen(out2, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(got, 1, 2, f), 1);
+    assert_int_equal(got[0], 'x');
+    fclose(f);
+    free(got);
+    char cpath[512];
+    snprintf(cpath, sizeof(cpath), "%s/connects", cdir);
+    f = fopen(cpath, "r");
+    assert_non_null(f);
+    int c1 = -1, c2 = -1;
+    assert_int_equal(fscanf(f, "%d %d", &c1, &c2), 2);
+    fclose(f);
+    assert_int_equal(c1 + c2, 1); /* the second file on the same connection */
+    assert_int_equal(sp_stop(pid), 0);
+    sp_remove_dir(cdir);
+}
+
 /* The benchmark in a short run: four lines in the format, with positive figures. */
 static void test_sendfile_bench_short(void **state)
 {
@@ -274,9 +327,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     lc_test_watchdog(240);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_static_sendfile),
-        cmocka_unit_test(test_static_copy),
-        cmocka_unit_test(test_static_reset_mid_body),
+        cmocka_unit_test(test_static_sendfile),       cmocka_unit_test(test_static_copy),
+        cmocka_unit_test(test_static_reset_mid_body), cmocka_unit_test(test_static_tls),
         cmocka_unit_test(test_sendfile_bench_short),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
