@@ -943,6 +943,9 @@ int lc_transport_write_eof(lc_transport_t *t)
         return LC_ECLOSED;
     if (t->tls != NULL)
         return LC_ENOTSUP; /* no half-close over TLS (asyncio: NotImplementedError) */
+    /* sendfile hook: a shutdown now would cut the file short. */
+    if (t->sendfile != NULL)
+        return LC_EBUSY;
     if (t->want_eof)
         return 0;
     t->want_eof = true;

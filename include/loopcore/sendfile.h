@@ -57,7 +57,8 @@ extern "C" {
  *     (asyncio's native path raises "unable to write; sendfile is in progress"; its fallback
  *     lets them interleave with the file's bytes, which would corrupt the stream, so both paths
  *     refuse them here). A second sendfile on the transport is LC_EBUSY too (asyncio: "Empty
- *     waiter is already set").
+ *     waiter is already set"), and so is write_eof (asyncio would shut the socket down under
+ *     the file).
  *   - the transport reads nothing: pause_reading / resume_reading only record what the protocol
  *     wants when the sendfile ends (is_reading is false meanwhile; asyncio pauses reading too).
  *   - the protocol gets no pause_writing / resume_writing: if it was paused when the sendfile

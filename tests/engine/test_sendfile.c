@@ -279,6 +279,7 @@ static void test_sendfile_slow_reader_after_queued_data(void **state)
     lc_future_t *f2 = NULL;
     assert_int_equal(lc_loop_sendfile(loop, t, fd, 0, 0, true, &f2), LC_EBUSY);
     assert_null(f2);
+    assert_int_equal(lc_transport_write_eof(t), LC_EBUSY);
     assert_int_equal(lc_transport_pause_reading(t), 0);
     assert_int_equal(lc_transport_resume_reading(t), 0); /* recorded: reading resumes at the end */
     assert_false(lc_transport_is_reading(t));
