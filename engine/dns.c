@@ -1,9 +1,14 @@
 /* getaddrinfo / getnameinfo as futures, on libuv's thread pool (resolution never blocks a loop). */
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/stream_internal.h"
+
+/* The public header spells these sizes out (it includes no <netdb.h>). */
+_Static_assert(LC_NI_MAXHOST >= NI_MAXHOST && LC_NI_MAXSERV >= NI_MAXSERV,
+               "lc_nameinfo_t is smaller than getnameinfo's buffers");
 
 typedef struct {
     uv_getaddrinfo_t req;

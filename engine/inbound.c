@@ -279,8 +279,8 @@ bool lc__inbound_spin(lc_loop_t *loop, uint64_t timeout_ms, double start)
             /* I/O and the clock, every 64 spins (a zero-timeout epoll_wait is a system call). */
             uv_run(&loop->uv, UV_RUN_NOWAIT);
             loop->io_skips = 0;
-            if (!lc__ready_empty(loop) || loop->stopping)
-                return true;
+            if (!lc__ready_empty(loop) || loop->stopping || loop->deferred_head != NULL)
+                return true; /* the I/O callbacks gave the iteration work */
             if (lc__now() >= deadline)
                 return false;
             /* Give the core away if another thread wants it (a worker or producer pinned to the

@@ -3,16 +3,17 @@
  * factory hook. The timers are in timers.c, the inbound queue and wake-up in inbound.c, the
  * current loop and debug mode in current.c.
  *
- * One iteration (the loop of lc_loop_run_forever()) is:
- *   1. run the ready batch: exactly the callbacks that were queued when the batch started;
- *      callbacks they queue wait for the next iteration (asyncio's ntodo rule);
- *   2. unless stop() was called during that batch, poll libuv: with timeout 0 if callbacks are
- *      ready or a stop is pending, else until the earliest timer (rounded up to whole ms, so a
- *      timer is never woken early; capped at one day); I/O callbacks run inside the poll;
- *   3. run every timer whose when <= now, in (when, seq) order; a timer cancelled before its turn
- *      in this step does not run.
- * This gives asyncio's order: ready callbacks, then I/O, then due timers (behaviour rules 1a, 1b,
- * 2a, 2b, 3b, 5d). */
+ * One iteration (the loop of lc_loop_run_forever()) is asyncio's _run_once:
+ *   1. poll libuv: with timeout 0 if callbacks are ready (cross-thread posts included) or a stop
+ *      is pending, else until the earliest timer (rounded up to whole ms, so a timer is never
+ *      woken early; capped at one day);
+ *   2. the batch: the callbacks that were ready when the poll returned, then the poll's I/O
+ *      callbacks (libuv runs them inside its poll, so the first of them begins the batch:
+ *      lc__io_enter()), then every timer due when the batch began, in (when, seq) order;
+ *      callbacks the batch queues wait for the next iteration (asyncio's ntodo rule);
+ *   3. the deferred work (lc__loop_defer()): TLS transports' coalesced writes go out;
+ *   4. stop() called during the batch ends the run here.
+ * This gives asyncio's order (behaviour rules 1a, 1b, 2a, 2b, 2c, 3b, 5d). */
 #include <math.h>
 #include <stdlib.h>
 #include <time.h>
@@ -140,6 +141,7 @@ int lc_new_event_loop(lc_loop_t **out)
     lc_loop_t *loop = calloc(1, sizeof(*loop));
     if (loop == NULL)
         return LC_ENOMEM;
+    loop->deferred_tail = &loop->deferred_head;
     int r = uv_loop_init(&loop->uv);
     if (r != 0) {
         free(loop);
@@ -315,6 +317,8 @@ int lc_loop_close(lc_loop_t *loop)
      * and memory and unlinks itself. */
     while (loop->resources != NULL)
         loop->resources->force_close(loop->resources);
+    /* Deferred work of transports just closed: it finds nothing to do and drops what it held. */
+    lc__loop_run_deferred(loop);
 
     /* Close every libuv handle (ours, and any the user left open), then let libuv finish: closing
      * handles, and requests still on its thread pool (a getaddrinfo), whose callbacks find the
@@ -548,12 +552,13 @@ static void run_ready_batch(lc_loop_t *loop)
         ready_resize(loop, loop->ready_cap / 4);
 }
 
-/* The poll timeout in ms: 0 if anything is ready or a stop is pending, else until the earliest
+/* The poll timeout in ms: 0 if anything is ready, deferred work waits (I/O callbacks run during the
+ * inbound spin, lc__inbound_spin(), may leave some) or a stop is pending, else until the earliest
  * timer (rounded up, so a timer is never woken early), capped at one day. */
 static uint64_t poll_timeout_ms(lc_loop_t *loop)
 {
     lc__timers_skip_cancelled(loop);
-    if (!lc__ready_empty(loop) || loop->stopping)
+    if (!lc__ready_empty(loop) || loop->stopping || loop->deferred_head != NULL)
         return 0;
     if (loop->heap_len == 0)
         return LC__MAX_POLL_MS;
@@ -624,6 +629,20 @@ static void begin_batch(lc_loop_t *loop)
     run_ready_batch(loop);
 }
 
+/* ---- Deferred work ---------------------------------------------------------------------------
+ * Runs what was deferred until now; what that defers again waits for the next iteration. */
+void lc__loop_run_deferred_slow(lc_loop_t *loop)
+{
+    lc__deferred *d = loop->deferred_head;
+    loop->deferred_head = NULL;
+    loop->deferred_tail = &loop->deferred_head;
+    while (d != NULL) {
+        lc__deferred *next = d->next; /* before fn, which may free d or defer it again */
+        d->fn(d);
+        d = next;
+    }
+}
+
 bool lc__io_enter_slow(lc_loop_t *loop, uv_handle_t *h)
 {
     /* A handle the batch stopped or closed has nothing to report. One that was already stopped
@@ -657,12 +676,14 @@ int lc_loop_run_forever(lc_loop_t *loop)
      * further poll. libuv runs the I/O callbacks inside the poll, so the first of them begins the
      * batch before its own work (lc__io_enter()); when no I/O callback ran, the batch begins
      * after the poll. */
+    lc__loop_run_deferred(loop); /* writes made while the loop was not running */
     for (;;) {
         loop->batch_pending = true;
         poll_io(loop);
         if (loop->batch_pending)
             begin_batch(loop);
         lc__timers_run_due(loop);
+        lc__loop_run_deferred(loop);
         if (loop->stopping)
             break;
     }

@@ -103,6 +103,16 @@ typedef struct lc__resource_s {
     void (*force_close)(struct lc__resource_s *r);
 } lc__resource;
 
+/* Work to do once the iteration's callbacks have run, before the loop polls again (engine/loop.c,
+ * "Deferred work"): a TLS transport's coalesced small writes go out here as full records, one
+ * flush per transport per iteration. The owner of an entry keeps it (and itself) alive until fn
+ * has run; fn runs once per lc__loop_defer(), also when the loop closes (then everything it
+ * would flush is already gone). */
+typedef struct lc__deferred_s {
+    struct lc__deferred_s *next;
+    void (*fn)(struct lc__deferred_s *d);
+} lc__deferred;
+
 /* How many inbound MPSC queues ("lanes") a loop has. A posting thread always uses the same lane
  * (lc__post_lane()), so its posts keep their order; threads on different lanes share no cache
  * line, and a producer preempted inside its push (between its exchange and its link) hides only
@@ -225,7 +235,26 @@ struct lc_loop_s {
     uint32_t refs;
 
     lc__resource *resources; /* open transports, servers, connects */
+
+    /* Deferred work (lc__loop_defer()), FIFO: run after each iteration's batch and timers. */
+    lc__deferred *deferred_head;
+    lc__deferred **deferred_tail; /* &deferred_head when empty */
 };
+
+/* Queues d to run after this iteration's callbacks, before the next poll (loop thread). */
+static inline void lc__loop_defer(lc_loop_t *loop, lc__deferred *d)
+{
+    d->next = NULL;
+    *loop->deferred_tail = d;
+    loop->deferred_tail = &d->next;
+}
+
+void lc__loop_run_deferred_slow(lc_loop_t *loop);
+static inline void lc__loop_run_deferred(lc_loop_t *loop)
+{
+    if (LC_UNLIKELY(loop->deferred_head != NULL))
+        lc__loop_run_deferred_slow(loop);
+}
 
 void lc__loop_add_resource(lc_loop_t *loop, lc__resource *r);
 void lc__loop_remove_resource(lc_loop_t *loop, lc__resource *r);

@@ -580,6 +580,11 @@ int lc_loop_sendfile(lc_loop_t *loop, lc_transport_t *t, int file_fd, off_t offs
     int sock = lc_transport_get_fd(t);
     if (sock < 0)
         return sock;
+    /* A pipe transport: asyncio's pipe transports have no sendfile ("not supported"). */
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+    if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM)
+        return LC_ENOTSUP;
     lc__sendfile *sf;
     int r = sf_new(loop, sock, file_fd, offset, count, fallback, fut, &sf);
     if (r != 0)

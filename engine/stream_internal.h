@@ -46,6 +46,16 @@ void lc__server_connection_gone(lc_server_t *s);
 lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
                                   void *factory_arg, lc_server_t *server, int *err);
 
+/* Pipe mode of the transport (engine/transport.c): a socket's transport, or a pipe's. */
+#define LC__PIPE_NONE 0
+#define LC__PIPE_READ 1
+#define LC__PIPE_WRITE 2
+
+/* As lc__transport_new, for a pipe, FIFO or character device fd, already non-blocking: a read
+ * transport (write false) or a write transport. Takes fd (closed on failure). */
+lc_transport_t *lc__transport_new_pipe(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
+                                       void *factory_arg, bool write, int *err);
+
 /* Resolves host/port with uv_getaddrinfo and calls cb(status, res, arg) on the loop thread;
  * cb owns res (uv_freeaddrinfo). Returns 0 or an error (cb is then not called). */
 typedef void (*lc__resolve_cb)(int status, struct addrinfo *res, void *arg);

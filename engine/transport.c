@@ -13,15 +13,25 @@
  * poll callback, the writes, write_eof, close and the end of a flush.
  *
  * lc_loop_sendfile (engine/sendfile.c) meets it in small hooks, each marked "sendfile hook",
- * while t->sendfile is set (see stream_internal.h and the section at the end of this file). */
+ * while t->sendfile is set (see stream_internal.h and the section at the end of this file).
+ *
+ * Pipes are a mode of it too (t->pipe != LC__PIPE_NONE: connect_read_pipe / connect_write_pipe,
+ * and the subprocess pipes of engine/subprocess.c). Each place where a pipe differs is marked
+ * "Pipe mode": writev() with SIGPIPE held off instead of send(MSG_NOSIGNAL), write_eof closes
+ * the fd, a read pipe always closes at EOF (and a pty's EIO is its EOF), a write pipe watches
+ * for its reader going (EPOLLERR) and loses the connection (LC_EPIPE if data was queued). */
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "engine/stream_internal.h"
@@ -66,6 +76,8 @@ struct lc_transport_s {
     bool lost_scheduled;
     bool lost_delivered; /* connection_lost was called */
     bool poll_open;      /* poll is initialised and not closed */
+    uint8_t pipe;        /* Pipe mode: LC__PIPE_NONE (a socket), LC__PIPE_READ, LC__PIPE_WRITE */
+    bool pipe_hup_watch; /* Pipe mode: a write pipe (a FIFO) polled for its reader going */
     const lc_protocol_t *proto;
     void *user;
     /* Queued bytes: wlen in all, copied or not (what flow control, close, write_eof and the
@@ -241,6 +253,8 @@ static void update_poll(lc_transport_t *t)
         ev |= UV_WRITABLE;
     if (t->sendfile != NULL && lc__sendfile_wants_write(t->sendfile)) /* sendfile hook */
         ev |= UV_WRITABLE;
+    if (t->pipe_hup_watch)
+        ev |= UV_READABLE; /* Pipe mode: never readable; EPOLLERR once the reader is gone */
     if (t->tls != NULL)
         ev = tls_poll_events(t, ev);
     if (ev == t->events)
@@ -353,18 +367,18 @@ static bool do_read(lc_transport_t *t)
         }
         return true;
     }
-    if (n < 0) {
+    if (n < 0 && !(errno == EIO && t->pipe == LC__PIPE_READ)) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             fatal_error(t, -errno, "Fatal read error on socket transport");
         return false;
     }
-    /* EOF. */
+    /* EOF (Pipe mode: also EIO, which is how a pty's master sees its slave side closed). */
     t->eof_seen = true;
     update_poll(t);
     bool keep_open = false;
     if (p != NULL && p->eof_received != NULL)
         keep_open = p->eof_received(t, t->user);
-    if (!keep_open)
+    if (!keep_open || t->pipe != LC__PIPE_NONE) /* Pipe mode: a read pipe has no half-close */
         lc_transport_close(t);
     return false;
 }
@@ -657,6 +671,11 @@ static void finish_drained(lc_transport_t *t)
         t->wbuf = NULL;
         t->wcap = 0;
     }
+    if (t->want_eof && !t->eof_sent && t->pipe != LC__PIPE_NONE) {
+        t->eof_sent = true;
+        schedule_lost(t, 0); /* Pipe mode: write_eof closes the pipe (asyncio's write pipe) */
+        return;
+    }
     if (t->want_eof && !t->eof_sent) {
         t->eof_sent = true;
         if (shutdown(t->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
@@ -672,6 +691,40 @@ static void finish_drained(lc_transport_t *t)
         else
             schedule_lost(t, 0);
     }
+}
+
+/* Pipe mode: writev() on a pipe raises SIGPIPE (directed at this thread) once the reader is
+ * gone, and a pipe has no MSG_NOSIGNAL. So SIGPIPE is blocked in this thread around the write
+ * and, when the write fails with EPIPE, the one it raised is taken off the thread's pending set
+ * (sigtimedwait with a zero timeout), so that the process's disposition never sees it. */
+static ssize_t pipe_writev(int fd, const struct iovec *iov, size_t n)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t r = writev(fd, iov, (int)n);
+    int e = errno;
+    if (r < 0 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return r;
+}
+
+/* One send of n buffers (n <= IOV_MAX): send() / sendmsg() with MSG_NOSIGNAL on a socket,
+ * writev() on a pipe. */
+static ssize_t out_writev(lc_transport_t *t, const struct iovec *iov, size_t n)
+{
+    if (t->pipe != LC__PIPE_NONE)
+        return pipe_writev(t->fd, iov, n);
+    if (n == 1)
+        return send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
+    return sendmsg(t->fd, &msg, MSG_NOSIGNAL);
 }
 
 /* do_flush() while a nocopy buffer is pending: sendmsg() from the segments, LC__FLUSH_IOV at a
@@ -700,8 +753,7 @@ static void flush_segs(lc_transport_t *t)
             segs_advance(t, 0);
             break;
         }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
-        ssize_t r = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+        ssize_t r = out_writev(t, iov, n);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -743,7 +795,8 @@ static void do_flush(lc_transport_t *t)
     }
     size_t before = t->wlen;
     while (t->wlen > 0) {
-        ssize_t n = send(t->fd, t->wbuf + t->whead, t->wlen, MSG_NOSIGNAL);
+        struct iovec iov = {.iov_base = t->wbuf + t->whead, .iov_len = t->wlen};
+        ssize_t n = out_writev(t, &iov, 1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -767,6 +820,8 @@ static void do_flush(lc_transport_t *t)
 
 static int check_writable(const lc_transport_t *t)
 {
+    if (t->pipe == LC__PIPE_READ)
+        return LC_ENOTSUP; /* Pipe mode: a read pipe has no write side */
     if (t->closing)
         return LC_ECLOSED;
     if (t->sendfile != NULL && !t->sendfile_writing) /* sendfile hook */
@@ -782,15 +837,9 @@ static int check_writable(const lc_transport_t *t)
 static bool send_now(lc_transport_t *t, const struct iovec *iov, size_t n, size_t *done)
 {
     ssize_t r;
-    do {
-        if (n == 1) {
-            r = send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-        } else {
-            struct msghdr msg = {.msg_iov = (struct iovec *)iov,
-                                 .msg_iovlen = n < IOV_MAX ? n : IOV_MAX};
-            r = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
-        }
-    } while (r < 0 && errno == EINTR);
+    do
+        r = out_writev(t, iov, n < IOV_MAX ? n : IOV_MAX);
+    while (r < 0 && errno == EINTR);
     if (r < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             fatal_error(t, -errno, "Fatal write error on socket transport");
@@ -941,7 +990,7 @@ int lc_transport_write_eof(lc_transport_t *t)
         return LC_EINVAL;
     if (t->closing)
         return LC_ECLOSED;
-    if (t->tls != NULL)
+    if (t->tls != NULL || t->pipe == LC__PIPE_READ)
         return LC_ENOTSUP; /* no half-close over TLS (asyncio: NotImplementedError) */
     /* sendfile hook: a shutdown now would cut the file short. */
     if (t->sendfile != NULL)
@@ -954,7 +1003,10 @@ int lc_transport_write_eof(lc_transport_t *t)
     return 0;
 }
 
-bool lc_transport_can_write_eof(const lc_transport_t *t) { return t != NULL && t->tls == NULL; }
+bool lc_transport_can_write_eof(const lc_transport_t *t)
+{
+    return t != NULL && t->tls == NULL && t->pipe != LC__PIPE_READ;
+}
 
 /* ---- Closing --------------------------------------------------------------------------------- */
 
@@ -1017,12 +1069,19 @@ static void transport_poll_cb(uv_poll_t *p, int status, int events)
         }
         int err = 0;
         socklen_t len = sizeof(err);
-        if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+        if (t->pipe == LC__PIPE_WRITE)
+            /* Pipe mode: EPOLLERR on a write pipe: the reader is gone. An error only if it
+             * leaves data unwritten (asyncio's _UnixWritePipeTransport._read_ready). */
+            status = t->wlen > 0 ? LC_EPIPE : 0;
+        else if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
             status = -err;
-        fatal_error(t, status, "Fatal error on socket transport");
+        if (status == 0)
+            schedule_lost(t, 0); /* Pipe mode: an idle write pipe's reader went */
+        else
+            fatal_error(t, status, "Fatal error on socket transport");
         return;
     }
-    if ((events & UV_READABLE) && !t->closing)
+    if ((events & UV_READABLE) && !t->closing && t->pipe != LC__PIPE_WRITE)
         do_read(t);
     if ((events & UV_WRITABLE) && !t->lost_scheduled && t->wlen > 0)
         do_flush(t);
@@ -1062,6 +1121,8 @@ int lc_transport_pause_reading(lc_transport_t *t)
 {
     if (t == NULL)
         return LC_EINVAL;
+    if (t->pipe == LC__PIPE_WRITE)
+        return LC_ENOTSUP; /* Pipe mode: a write pipe reads nothing */
     if (t->closing)
         return LC_ECLOSED;
     if (t->sendfile != NULL) { /* sendfile hook: applied when it ends */
@@ -1077,6 +1138,8 @@ int lc_transport_resume_reading(lc_transport_t *t)
 {
     if (t == NULL)
         return LC_EINVAL;
+    if (t->pipe == LC__PIPE_WRITE)
+        return LC_ENOTSUP;
     if (t->closing)
         return LC_ECLOSED;
     if (t->sendfile != NULL) { /* sendfile hook: applied when it ends */
@@ -1172,8 +1235,8 @@ static int transport_open(lc_transport_t *t, lc_loop_t *loop, int fd, lc_server_
     return 0;
 }
 
-lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
-                                  void *factory_arg, lc_server_t *server, int *err)
+static lc_transport_t *transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
+                                     void *factory_arg, lc_server_t *server, uint8_t pipe, int *err)
 {
     const lc_protocol_t *proto = NULL;
     void *user = NULL;
@@ -1196,12 +1259,34 @@ lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_f
     }
     t->proto = proto;
     t->user = user;
+    if (pipe != LC__PIPE_NONE) { /* Pipe mode */
+        struct stat st;
+        t->pipe = pipe;
+        t->reading = pipe == LC__PIPE_READ;
+        /* A FIFO's write end is never readable: EPOLLERR says its reader went. A socket's
+         * would be readable with data, so it, like a character device, learns it at a write. */
+        t->pipe_hup_watch = pipe == LC__PIPE_WRITE && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+    }
     if (proto->connection_made != NULL)
         proto->connection_made(t, user);
     /* connection_made may pause reading (honoured: asyncio 3.12's behaviour) or close. */
     update_poll(t);
     *err = 0;
     return t;
+}
+
+lc_transport_t *lc__transport_new(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
+                                  void *factory_arg, lc_server_t *server, int *err)
+{
+    return transport_new(loop, fd, factory, factory_arg, server, LC__PIPE_NONE, err);
+}
+
+/* Pipe mode: a read or write pipe transport (engine/pipe.c, engine/subprocess.c). */
+lc_transport_t *lc__transport_new_pipe(lc_loop_t *loop, int fd, lc_protocol_factory_fn factory,
+                                       void *factory_arg, bool write, int *err)
+{
+    return transport_new(loop, fd, factory, factory_arg, NULL,
+                         write ? LC__PIPE_WRITE : LC__PIPE_READ, err);
 }
 
 /* ---- connect_accepted_socket ----------------------------------------------------------------- */

@@ -42,6 +42,10 @@
 
 enum { TLS_HANDSHAKE, TLS_OPEN, TLS_SHUTDOWN };
 
+/* The most plaintext one TLS record carries: a queue this long is written at once, a shorter one
+ * waits for the end of the iteration (see "Coalescing"). */
+#define LC__TLS_RECORD 16384
+
 /* Records decrypted per socket readiness before the loop moves on (fairness with the other
  * connections; the rest are read on the next readiness, or by a kick if OpenSSL holds them). */
 #define LC__TLS_READS_PER_POLL 16
@@ -59,7 +63,10 @@ struct lc__tls_s {
     bool close_notify_sent; /* SHUTDOWN: ours is out; waiting for the peer's */
     bool kick_scheduled;    /* tls_kick_cb is on the ready queue, holding a reference */
     bool bio_eof;           /* the BIO's read() returned 0 */
-    char err[256];          /* the OpenSSL reason of the error that ended it, or "" */
+    bool corked;            /* cork is deferred on the loop, holding a reference to owner */
+    lc__deferred cork;      /* the end-of-iteration flush of coalesced writes */
+    lc_transport_t *owner;
+    char err[256]; /* the OpenSSL reason of the error that ended it, or "" */
 };
 
 static __thread char tls_last_err[256];
@@ -232,6 +239,8 @@ static unsigned tls_poll_events(const lc_transport_t *t, unsigned ev)
     const struct lc__tls_s *s = t->tls;
     if (s->state != TLS_OPEN)
         return s->want_write ? UV_WRITABLE : UV_READABLE;
+    if (s->corked) /* the deferred flush writes first (see "Coalescing"); POLLOUT only if needed */
+        ev &= ~(unsigned)UV_WRITABLE;
     /* A read that wants to write (a KeyUpdate's answer that the socket did not take) waits for
      * POLLOUT only while reading goes on: paused or closing, nobody would read on POLLOUT, which
      * would then fire again and again; the next SSL_write sends OpenSSL's pending bytes first. */
@@ -495,14 +504,58 @@ static void tls_flush(lc_transport_t *t)
     flush_done(t, before);
 }
 
-/* lc_transport_write()'s TLS form (t open and writable, len > 0). An empty queue is written from
- * the caller's memory; what the socket does not take is copied. */
+/* ---- Coalescing -----------------------------------------------------------------------------
+ * Small writes become full records. A write that finds the queue empty (or corked) and the
+ * connection open is copied to the queue and the flush deferred to the end of the iteration
+ * (lc__loop_defer()), so that what the protocol writes in one pass (a header, then a body; many
+ * connections' replies in one batch) goes out as few records and one send() per transport: each
+ * SSL_write is a record with its own header, tag and encryption call, and asyncio's and uvloop's
+ * sslproto write one record per write(). Once LC__TLS_RECORD bytes are queued there is a full
+ * record: the queue is written at once. The plaintext transport needs none of this (its writes
+ * are already one send() each, and the kernel coalesces segments). What the application sees is
+ * unchanged: the bytes count for flow control from the moment they are written, and they are on
+ * the wire before the loop next waits for events. */
+
+static void tls_cork_cb(lc__deferred *d)
+{
+    struct lc__tls_s *s = lc_container_of(d, struct lc__tls_s, cork);
+    lc_transport_t *t = s->owner;
+    s->corked = false;
+    if (!t->lost_scheduled && t->wlen > 0)
+        tls_flush(t);
+    lc_transport_unref(t);
+}
+
+/* After bytes were queued by a write (the queue was empty before it if was_empty): write full
+ * records now, defer a partial one to the end of the iteration, or wait for the socket. */
+static void tls_queued(lc_transport_t *t, bool was_empty)
+{
+    struct lc__tls_s *s = t->tls;
+    if (s->state == TLS_OPEN && (was_empty || s->corked)) {
+        if (t->wlen >= LC__TLS_RECORD && !tls_send_queue(t))
+            return; /* failed: connection_lost follows */
+        if (t->wlen > 0 && !s->corked) {
+            s->corked = true;
+            t->refs++;
+            lc__loop_defer(t->loop, &s->cork);
+        }
+    } else {
+        update_poll(t);
+    }
+    maybe_pause_writing(t);
+}
+
+/* lc_transport_write()'s TLS form (t open and writable, len > 0). A full record on an empty queue
+ * is written from the caller's memory; what the socket does not take, and a short write, is
+ * copied (see "Coalescing"). */
 static int tls_write(lc_transport_t *t, const char *data, size_t len)
 {
     size_t done = 0;
-    if (t->wlen == 0 && t->tls->state == TLS_OPEN) {
+    bool was_empty = t->wlen == 0;
+    if (was_empty && len >= LC__TLS_RECORD && t->tls->state == TLS_OPEN) {
         if (!tls_send(t, data, len, &done) || done == len)
             return 0;
+        was_empty = false; /* the socket is full: wait for it */
     }
     int r = wbuf_append(t, data + done, len - done);
     if (r != 0) {
@@ -512,8 +565,7 @@ static int tls_write(lc_transport_t *t, const char *data, size_t len)
             fatal_error(t, r, "Out of memory queueing data on SSL transport");
         return r;
     }
-    update_poll(t);
-    maybe_pause_writing(t);
+    tls_queued(t, was_empty);
     return 0;
 }
 
@@ -528,10 +580,7 @@ static int tls_writelines(lc_transport_t *t, const struct iovec *bufs, size_t nb
         if (r != 0)
             return r;
     }
-    if (was_empty && t->tls->state == TLS_OPEN && !tls_send_queue(t))
-        return 0;
-    update_poll(t);
-    maybe_pause_writing(t);
+    tls_queued(t, was_empty);
     return 0;
 }
 
@@ -742,6 +791,8 @@ static lc_transport_t *tls_transport_alloc(int fd, const lc__tls_config *cfg, in
         return NULL;
     }
     t->tls = s;
+    s->owner = t;
+    s->cork.fn = tls_cork_cb;
     t->fd = fd;
     *err = tls_setup(t, cfg);
     if (*err != 0) {
@@ -909,7 +960,7 @@ int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *c
         *fut = NULL;
     lc_start_tls_opts_t o = opts != NULL ? *opts : (lc_start_tls_opts_t){0};
     if (loop == NULL || old == NULL || ctx == NULL || fut == NULL || old->loop != loop ||
-        old->tls != NULL)
+        old->tls != NULL || old->pipe != LC__PIPE_NONE)
         return LC_EINVAL;
     if (old->closing || old->fd < 0)
         return LC_ECLOSED;

@@ -60,12 +60,14 @@
 #ifndef LOOPCORE_H
 #define LOOPCORE_H
 
+#include "loopcore/version.h"
 #include "loopcore/errno.h"
 #include "loopcore/loop.h"
 #include "loopcore/future.h"
 #include "loopcore/task.h"
 #include "loopcore/stream.h"
 #include "loopcore/sendfile.h"
+#include "loopcore/subprocess.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"

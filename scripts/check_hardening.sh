@@ -37,7 +37,7 @@ bin_dir=$(bazel info "$@" bazel-bin 2>/dev/null) || {
     summary "0 1"
     exit 1
 }
-targets=$(bazel query 'kind("cc_binary rule", //bench/... + //examples/...)' 2>/dev/null) || {
+targets=$(bazel query 'kind("cc_binary rule", //bench/... + //examples/... + //:libloopcore.so)' 2>/dev/null) || {
     echo "FAIL hardening: bazel query failed"
     summary "0 1"
     exit 1
@@ -76,7 +76,7 @@ for label in $targets; do
     pkg=${label#//}
     pkg=${pkg%%:*}
     name=${label##*:}
-    rel="$pkg/$name"
+    rel="${pkg:+$pkg/}$name"
     bin="$bin_dir/$rel"
     total=$((total + 1))
     if [ ! -f "$bin" ]; then

@@ -53,6 +53,7 @@ HARNESSES=(
     "lcbench_args_fuzz | tests/fuzz/lcbench_args_fuzz.c $LCBENCH $LOOPCORE $LLHTTP
         | $LLHTTP_FLAGS $LIBS"
     "transport_read_fuzz | tests/fuzz/transport_read_fuzz.c $ENGINE | $LIBS"
+    "tls_read_fuzz | tests/fuzz/tls_read_fuzz.c $ENGINE | $LIBS"
     "http_request_fuzz | tests/fuzz/http_request_fuzz.c bench/http_proto.c $LLHTTP
         | $LLHTTP_FLAGS"
 )

@@ -27,9 +27,12 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-echo "== lcbench -t${cpus} -c${conns} -d${seconds}s --latency http://127.0.0.1:${port}/plaintext"
-"$lcbench" -t"$cpus" -c"$conns" -d"${seconds}s" --warmup 1 --latency \
+plot=$PWD/build/demo/latency.png
+mkdir -p "$(dirname "$plot")"
+echo "== lcbench -t${cpus} -c${conns} -d${seconds}s --latency --plot ${plot#"$PWD"/} http://127.0.0.1:${port}/plaintext"
+"$lcbench" -t"$cpus" -c"$conns" -d"${seconds}s" --warmup 1 --latency --plot "$plot" \
     "http://127.0.0.1:${port}/plaintext"
+echo "== latency by percentile, drawn: $plot"
 
 kill "$server_pid"
 wait "$server_pid" || true

@@ -12,6 +12,10 @@ PKGS=(
     python3 python3-uvloop openssl curl wrk nginx h2o
     # used by the scripts
     procps util-linux
+    # the installed library and its out-of-tree tests (scripts/install.sh, tests/install)
+    pkg-config cmake
+    # lcbench --plot and bench/plots.sh (lcbench-plot draws with gnuplot)
+    gnuplot-nox
     # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer/sanitizer runtimes
     clang libclang-rt-14-dev
 )

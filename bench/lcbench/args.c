@@ -35,6 +35,8 @@ static const char usage_text[] =
     "        --json             Print one JSON object with every figure instead of the text\n"
     "        --percentiles <F>  Write the percentile distribution in HdrHistogram's text format\n"
     "                           (values in milliseconds); also --hdr-out <F>\n"
+    "        --plot        <F>  Draw the latency by percentile into F (PNG, log scale, as\n"
+    "                           HdrHistogram's plotter; lcbench-plot and gnuplot draw it)\n"
     "        --max-errors  <F>  Exit with status 1 when errors / attempts pass F (default 0.01);\n"
     "                           attempts = responses + socket errors; errors = socket errors\n"
     "                           + 4xx/5xx responses + echo mismatches\n"
@@ -335,6 +337,7 @@ enum {
     OPT_CONNECT_TIMEOUT,
     OPT_JSON,
     OPT_PERCENTILES,
+    OPT_PLOT,
     OPT_MAX_ERRORS,
     OPT_PIN,
     OPT_CPUS,
@@ -363,6 +366,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"percentiles", required_argument, NULL, OPT_PERCENTILES},
     {"hdr-out", required_argument, NULL, OPT_PERCENTILES},
+    {"plot", required_argument, NULL, OPT_PLOT},
     {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
     {"pin", no_argument, NULL, OPT_PIN},
     {"cpus", required_argument, NULL, OPT_CPUS},
@@ -465,6 +469,11 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
             if (*a == '\0')
                 return fail(err, errlen, "--percentiles needs a file name");
             cfg->percentiles_path = a;
+            break;
+        case OPT_PLOT:
+            if (*a == '\0')
+                return fail(err, errlen, "--plot needs a file name");
+            cfg->plot_path = a;
             break;
         case OPT_MAX_ERRORS: {
             char *end;

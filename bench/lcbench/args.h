@@ -48,6 +48,7 @@ typedef struct lcb_config_s {
     unsigned nheaders;
     const char *body;             /* --body: request body (sent with Content-Length) */
     const char *percentiles_path; /* --percentiles / --hdr-out: HdrHistogram text output */
+    const char *plot_path;        /* --plot: the latency spectrum as a PNG (lcbench-plot) */
     double max_errors;            /* --max-errors: error ratio that fails the run (0.01) */
     bool pin;                     /* --pin / --cpus: pin the loop threads */
     int cpus[LCB_MAX_CPUS];       /* --cpus LIST */

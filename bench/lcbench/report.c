@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/lcbench/lcbench.h"
@@ -306,6 +307,59 @@ int lcb_write_percentiles(const char *path, const lcb_result_t *res)
     return r;
 }
 
+/* --plot: the run's percentile distribution, drawn by lcbench-plot (found beside this program,
+ * as installed and as Bazel builds it, else on PATH). Returns 0 or an error printed to stderr. */
+static int write_plot(const lcb_config_t *cfg, const lcb_result_t *res)
+{
+    char data[] = "/tmp/lcbench-plot-XXXXXX";
+    int fd = mkstemp(data);
+    if (fd < 0) {
+        fprintf(stderr, "lcbench: --plot: %s\n", strerror(errno));
+        return -1;
+    }
+    close(fd);
+    int r = lcb_write_percentiles(data, res);
+    char tool[4096] = "lcbench-plot";
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            char beside[sizeof(tool)];
+            if (snprintf(beside, sizeof(beside), "%s/lcbench-plot", self) < (int)sizeof(beside) &&
+                access(beside, X_OK) == 0)
+                snprintf(tool, sizeof(tool), "%s", beside);
+        }
+    }
+    char line[600], title[700];
+    snprintf(line, sizeof(line), "%s", cfg->url);
+    snprintf(title, sizeof(title), "lcbench -t%u -c%u%s %s", cfg->threads, cfg->connections,
+             cfg->rate > 0 ? " -R" : "", line);
+    if (r == 0) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(STDERR_FILENO, STDOUT_FILENO); /* its messages never mix with --json output */
+            char label[64];
+            snprintf(label, sizeof(label), "%s=%s", data,
+                     cfg->rate > 0 ? "open loop" : "closed loop");
+            execlp(tool, tool, cfg->plot_path, label, "--", title, (char *)NULL);
+            fprintf(stderr, "lcbench: --plot: cannot run %s: %s\n", tool, strerror(errno));
+            _exit(127);
+        }
+        int status = 0;
+        r = pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+                    WEXITSTATUS(status) != 0
+                ? -1
+                : 0;
+    } else {
+        fprintf(stderr, "lcbench: --plot: %s\n", strerror(-r));
+    }
+    unlink(data);
+    return r;
+}
+
 /* ---- The program ----------------------------------------------------------------------------- */
 
 int lcb_main(int argc, char **argv)
@@ -343,6 +397,8 @@ int lcb_main(int argc, char **argv)
         if (w != 0)
             fprintf(stderr, "lcbench: cannot write %s: %s\n", cfg.percentiles_path, strerror(-w));
     }
+    if (cfg.plot_path != NULL && res.requests_total > 0)
+        write_plot(&cfg, &res);
     int code = lcb_exit_code(&cfg, &res);
     lcb_result_close(&res);
     fflush(stdout);

@@ -59,7 +59,7 @@ extern "C" {
 /* The default spin budget of a group's loops, in seconds (lc_loop_set_spin_budget). */
 #define LC_GROUP_DEFAULT_SPIN 200e-6
 
-typedef struct lc_group_s lc_group_t;
+/* lc_group_t, the group, is declared in loopcore/loop.h (a loop knows its group). */
 
 /* The per-loop start hook: runs on the loop's own thread, inside the running loop
  * (lc_get_running_loop() gives loop), as the loop's first callback, before anything else. */

@@ -23,7 +23,7 @@ extern "C" {
 typedef struct lc_loop_s lc_loop_t;
 typedef struct lc_handle_s lc_handle_t;
 typedef struct lc_future_s lc_future_t;
-typedef struct lc_group_s lc_group_t; /* loopcore/group.h */
+typedef struct lc_group_s lc_group_t; /* the loop group: loopcore/group.h (declared once: C99) */
 
 /* A plain callback: fn(arg). Python's functools.partial becomes a struct that arg points to. */
 typedef void (*lc_call_fn)(void *arg);

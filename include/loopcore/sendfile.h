@@ -74,7 +74,8 @@ extern "C" {
  *
  *  Returns 0 (then *fut holds one reference for the caller), LC_EINVAL (NULL arguments, a
  *  negative offset or file_fd), LC_ECLOSED (t closing or closed), LC_EBUSY (a sendfile already
- *  runs on t), LC_ESENDFILENOTAVAILABLE (not a regular file; TLS without fallback), LC_ENOMEM. */
+ *  runs on t), LC_ESENDFILENOTAVAILABLE (not a regular file; TLS without fallback),
+ *  LC_ENOTSUP (a pipe transport: asyncio's have no sendfile either), LC_ENOMEM. */
 int lc_loop_sendfile(lc_loop_t *loop, lc_transport_t *t, int file_fd, off_t offset, size_t count,
                      bool fallback, lc_future_t **fut);
 

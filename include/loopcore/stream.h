@@ -64,6 +64,10 @@
 #include "loopcore/future.h"
 #include "loopcore/loop.h"
 
+/* <netdb.h> declares struct addrinfo only with a POSIX feature-test macro (gnu11, or
+ * _POSIX_C_SOURCE >= 200112L): strict C99/C11 users of lc_loop_getaddrinfo define one. */
+struct addrinfo;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -424,10 +428,13 @@ void lc_server_free(lc_server_t *s);
 int lc_loop_getaddrinfo(lc_loop_t *loop, const char *host, const char *port,
                         const struct addrinfo *hints, lc_future_t **fut);
 
-/* getnameinfo's result. */
+/* getnameinfo's result. The sizes are glibc's NI_MAXHOST and NI_MAXSERV, spelt out so that the
+ * header needs no feature-test macro (strict C99/C11 <netdb.h> declares neither). */
+#define LC_NI_MAXHOST 1025
+#define LC_NI_MAXSERV 32
 typedef struct lc_nameinfo_s {
-    char host[NI_MAXHOST];
-    char service[NI_MAXSERV];
+    char host[LC_NI_MAXHOST];
+    char service[LC_NI_MAXSERV];
 } lc_nameinfo_t;
 
 /** Reverse-resolves addr off the loop thread; *fut resolves with an lc_nameinfo_t * owned by the

@@ -656,6 +656,57 @@ static void test_lcbench_main_json_and_percentiles(void **state)
     assert_int_equal(lcb_main(4, bad), 2);
 }
 
+/* --plot: the run's latency spectrum as a PNG, drawn by lcbench-plot (a data dependency: on PATH
+ * here, beside lcbench when installed or built); and lcbench-plot on several --percentiles
+ * files at once. Skipped without gnuplot. */
+static bool png_at(const char *path)
+{
+    unsigned char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    size_t n = fread(magic, 1, sizeof(magic), f);
+    fclose(f);
+    return n == 8 && memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0;
+}
+
+static void test_lcbench_plot(void **state)
+{
+    (void)state;
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0)
+        skip();
+    char cwd[2048], path[4200];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    const char *old = getenv("PATH");
+    snprintf(path, sizeof(path), "%s/bench/lcbench:%s", cwd, old != NULL ? old : "/usr/bin:/bin");
+    setenv("PATH", path, 1);
+    char url[64], png[] = "/tmp/lcbench_plot_XXXXXX.png", hgrm[] = "/tmp/lcbench_plot_XXXXXX";
+    int fd = mkstemps(png, 4);
+    assert_true(fd >= 0);
+    close(fd);
+    fd = mkstemp(hgrm);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/plaintext", ports[SRV_OK]);
+    char *argv[] = {"lcbench", "-t1",           "-c4", "-d300ms", "--json", "--plot",
+                    png,       "--percentiles", hgrm,  url,       NULL};
+    assert_int_equal(lcb_main(10, argv), 0);
+    assert_true(png_at(png));
+    /* Two runs on one chart. */
+    unlink(png);
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd), "lcbench-plot %s %s=first %s=second -- two >/dev/null 2>&1", png,
+             hgrm, hgrm);
+    assert_int_equal(system(cmd), 0);
+    assert_true(png_at(png));
+    /* A file with no percentile rows fails. */
+    snprintf(cmd, sizeof(cmd), "lcbench-plot %s /dev/null >/dev/null 2>&1", png);
+    assert_int_not_equal(system(cmd), 0);
+    unlink(png);
+    unlink(hgrm);
+    setenv("PATH", old != NULL ? old : "/usr/bin:/bin", 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -673,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_lcbench_open_loop_backlog_without_server),
         cmocka_unit_test(test_lcbench_connect_timeout),
         cmocka_unit_test(test_lcbench_main_json_and_percentiles),
+        cmocka_unit_test(test_lcbench_plot),
     };
     return cmocka_run_group_tests(tests, servers_up, servers_down);
 }

@@ -463,6 +463,29 @@ static void test_sendfile_send_timeout(void **state)
     close(fd);
 }
 
+static void pipe_lost(lc_transport_t *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ((conn_t *)user)->lost++;
+}
+static const lc_protocol_t pipe_proto = {.connection_lost = pipe_lost};
+static int pipe_factory(void *arg, const lc_protocol_t **proto, void **user)
+{
+    *proto = &pipe_proto;
+    *user = arg;
+    return 0;
+}
+static lc_transport_t *await_transport(lc_loop_t *loop, lc_future_t *f)
+{
+    assert_int_equal(await_sent(loop, f, NULL), 0);
+    void *t = NULL;
+    assert_int_equal(lc_future_result(f, &t), 0);
+    lc_future_unref(f);
+    assert_non_null(t);
+    return t;
+}
+
 static void test_sendfile_arguments(void **state)
 {
     lc_loop_t *loop = *state;
@@ -490,6 +513,17 @@ static void test_sendfile_arguments(void **state)
     wait_for(loop, &c.lost, 1);
     lc_transport_unref(t);
     close(peer);
+    /* A pipe transport has no sendfile (asyncio's neither). */
+    static conn_t pc;
+    pc = (conn_t){0};
+    assert_int_equal(pipe(p), 0);
+    lc_future_t *pf = NULL;
+    assert_int_equal(lc_loop_connect_write_pipe(loop, pipe_factory, &pc, p[1], &pf), 0);
+    lc_transport_t *pt = await_transport(loop, pf);
+    assert_int_equal(lc_loop_sendfile(loop, pt, fd, 0, 0, true, &fut), LC_ENOTSUP);
+    lc_transport_close(pt);
+    wait_for(loop, &pc.lost, 1);
+    close(p[0]);
     close(fd);
 }
 

@@ -1542,6 +1542,140 @@ static void test_tls_client_renegotiation_refused(void **state)
     lc_server_free(s);
 }
 
+/* ---- small writes are coalesced into full records ------------------------------------------- */
+
+/* What the protocol writes in one callback: 1,000 writes of 10 bytes, one of 20,000, then five of
+ * 10. One record per write would be 1,007 records; coalesced they are three: the first 10,000
+ * bytes wait, the big write finds a full record's worth queued and sends the 30,000 queued bytes
+ * at once (two records), the five small ones go out at the end of the iteration (one). */
+#define COAL_SMALL 1000
+#define COAL_BIG 20000
+#define COAL_TAIL 5
+#define COAL_TOTAL (COAL_SMALL * 10 + COAL_BIG + COAL_TAIL * 10)
+
+static unsigned char coal_byte(size_t i) { return (unsigned char)('a' + i % 23); }
+
+static void coal_data(lc_transport_t *t, const char *data, size_t len, void *user)
+{
+    (void)data;
+    (void)len;
+    (void)user;
+    static char all[COAL_TOTAL];
+    for (size_t i = 0; i < COAL_TOTAL; i++)
+        all[i] = (char)coal_byte(i);
+    size_t off = 0;
+    for (int i = 0; i < COAL_SMALL; i++, off += 10)
+        assert_int_equal(lc_transport_write(t, all + off, 10), 0);
+    assert_int_equal(lc_transport_write(t, all + off, COAL_BIG), 0);
+    off += COAL_BIG;
+    for (int i = 0; i < COAL_TAIL; i++, off += 10)
+        assert_int_equal(lc_transport_write(t, all + off, 10), 0);
+    /* Queued until the end of the iteration, and counted for flow control meanwhile. */
+    assert_int_equal(lc_transport_get_write_buffer_size(t), COAL_TAIL * 10);
+}
+
+static const lc_protocol_t coal_proto = {.data_received = coal_data};
+
+static int coal_factory(void *arg, const lc_protocol_t **proto, void **user)
+{
+    (void)arg;
+    *proto = &coal_proto;
+    *user = NULL;
+    return 0;
+}
+
+typedef struct {
+    int fd;
+    int records; /* application-data records received after the handshake */
+    bool counting;
+    int ok;
+    char why[128];
+} coal_client_t;
+
+static void coal_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                        SSL *ssl, void *arg)
+{
+    (void)version;
+    (void)ssl;
+    coal_client_t *c = arg;
+    if (!write_p && c->counting && content_type == SSL3_RT_INNER_CONTENT_TYPE && len == 1 &&
+        ((const unsigned char *)buf)[0] == SSL3_RT_APPLICATION_DATA)
+        c->records++;
+}
+
+static void *coal_client_main(void *arg)
+{
+    coal_client_t *c = arg;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_load_verify_locations(ctx, cert_path, NULL);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_msg_callback(ssl, coal_msg_cb);
+    SSL_set_msg_callback_arg(ssl, c);
+    SSL_set_fd(ssl, c->fd);
+    SSL_set1_host(ssl, "localhost");
+    static char buf[COAL_TOTAL];
+    size_t got = 0;
+    if (SSL_connect(ssl) != 1) {
+        snprintf(c->why, sizeof(c->why), "SSL_connect failed");
+        goto out;
+    }
+    c->counting = true;
+    if (SSL_write(ssl, "go", 2) != 2) {
+        snprintf(c->why, sizeof(c->why), "SSL_write failed");
+        goto out;
+    }
+    while (got < COAL_TOTAL) {
+        int n = SSL_read(ssl, buf + got, (int)(COAL_TOTAL - got));
+        if (n <= 0) {
+            snprintf(c->why, sizeof(c->why), "SSL_read: %d at %zu", n, got);
+            goto out;
+        }
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < COAL_TOTAL; i++)
+        if ((unsigned char)buf[i] != coal_byte(i)) {
+            snprintf(c->why, sizeof(c->why), "byte %zu differs", i);
+            goto out;
+        }
+    c->ok = 1;
+    SSL_shutdown(ssl);
+out:
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static void test_tls_small_writes_coalesced_into_full_records(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    lc_future_t *fut = NULL;
+    assert_int_equal(
+        lc_loop_connect_accepted_socket(loop, coal_factory, NULL, sv[0],
+                                        &(lc_accepted_socket_opts_t){.ssl = server_ctx}, &fut),
+        0);
+    coal_client_t cl = {.fd = sv[1]};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, coal_client_main, &cl), 0);
+    lc_transport_t *t = NULL;
+    assert_int_equal(await_fut(loop, fut, (void **)&t), 0);
+    lc_future_unref(fut);
+    /* Until the client has read everything (its thread ends). */
+    for (int i = 0; i < 1000 && pthread_tryjoin_np(th, NULL) != 0; i++)
+        run_for(loop, 0.01);
+    assert_string_equal(cl.why, "");
+    assert_int_equal(cl.ok, 1);
+    print_message("  %d records for %d writes (%d bytes)\n", cl.records, COAL_SMALL + 1 + COAL_TAIL,
+                  COAL_TOTAL);
+    assert_true(cl.records >= 3 && cl.records <= 4);
+    lc_transport_close(t);
+    run_for(loop, 0.05);
+    close(sv[1]);
+    assert_int_equal(exc_count, 0);
+}
+
 /* ---- tests: real peers ----------------------------------------------------------------------- */
 
 static void client_against_s_server(lc_loop_t *loop, const char *version_flag, const char *want)
@@ -1801,6 +1935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_alpn_and_client_certificate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_unix_server_and_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_renegotiation_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_small_writes_coalesced_into_full_records, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_against_openssl_s_server_tls13, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tls_client_against_openssl_s_server_tls12, setup,
