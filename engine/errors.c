@@ -34,6 +34,8 @@ static const lc__errdesc lc_errors[] = {
      "TLS stream truncated: the peer closed the connection without close_notify"},
     {LC_ESSLSHUTDOWNTIMEOUT, "LC_ESSLSHUTDOWNTIMEOUT",
      "TLS shutdown timed out: no close_notify from the peer"},
+    {LC_EDGRAMTRUNC, "LC_EDGRAMTRUNC",
+     "datagram too long for the 64 KiB receive buffer: dropped, not truncated"},
 };
 
 static const lc__errdesc *find_error(int err)

@@ -2,7 +2,8 @@
  *
  * The object model: how objects live and die, and how things are named, once for every header.
  *
- * 1. Reference-counted objects: lc_future_t (tasks are futures), lc_transport_t, lc_handle_t.
+ * 1. Reference-counted objects: lc_future_t (tasks are futures), lc_transport_t (and
+ *    lc_datagram_transport_t, which follows every rule given here for transports), lc_handle_t.
  *    X_ref() adds a reference and returns the object; X_unref() drops one (NULL is ignored) and
  *    the memory goes with the last. The loop holds references of its own while it needs the
  *    object (a handle while its callback is queued, a future while its done callbacks are, a
@@ -68,6 +69,7 @@
 #include "loopcore/stream.h"
 #include "loopcore/sendfile.h"
 #include "loopcore/subprocess.h"
+#include "loopcore/datagram.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"

@@ -12,8 +12,8 @@
 static const char usage_text[] =
     "Usage: lcbench <options> <url>\n"
     "  url: http[s]://host[:port][/path] (mode http) or tcp://host:port, tls://host:port (mode\n"
-    "       echo); https and tls: TLS 1.2/1.3, the certificate not verified (as wrk), SNI the "
-    "host\n"
+    "       echo) or udp://host:port (mode udp); https and tls: TLS 1.2/1.3, the certificate not\n"
+    "       verified (as wrk), SNI the host\n"
     "  Options (wrk's, same letters):\n"
     "    -c, --connections <N>  Connections to keep open (default 10)\n"
     "    -d, --duration    <T>  Duration of the measured test (default 10s)\n"
@@ -25,7 +25,14 @@ static const char usage_text[] =
     "                           from each request's intended send time (default: closed loop)\n"
     "    -v, --version          Print the version\n"
     "  loopcore's own:\n"
-    "        --mode http|echo   Default: from the URL's scheme\n"
+    "        --mode http|echo|udp  Default: from the URL's scheme. udp: each connection is a\n"
+    "                           connected UDP socket; a message is one datagram of --size\n"
+    "                           bytes (8 or more: a sequence number leads it), every byte\n"
+    "                           verified; one not echoed within -T, or overtaken by a later\n"
+    "                           one's echo, is lost (reported as loss, not as an error)\n"
+    "        --gso              udp: a pipeline's datagrams go with one batch call, and the\n"
+    "                           sockets use UDP GSO and GRO where the kernel has them\n"
+    "                           (default: every datagram travels alone)\n"
     "    -m, --method      <M>  HTTP method (default GET)\n"
     "        --body        <S>  Request body (sent with Content-Length)\n"
     "        --pipeline    <N>  Requests per write, answered before the next write (default 1)\n"
@@ -236,8 +243,10 @@ int lcb_parse_url(lcb_config_t *cfg, const char *url, char *err, size_t errlen)
     if (!((slen == 4 && strncasecmp(url, "http", 4) == 0) ||
           (slen == 5 && strncasecmp(url, "https", 5) == 0) ||
           (slen == 3 && strncasecmp(url, "tcp", 3) == 0) ||
-          (slen == 3 && strncasecmp(url, "tls", 3) == 0)))
-        return fail(err, errlen, "unsupported URL scheme in %s (http, https, tcp or tls)", url);
+          (slen == 3 && strncasecmp(url, "tls", 3) == 0) ||
+          (slen == 3 && strncasecmp(url, "udp", 3) == 0)))
+        return fail(err, errlen, "unsupported URL scheme in %s (http, https, tcp, tls or udp)",
+                    url);
     copy_str(cfg->scheme, sizeof(cfg->scheme), url, slen);
     for (char *p = cfg->scheme; *p; p++)
         *p = (char)(*p | 0x20);
@@ -343,6 +352,7 @@ enum {
     OPT_CPUS,
     OPT_NO_PROGRESS,
     OPT_HANDSHAKE,
+    OPT_GSO,
 };
 
 static const struct option long_opts[] = {
@@ -372,6 +382,7 @@ static const struct option long_opts[] = {
     {"cpus", required_argument, NULL, OPT_CPUS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
     {"handshake", no_argument, NULL, OPT_HANDSHAKE},
+    {"gso", no_argument, NULL, OPT_GSO},
     {NULL, 0, NULL, 0},
 };
 
@@ -438,8 +449,10 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
                 cfg->mode = LCB_MODE_HTTP;
             else if (strcmp(a, "echo") == 0)
                 cfg->mode = LCB_MODE_ECHO;
+            else if (strcmp(a, "udp") == 0)
+                cfg->mode = LCB_MODE_UDP;
             else
-                return fail(err, errlen, "invalid mode: %s (http or echo)", a);
+                return fail(err, errlen, "invalid mode: %s (http, echo or udp)", a);
             cfg->mode_given = true;
             break;
         case OPT_BODY:
@@ -497,6 +510,9 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         case OPT_HANDSHAKE:
             cfg->handshake = true;
             break;
+        case OPT_GSO:
+            cfg->gso = true;
+            break;
         case ':':
             return fail(err, errlen, "option %s needs a value", argv[optind - 1]);
         default:
@@ -514,15 +530,24 @@ int lcb_config_parse(lcb_config_t *cfg, int argc, char **argv, char *err, size_t
         return LCB_PARSE_ERROR;
     lcb_mode_t from_url = strcmp(cfg->scheme, "tcp") == 0 || strcmp(cfg->scheme, "tls") == 0
                               ? LCB_MODE_ECHO
-                              : LCB_MODE_HTTP;
+                          : strcmp(cfg->scheme, "udp") == 0 ? LCB_MODE_UDP
+                                                            : LCB_MODE_HTTP;
     if (!cfg->mode_given)
         cfg->mode = from_url;
     else if (cfg->mode != from_url)
         return fail(err, errlen, "--mode %s needs a %s URL",
-                    cfg->mode == LCB_MODE_ECHO ? "echo" : "http",
-                    cfg->mode == LCB_MODE_ECHO ? "tcp:// or tls://" : "http:// or https://");
-    if (cfg->mode == LCB_MODE_ECHO && (method_given || cfg->nheaders > 0 || cfg->body != NULL))
+                    cfg->mode == LCB_MODE_ECHO  ? "echo"
+                    : cfg->mode == LCB_MODE_UDP ? "udp"
+                                                : "http",
+                    cfg->mode == LCB_MODE_ECHO  ? "tcp:// or tls://"
+                    : cfg->mode == LCB_MODE_UDP ? "udp://"
+                                                : "http:// or https://");
+    if (cfg->mode != LCB_MODE_HTTP && (method_given || cfg->nheaders > 0 || cfg->body != NULL))
         return fail(err, errlen, "-m, -H and --body apply to the http mode only");
+    if (cfg->gso && cfg->mode != LCB_MODE_UDP)
+        return fail(err, errlen, "--gso applies to the udp mode only");
+    if (cfg->mode == LCB_MODE_UDP && (cfg->size < 8 || cfg->size > 65507))
+        return fail(err, errlen, "--size in udp mode: 8 to 65507 bytes (one datagram)");
     if (cfg->connections < cfg->threads)
         return fail(err, errlen, "number of connections must be >= threads");
     if (cfg->handshake && !cfg->tls)

@@ -25,7 +25,9 @@
 #define LCB_MIN_RATE 0.01
 #define LCB_MAX_RATE 1e9
 
-typedef enum { LCB_MODE_HTTP = 0, LCB_MODE_ECHO } lcb_mode_t;
+/* http: HTTP/1.1 requests; echo: a TCP (or TLS) echo stream; udp: datagrams to a UDP echo
+ * server, one message per datagram (--size bytes, at least 8: a sequence number leads it). */
+typedef enum { LCB_MODE_HTTP = 0, LCB_MODE_ECHO, LCB_MODE_UDP } lcb_mode_t;
 
 typedef struct lcb_config_s {
     lcb_mode_t mode;
@@ -41,8 +43,9 @@ typedef struct lcb_config_s {
     bool json;              /* --json: one JSON object instead of the text report */
     bool quiet_progress;    /* --no-progress: no live line even on a terminal */
     bool handshake;         /* --handshake: a new connection and full TLS handshake per request */
+    bool gso;               /* --gso: udp, a pipeline's datagrams in one batch call (UDP GSO) */
     unsigned pipeline;      /* --pipeline: requests per write (default 1) */
-    size_t size;            /* --size: echo message size in bytes (default 64) */
+    size_t size;            /* --size: echo / udp message size in bytes (default 64) */
     const char *method;     /* -m: default GET */
     const char *headers[LCB_MAX_HEADERS]; /* -H "Name: value", in order */
     unsigned nheaders;
@@ -55,7 +58,7 @@ typedef struct lcb_config_s {
     size_t ncpus;
     const char *url; /* as given */
     /* From the URL. */
-    char scheme[8];      /* "http", "https", "tcp" or "tls" */
+    char scheme[8];      /* "http", "https", "tcp", "tls" or "udp" */
     bool tls;            /* https or tls: TLS over the connection */
     char host[256];      /* without brackets for IPv6 */
     char port[8];        /* numeric; 80 for http, 443 for https if absent */

@@ -186,7 +186,8 @@ double lcb_hdr_mean(const lcb_hdr_t *h)
     double sum = 0.0;
     for (int32_t i = 0; i < h->counts_len; i++) {
         if (h->counts[i] != 0)
-            sum += (double)h->counts[i] * (double)lcb_hdr_median_equivalent(h, value_at_index(h, i));
+            sum +=
+                (double)h->counts[i] * (double)lcb_hdr_median_equivalent(h, value_at_index(h, i));
     }
     return sum / (double)h->total_count;
 }
@@ -264,7 +265,7 @@ int lcb_hdr_percentiles_print(const lcb_hdr_t *h, FILE *out, int ticks_per_half_
                    "#[Max     = %12.*f, Total count    = %12lld]\n"
                    "#[Buckets = %12d, SubBuckets     = %12d]\n",
                    decimals, lcb_hdr_mean(h) / value_scale, decimals,
-                   lcb_hdr_stddev(h) / value_scale, decimals, max / value_scale,
-                   (long long)total, (int)h->bucket_count, (int)h->sub_bucket_count) < 0;
+                   lcb_hdr_stddev(h) / value_scale, decimals, max / value_scale, (long long)total,
+                   (int)h->bucket_count, (int)h->sub_bucket_count) < 0;
     return bad ? -EIO : 0;
 }

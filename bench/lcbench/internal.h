@@ -37,12 +37,15 @@ typedef enum {
     LCB_ERR_WRITE,
     LCB_ERR_TIMEOUT,
     LCB_ERR_MISMATCH,
+    LCB_ERR_LOST, /* udp: loss, not an error (lcb_errors_t.lost) */
 } lcb_err_kind_t;
 
 struct lcb_conn_s {
     lcb_worker_t *w;
-    lc_transport_t *t; /* the open transport, NULL otherwise */
-    lc_future_t *fut;  /* the pending create_connection (no reference held: see run.c) */
+    lc_transport_t *t;           /* the open transport, NULL otherwise */
+    lc_datagram_transport_t *dt; /* udp: the open endpoint, NULL otherwise */
+    uint64_t seq_head;           /* udp: the sequence number of the request at ring[head] */
+    lc_future_t *fut;            /* the pending create_connection (no reference held: see run.c) */
     uint64_t connect_start;
     uint64_t gidx;   /* index over all connections of the run: its slot in the schedule */
     uint64_t next_k; /* open loop: the next request of this connection's schedule */
@@ -80,6 +83,7 @@ struct lcb_worker_s {
     bool stopping;
     /* Figures of the measured window. */
     uint64_t requests, bytes;
+    uint64_t datagrams_sent; /* udp */
     uint64_t status[6];
     lcb_errors_t errors;
     lcb_hdr_t hist;
@@ -91,6 +95,10 @@ struct lcb_worker_s {
     double *samples;
     size_t nsamples, cap_samples;
     uint64_t sample_ns, sample_requests;
+    /* udp: pipeline messages side by side (each sent with its own sequence number) and their
+     * iovecs for lc_datagram_transport_sendto_many. */
+    char *udp_buf;
+    struct iovec *udp_iov;
     /* Progress snapshot, written on the loop by a broadcast. */
     uint64_t snap_requests, snap_errors;
 } __attribute__((aligned(64)));
@@ -125,6 +133,20 @@ static inline bool lcb_conn_complete(lcb_conn_t *c, unsigned status_class)
 
 /* Counts n errors of a kind at time now (only inside the window go into the figures). */
 void lcb_count_error(lcb_worker_t *w, lcb_err_kind_t kind, uint64_t n, uint64_t now);
+
+/* run.c, for udp.c: a connection attempt succeeded (c->t or c->dt set): open, start sending;
+ * send what c may send now; drop the connection and open a new one; a create's outcome. */
+void lcb_conn_opened(lcb_conn_t *c);
+void lcb_conn_send(lcb_conn_t *c);
+void lcb_conn_restart(lcb_conn_t *c, bool graceful);
+
+/* udp.c */
+/* Starts c's endpoint (connected to the URL's host:port); *fut as lc_loop_create_connection's. */
+int lcb_udp_connect(lcb_conn_t *c, lc_future_t **fut);
+/* Sends the n newest requests of c's ring (sequence numbers seq_head + inflight - n ...). */
+int lcb_udp_send(lcb_conn_t *c, unsigned n);
+/* The tick: requests outstanding longer than the timeout are lost; then sends again. */
+void lcb_udp_sweep(lcb_conn_t *c, uint64_t now);
 
 /* http.c */
 int lcb_http_build_request(const lcb_config_t *cfg, char **out, size_t *len);

@@ -23,17 +23,20 @@ typedef struct lcb_errors_s {
     uint64_t read;     /* reset or closed with requests outstanding, unparsable response */
     uint64_t write;    /* the socket refused a request */
     uint64_t timeout;  /* no response within --timeout (each outstanding request counts) */
-    uint64_t mismatch; /* echo: a byte came back different */
+    uint64_t mismatch; /* echo, udp: a byte came back different */
+    /* udp: datagrams not echoed within --timeout, or overtaken by a later datagram's echo. Loss,
+     * not an error: not in lcb_result_errors(). */
+    uint64_t lost;
 } lcb_errors_t;
 
 typedef struct lcb_result_s {
-    double elapsed;          /* seconds of the measured window */
-    uint64_t requests;       /* responses (echo: messages) completed in the window */
-    uint64_t bytes;          /* bytes read in the window */
-    uint64_t status[6];      /* HTTP responses by class: [1] 1xx .. [5] 5xx, [0] other */
-    lcb_errors_t errors;     /* socket errors in the window */
-    lcb_hdr_t latency;       /* merged over the loops, nanoseconds */
-    double rps_mean;         /* per-loop requests/s, sampled every 100 ms (wrk's Req/Sec) */
+    double elapsed;      /* seconds of the measured window */
+    uint64_t requests;   /* responses (echo: messages) completed in the window */
+    uint64_t bytes;      /* bytes read in the window */
+    uint64_t status[6];  /* HTTP responses by class: [1] 1xx .. [5] 5xx, [0] other */
+    lcb_errors_t errors; /* socket errors in the window */
+    lcb_hdr_t latency;   /* merged over the loops, nanoseconds */
+    double rps_mean;     /* per-loop requests/s, sampled every 100 ms (wrk's Req/Sec) */
     double rps_stdev;
     double rps_max;
     double rps_within;       /* fraction of the samples within mean +- stdev */
@@ -44,6 +47,7 @@ typedef struct lcb_result_s {
      * by its end (still queued here or outstanding). Their latency is unknown, so it is in no
      * percentile (as in wrk2); a large backlog means the figures flatter the server. */
     uint64_t backlog;
+    uint64_t datagrams_sent; /* udp: datagrams sent in the window */
     double cpu_user; /* this process's CPU seconds (getrusage) during lcb_run(), warm-up included */
     double cpu_sys;
     int interrupted; /* stopped early by SIGINT/SIGTERM */

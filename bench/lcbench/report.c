@@ -20,6 +20,11 @@ typedef struct {
     const char *units[7];
 } units_t;
 
+static const char *mode_name(const lcb_config_t *cfg)
+{
+    return cfg->mode == LCB_MODE_ECHO ? "echo" : cfg->mode == LCB_MODE_UDP ? "udp" : "http";
+}
+
 static const units_t time_units_us = {1000, "us", {"ms", "s", NULL}};
 static const units_t time_units_s = {60, "s", {"m", "h", NULL}};
 static const units_t binary_units = {1024, "", {"K", "M", "G", "T", "P", NULL}};
@@ -130,7 +135,7 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
     format_time_us(elapsed, sizeof(elapsed), res->elapsed * 1e6);
     format_binary(bytes, sizeof(bytes), (double)res->bytes);
     fprintf(out, "  %llu %s in %s, %sB read\n", (unsigned long long)res->requests,
-            cfg->mode == LCB_MODE_ECHO ? "messages" : "requests", elapsed, bytes);
+            cfg->mode == LCB_MODE_HTTP ? "requests" : "messages", elapsed, bytes);
     const lcb_errors_t *e = &res->errors;
     if (e->connect || e->read || e->write || e->timeout)
         fprintf(out, "  Socket errors: connect %llu, read %llu, write %llu, timeout %llu\n",
@@ -151,11 +156,10 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
     fprintf(out, "Transfer/sec: %10sB\n", transfer);
 
     /* loopcore's extras. */
-    fprintf(out, "lcbench: %s, %s", cfg->mode == LCB_MODE_ECHO ? "echo" : "http",
-            cfg->rate > 0 ? "open loop" : "closed loop");
+    fprintf(out, "lcbench: %s, %s", mode_name(cfg), cfg->rate > 0 ? "open loop" : "closed loop");
     if (cfg->rate > 0)
         fprintf(out, " at %.0f req/s (latency from intended send times)", cfg->rate);
-    if (cfg->mode == LCB_MODE_ECHO)
+    if (cfg->mode != LCB_MODE_HTTP)
         fprintf(out, ", %zu-byte messages", cfg->size);
     if (cfg->pipeline > 1)
         fprintf(out, ", pipeline %u", cfg->pipeline);
@@ -163,6 +167,8 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
         fprintf(out, ", %.3gs warm-up not counted", cfg->warmup);
     if (cfg->handshake)
         fprintf(out, ", a full handshake per request");
+    if (cfg->gso)
+        fprintf(out, ", batches sent with UDP GSO");
     if (res->interrupted)
         fprintf(out, ", interrupted");
     fprintf(out, "\n");
@@ -192,6 +198,15 @@ void lcb_report_text(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
             (unsigned long long)e->timeout, (unsigned long long)res->status[4],
             (unsigned long long)res->status[5], (unsigned long long)e->mismatch,
             lcb_result_error_ratio(res) * 100.0, cfg->max_errors * 100.0);
+    if (cfg->mode == LCB_MODE_UDP) {
+        uint64_t lost = e->lost, answered = res->requests;
+        fprintf(out,
+                "  Datagrams: %llu sent, %llu echoed, %llu lost (%.4f%% loss of those "
+                "settled in the window)\n",
+                (unsigned long long)res->datagrams_sent, (unsigned long long)answered,
+                (unsigned long long)lost,
+                answered + lost > 0 ? 100.0 * (double)lost / (double)(answered + lost) : 0.0);
+    }
     if (res->backlog > 0)
         fprintf(out,
                 "  Backlog: %llu requests due in the window were not answered by its end "
@@ -238,10 +253,15 @@ void lcb_report_json(FILE *out, const lcb_config_t *cfg, const lcb_result_t *res
     fprintf(out,
             ",\"mode\":\"%s\",\"threads\":%u,\"connections\":%u,\"duration_s\":%.6f,"
             "\"warmup_s\":%.6f,\"rate\":%.3f,\"pipeline\":%u,",
-            cfg->mode == LCB_MODE_ECHO ? "echo" : "http", cfg->threads, cfg->connections,
-            cfg->duration, cfg->warmup, cfg->rate, cfg->pipeline);
-    if (cfg->mode == LCB_MODE_ECHO)
+            mode_name(cfg), cfg->threads, cfg->connections, cfg->duration, cfg->warmup, cfg->rate,
+            cfg->pipeline);
+    if (cfg->mode != LCB_MODE_HTTP)
         fprintf(out, "\"size\":%zu,", cfg->size);
+    if (cfg->mode == LCB_MODE_UDP)
+        fprintf(out, "\"datagrams_sent\":%llu,\"lost\":%llu,\"loss_ratio\":%.6f,",
+                (unsigned long long)res->datagrams_sent, (unsigned long long)e->lost,
+                res->requests + e->lost > 0 ? (double)e->lost / (double)(res->requests + e->lost)
+                                            : 0.0);
     fprintf(out,
             "\"elapsed_s\":%.6f,\"requests\":%llu,\"requests_per_s\":%.3f,\"bytes\":%llu,"
             "\"transfer_bytes_per_s\":%.3f,\"transfer_mib_per_s\":%.6f,",

@@ -45,13 +45,15 @@ typedef struct lcb_run_s {
 } lcb_run_t;
 
 static void conn_connect(lcb_conn_t *c, uint64_t now);
-static void conn_send(lcb_conn_t *c);
+#define conn_send lcb_conn_send
+#define conn_restart lcb_conn_restart
 
 /* ---- Errors ---------------------------------------------------------------------------------- */
 
 void lcb_count_error(lcb_worker_t *w, lcb_err_kind_t kind, uint64_t n, uint64_t now)
 {
-    w->errors_all += n;
+    if (kind != LCB_ERR_LOST)
+        w->errors_all += n;
     if (now < w->measure_ns || now >= w->end_ns)
         return;
     switch (kind) {
@@ -70,6 +72,9 @@ void lcb_count_error(lcb_worker_t *w, lcb_err_kind_t kind, uint64_t n, uint64_t 
     case LCB_ERR_MISMATCH:
         w->errors.mismatch += n;
         break;
+    case LCB_ERR_LOST:
+        w->errors.lost += n;
+        break;
     }
 }
 
@@ -87,8 +92,16 @@ static void conn_reset(lcb_conn_t *c)
 }
 
 /* Drops the connection (outstanding requests are lost) and opens a new one. */
-static void conn_restart(lcb_conn_t *c, bool graceful)
+void lcb_conn_restart(lcb_conn_t *c, bool graceful)
 {
+    lc_datagram_transport_t *dt = c->dt;
+    c->dt = NULL;
+    if (dt != NULL) {
+        if (graceful)
+            lc_datagram_transport_close(dt);
+        else
+            lc_datagram_transport_abort(dt);
+    }
     lc_transport_t *t = c->t;
     c->t = NULL;
     if (t != NULL) {
@@ -136,7 +149,7 @@ static void conn_timer_cb(void *arg)
 
 /* Sends what c may send now: closed loop, a new batch once the last one is answered; open loop,
  * every request that is due, up to the pipeline depth. */
-static void conn_send(lcb_conn_t *c)
+void lcb_conn_send(lcb_conn_t *c)
 {
     lcb_worker_t *w = c->w;
     unsigned depth = w->cfg->pipeline, n = 0;
@@ -167,7 +180,9 @@ static void conn_send(lcb_conn_t *c)
             return;
     }
     c->inflight += n;
-    if (lc_transport_write(c->t, w->req, (size_t)n * w->req_len) != 0) {
+    int r = w->cfg->mode == LCB_MODE_UDP ? lcb_udp_send(c, n)
+                                         : lc_transport_write(c->t, w->req, (size_t)n * w->req_len);
+    if (r != 0) {
         lcb_count_error(w, LCB_ERR_WRITE, 1, now);
         conn_restart(c, false);
     }
@@ -182,9 +197,14 @@ static void conn_made(lc_transport_t *t, void *user)
         return;
     }
     c->t = t;
+    lcb_conn_opened(c);
+}
+
+void lcb_conn_opened(lcb_conn_t *c)
+{
     c->fut = NULL; /* its done callback will see that it is no longer the pending attempt */
     c->state = LCB_CONN_OPEN;
-    w->connections_opened++;
+    c->w->connections_opened++;
     conn_send(c);
 }
 
@@ -287,9 +307,12 @@ static void conn_connect(lcb_conn_t *c, uint64_t now)
     c->state = LCB_CONN_CONNECTING;
     c->connect_start = now;
     lc_future_t *f = NULL;
-    int r = lc_loop_create_connection(
-        w->loop, conn_factory, c,
-        &(lc_connection_opts_t){.host = cfg->host, .port = cfg->port, .ssl = w->ssl}, &f);
+    int r =
+        cfg->mode == LCB_MODE_UDP
+            ? lcb_udp_connect(c, &f)
+            : lc_loop_create_connection(
+                  w->loop, conn_factory, c,
+                  &(lc_connection_opts_t){.host = cfg->host, .port = cfg->port, .ssl = w->ssl}, &f);
     if (r == 0 && lc_future_add_done_callback(f, conn_connect_done, c) != 0) {
         lc_future_cancel(f);
         r = LC_ENOMEM;
@@ -349,7 +372,9 @@ static void worker_tick(void *arg)
             }
             break;
         case LCB_CONN_OPEN:
-            if (c->inflight > 0 && now - c->ring[c->head].sent > timeout_ns) {
+            if (w->cfg->mode == LCB_MODE_UDP) {
+                lcb_udp_sweep(c, now); /* lost datagrams end nothing but themselves */
+            } else if (c->inflight > 0 && now - c->ring[c->head].sent > timeout_ns) {
                 /* Every outstanding request is lost with the connection. */
                 lcb_count_error(w, LCB_ERR_TIMEOUT, c->inflight, now);
                 conn_restart(c, false);
@@ -414,6 +439,11 @@ static int worker_stop(lc_loop_t *loop, void *arg, void **result)
             c->t = NULL;
             lc_transport_abort(t);
         }
+        if (c->dt != NULL) {
+            lc_datagram_transport_t *dt = c->dt;
+            c->dt = NULL;
+            lc_datagram_transport_abort(dt);
+        }
         if (c->fut != NULL) {
             lc_future_t *f = c->fut;
             c->fut = NULL;
@@ -434,6 +464,8 @@ static void workers_free(lcb_run_t *run, unsigned n)
             free(w->conns[j].ring);
         free(w->conns);
         free(w->samples);
+        free(w->udp_buf);
+        free(w->udp_iov);
         lcb_hdr_close(&w->hist);
     }
     free(run->workers);
@@ -470,7 +502,7 @@ static int workers_init(lcb_run_t *run)
         if (cfg->handshake)
             SSL_CTX_set_options(run->ssl, SSL_OP_NO_TICKET); /* no ticket: nothing to resume */
     }
-    if (cfg->mode == LCB_MODE_ECHO)
+    if (cfg->mode != LCB_MODE_HTTP)
         run->pattern = one;
     else
         free(one);
@@ -505,6 +537,16 @@ static int workers_init(lcb_run_t *run)
         w->nconns = w->conns != NULL ? nconns : 0;
         w->cap_samples = timing.max_samples;
         w->samples = calloc(w->cap_samples, sizeof(double));
+        if (cfg->mode == LCB_MODE_UDP) {
+            w->udp_buf = malloc(one_len * cfg->pipeline);
+            w->udp_iov = calloc(cfg->pipeline, sizeof(struct iovec));
+            if (w->udp_buf == NULL || w->udp_iov == NULL) {
+                workers_free(run, i + 1);
+                return -ENOMEM;
+            }
+            for (unsigned k = 0; k < cfg->pipeline; k++)
+                memcpy(w->udp_buf + k * one_len, one_len > 0 ? run->pattern : "", one_len);
+        }
         if (w->conns == NULL || w->samples == NULL ||
             lcb_hdr_init(&w->hist, LCB_HDR_LOWEST, LCB_HDR_HIGHEST, LCB_HDR_SIGFIGS) != 0) {
             workers_free(run, i + 1);
@@ -579,6 +621,8 @@ static void merge(lcb_run_t *run, lcb_result_t *res)
         res->errors.write += w->errors.write;
         res->errors.timeout += w->errors.timeout;
         res->errors.mismatch += w->errors.mismatch;
+        res->errors.lost += w->errors.lost;
+        res->datagrams_sent += w->datagrams_sent;
         res->requests_total += w->requests_all;
         res->connections_opened += w->connections_opened;
         if (res->connect_error == 0)

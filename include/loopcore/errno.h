@@ -66,6 +66,10 @@
  * take the flushed data by then); the socket was closed anyway. */
 #define LC_ESSLSHUTDOWNTIMEOUT (-5018)
 
+/* A datagram longer than the 64 KiB receive buffer arrived (possible on Unix datagram sockets
+ * only) and was dropped rather than truncated: error_received's code (datagram.h). */
+#define LC_EDGRAMTRUNC (-5031)
+
 /** Returns a static, human-readable message for any loopcore or system error code. Any thread. */
 const char *lc_strerror(int err);
 

@@ -166,6 +166,32 @@ static void test_args_echo_mode(void **state)
     assert_false(cfg.tls);
 }
 
+static void test_args_udp_mode(void **state)
+{
+    (void)state;
+    assert_int_equal(PARSE("--size", "1200", "-c4", "-t1", "udp://127.0.0.1:19100"), LCB_PARSE_OK);
+    assert_int_equal(cfg.mode, LCB_MODE_UDP);
+    assert_string_equal(cfg.scheme, "udp");
+    assert_string_equal(cfg.port, "19100");
+    assert_int_equal(cfg.size, 1200);
+    assert_false(cfg.tls);
+    assert_int_equal(PARSE("--mode", "udp", "-R", "10k", "udp://[::1]:9"), LCB_PARSE_OK);
+    assert_int_equal(cfg.mode, LCB_MODE_UDP);
+    assert_string_equal(cfg.host, "::1");
+    assert_error(PARSE("--mode", "udp", "tcp://h:1"), "--mode udp needs a udp:// URL");
+    assert_error(PARSE("--mode", "echo", "udp://h:1"), "needs a tcp:// or tls:// URL");
+    assert_error(PARSE("udp://h/"), "udp:// needs a port");
+    assert_error(PARSE("--size", "7", "udp://h:1"), "8 to 65507");
+    assert_error(PARSE("--size", "65508", "udp://h:1"), "8 to 65507");
+    assert_error(PARSE("-H", "X: y", "udp://h:1"), "http mode only");
+    assert_error(PARSE("--mode", "tcp", "udp://h:1"), "http, echo or udp");
+    assert_int_equal(PARSE("--gso", "--pipeline", "8", "udp://h:1"), LCB_PARSE_OK);
+    assert_true(cfg.gso);
+    assert_int_equal(PARSE("udp://h:1"), LCB_PARSE_OK);
+    assert_false(cfg.gso);
+    assert_error(PARSE("--gso", "tcp://h:1"), "udp mode only");
+}
+
 static void test_args_tls_schemes(void **state)
 {
     (void)state;
@@ -221,7 +247,7 @@ static void test_args_errors(void **state)
     assert_error(PARSE("--max-errors", "2", "http://h/"), "--max-errors");
     assert_error(PARSE("--pipeline", "0", "http://h/"), "pipeline");
     assert_error(PARSE("--mode", "echo", "http://h/"), "needs a tcp:// or tls:// URL");
-    assert_error(PARSE("--mode", "udp", "http://h/"), "invalid mode");
+    assert_error(PARSE("--mode", "quic", "http://h/"), "invalid mode");
     assert_error(PARSE("-m", "PUT", "tcp://h:1"), "http mode only");
     assert_error(PARSE("--cpus", "a", "http://h/"), "CPU list");
     assert_error(PARSE("-R", "0", "http://h/"), "invalid rate");
@@ -302,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_args_wrk_long_options_and_units),
         cmocka_unit_test(test_args_time_and_count_units),
         cmocka_unit_test(test_args_loopcore_options),
+        cmocka_unit_test(test_args_udp_mode),
         cmocka_unit_test(test_args_tls_schemes),
         cmocka_unit_test(test_args_echo_mode),
         cmocka_unit_test(test_args_errors),
