@@ -49,6 +49,7 @@ struct lc__sendfile_s {
     off_t offset;  /* where the file starts */
     size_t count;  /* 0: to the end */
     size_t sent;   /* bytes the socket took */
+    off_t fsize;   /* the file's size when the call began */
     bool fallback; /* the read + write path */
     bool allow_fallback;
     /* Lifetime (see the top comment). */
@@ -342,6 +343,11 @@ static int native_send(lc__sendfile *sf)
         budget -= (size_t)n;
         if (sf->t != NULL)
             sf->last_progress = lc_loop_time(sf->loop);
+        /* Less than asked, and not the file's end (its size when the call began; one more call
+         * finds out if it shrank or grew): the socket is full. Wait for POLLOUT rather than spend
+         * a call on EAGAIN (nginx does the same). */
+        if ((size_t)n < want && sf->offset + (off_t)sf->sent < sf->fsize)
+            return 0;
     }
 }
 
@@ -543,6 +549,7 @@ static int sf_new(lc_loop_t *loop, int sock, int file_fd, off_t offset, size_t c
     sf->offset = offset;
     sf->count = count;
     sf->allow_fallback = fallback;
+    sf->fsize = st.st_size;
     sf->active = true;
     sf->res.force_close = sf_force_close;
     *out = sf;
