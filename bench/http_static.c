@@ -100,13 +100,15 @@ static int on_message_complete(llhttp_t *p)
 /* ---- responses --------------------------------------------------------------------------------
  */
 
+/* A short text response; its body is left out for HEAD (the Content-Length stays). */
 static void send_simple(sconn_t *c, const char *status, const char *body, bool close)
 {
     char buf[256];
+    bool head = c->complete && llhttp_get_method(&c->parser) == HTTP_HEAD;
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %s\r\nServer: loopcore\r\nContent-Type: text/plain\r\n"
                      "Content-Length: %zu\r\n%s\r\n%s",
-                     status, strlen(body), close ? "Connection: close\r\n" : "", body);
+                     status, strlen(body), close ? "Connection: close\r\n" : "", head ? "" : body);
     lc_transport_write(c->t, buf, (size_t)n);
     if (close) {
         c->closed = true;

@@ -102,12 +102,15 @@ static void serve_files(const char *flag)
     send_all(fd, "GET /file/one HTTP/1.1\r\nHost: x\r\n\r\n"
                  "GET /file/empty HTTP/1.1\r\nHost: x\r\n\r\n"
                  "GET /file/one HTTP/1.1\r\nHost: x\r\n\r\n"
+                 "HEAD /file/nothere HTTP/1.1\r\nHost: x\r\n\r\n"
                  "GET /file/nothere HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(read_head(fd, head, sizeof(head)), 1);
     read_exact(fd, body, 1);
     assert_int_equal(read_head(fd, head, sizeof(head)), 0);
     assert_int_equal(read_head(fd, head, sizeof(head)), 1);
     read_exact(fd, body, 1);
+    n = read_head(fd, head, sizeof(head)); /* HEAD's 404: no body */
+    assert_non_null(strstr(head, "HTTP/1.1 404"));
     n = read_head(fd, head, sizeof(head));
     assert_non_null(strstr(head, "HTTP/1.1 404"));
     read_exact(fd, body, (size_t)n);
