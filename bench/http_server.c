@@ -37,6 +37,10 @@
  * by all of them, no session resumption (bench/support/tls.c); a Connection: close request is
  * answered, then the connection closes with a TLS close_notify (the engine's close).
  *
+ * --static DIR (issue 15): GET / HEAD /file/NAME serve the files of DIR with lc_loop_sendfile
+ * instead of the routes above (bench/http_static.c: 404 for anything else, no path leaves DIR);
+ * --static-copy DIR the same by read + write, the copying path to compare with.
+ *
  * Graceful shutdown (lc_group_stop_on_signals, loopcore/signal.h): runs in the foreground until
  * SIGTERM or SIGINT; then the server stops accepting, every loop drains its connections (see
  * drain_hook: an idle one closes at once; one with a request in progress, or request bytes
@@ -44,8 +48,9 @@
  * the process exits 0 once none is left, or after --shutdown-timeout SECONDS (default 10) with
  * whatever is left closed. "Closes" is a lingering close (our FIN after the last response, what
  * the peer still sends dropped until it closes too), so that no reset destroys responses on
- * their way. A connection still in the listen backlog (not accepted yet) when the server stops
- * accepting is reset, as by any listener's close. A second SIGTERM or SIGINT exits at once,
+ * their way. The --static connections are not drained: they are aborted at the signal (a file
+ * in flight is cut). A connection still in the listen backlog (not accepted yet) when the server
+ * stops accepting is reset, as by any listener's close. A second SIGTERM or SIGINT exits at once,
  * status 128 + signal (143 for SIGTERM, 130 for SIGINT). */
 #include <errno.h>
 #include <signal.h>
@@ -60,6 +65,7 @@
 #include <sys/ioctl.h>
 
 #include "http_proto.h"
+#include "http_static.h"
 #include "bench/support/flags.h"
 #include "bench/support/tls.h"
 #include "loopcore.h"
@@ -86,6 +92,7 @@ static double idle_timeout = 60;
 static double header_timeout = 60;
 static double send_timeout = 60;
 static double shutdown_timeout = 10;
+static const char *static_dir; /* --static / --static-copy: http_static.c serves instead */
 
 static void drain_conn(conn_t *c);
 static void linger_close(conn_t *c);
@@ -243,6 +250,8 @@ static void on_loop_start(lc_loop_t *loop, unsigned index, void *arg)
     ls.loop = loop;
     ls.now = lc_loop_time(loop);
     sweep(NULL);
+    if (static_dir != NULL)
+        http_static_loop_start(loop);
 }
 
 /* ---- Graceful shutdown ----------------------------------------------------------------------- */
@@ -283,6 +292,8 @@ static void drain_hook(lc_loop_t *loop, unsigned index, void *arg)
     ls.draining = true;
     for (conn_t *c = ls.conns; c != NULL; c = c->next)
         drain_conn(c);
+    if (static_dir != NULL)
+        http_static_loop_shutdown(); /* its connections are aborted (not drained) */
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -292,7 +303,8 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--loops N] [--port P] [--host ADDR] [--mode reuseport|handoff] "
             "[--idle-timeout SECONDS] [--header-timeout SECONDS] [--send-timeout SECONDS] "
-            "[--shutdown-timeout SECONDS] [--tls-cert FILE --tls-key FILE] [--quiet]\n",
+            "[--shutdown-timeout SECONDS] [--tls-cert FILE --tls-key FILE] "
+            "[--static DIR | --static-copy DIR] [--quiet]\n",
             argv0);
     exit(2);
 }
@@ -305,6 +317,7 @@ int main(int argc, char **argv)
     lc_group_server_mode_t mode = LC_GROUP_SERVER_REUSEPORT;
     bool quiet = false;
     const char *tls_cert = NULL, *tls_key = NULL;
+    bool static_copy = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -342,6 +355,9 @@ int main(int argc, char **argv)
             tls_cert = v, i++;
         } else if (strcmp(a, "--tls-key") == 0 && v != NULL) {
             tls_key = v, i++;
+        } else if ((strcmp(a, "--static") == 0 || strcmp(a, "--static-copy") == 0) && v != NULL) {
+            static_dir = v, i++;
+            static_copy = strcmp(a, "--static-copy") == 0;
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = true;
         } else {
@@ -361,6 +377,13 @@ int main(int argc, char **argv)
     }
 
     http_proto_init();
+    if (static_dir != NULL) {
+        int sr = http_static_init(static_dir, static_copy, idle_timeout, send_timeout);
+        if (sr != 0) {
+            fprintf(stderr, "http_server: --static %s: %s\n", static_dir, lc_strerror(sr));
+            return 1;
+        }
+    }
 
     signal(SIGPIPE, SIG_IGN);
     /* SIGTERM and SIGINT wait (pending) until the shutdown's handlers are in place, below: the
@@ -378,7 +401,7 @@ int main(int argc, char **argv)
     lc_group_server_t *gs = NULL;
     if (r == 0)
         r = lc_group_create_server(
-            g, http_factory, NULL,
+            g, static_dir != NULL ? http_static_factory : http_factory, NULL,
             &(lc_group_server_opts_t){
                 .host = host, .port = port, .backlog = 4096, .mode = mode, .ssl = tls},
             &gs);

@@ -65,4 +65,38 @@ int lc__resolve(lc_loop_t *loop, const char *host, const char *port, const struc
 /* Sets O_NONBLOCK and FD_CLOEXEC on fd. */
 int lc__set_nonblocking(int fd);
 
+/* ---- sendfile (engine/sendfile.c) and its hooks in engine/transport.c --------------------------
+ *
+ * While lc_loop_sendfile runs on a transport, t->sendfile points at its state. The transport then
+ * refuses the user's writes (LC_EBUSY), records pause/resume_reading instead of acting on them,
+ * hands its flow-control events to the sendfile instead of the protocol, watches POLLOUT for it
+ * (the native path) and tells it when the connection goes. */
+typedef struct lc__sendfile_s lc__sendfile;
+
+/* Called by transport.c (loop thread), only while t->sendfile is set: */
+/* Whether the transport should watch POLLOUT for the sendfile (the native path). */
+bool lc__sendfile_wants_write(const lc__sendfile *sf);
+/* The socket is writable and the transport's write buffer is empty. */
+void lc__sendfile_writable(lc__sendfile *sf);
+/* The write buffer went down to the low-water mark after being above the high one. */
+void lc__sendfile_resumed(lc__sendfile *sf);
+/* pause_reading (false) / resume_reading (true) was called: what to do when the sendfile ends. */
+void lc__sendfile_want_reading(lc__sendfile *sf, bool on);
+/* The transport is closing (close, abort) or lost: err is LC_ECLOSED or the connection's error.
+ * The sendfile ends (lc__transport_sendfile_end) inside this call. */
+void lc__sendfile_lost(lc__sendfile *sf, int err);
+
+/* Called by sendfile.c (transport.c implements them): */
+/* Attaches sf: returns 0, LC_ECLOSED (closing) or LC_EBUSY (a sendfile already runs). */
+int lc__transport_sendfile_begin(lc_transport_t *t, lc__sendfile *sf);
+/* Detaches it (idempotent); the transport's poll events follow again its own state. */
+void lc__transport_sendfile_end(lc_transport_t *t);
+/* The sendfile's own write (the fallback's chunks): lc_transport_write past the LC_EBUSY check. */
+int lc__transport_sendfile_write(lc_transport_t *t, const void *data, size_t len);
+/* Whether the transport is above its high-water mark (pause_writing given, or absorbed). */
+bool lc__transport_write_paused(const lc_transport_t *t);
+/* A sendfile(2) error (reported unless a plain disconnect, as a failed write) or the send
+ * timeout (LC_ESENDTIMEOUT: not reported; the caller set SO_LINGER 0): the connection is lost. */
+void lc__transport_sendfile_lose(lc_transport_t *t, int err);
+
 #endif

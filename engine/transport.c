@@ -12,6 +12,9 @@
  * included at the end of this file; the plaintext path meets it in one branch at each of the
  * poll callback, the writes, write_eof, close and the end of a flush.
  *
+ * lc_loop_sendfile (engine/sendfile.c) meets it in small hooks, each marked "sendfile hook",
+ * while t->sendfile is set (see stream_internal.h and the section at the end of this file).
+ *
  * Pipes are a mode of it too (t->pipe != LC__PIPE_NONE: connect_read_pipe / connect_write_pipe,
  * and the subprocess pipes of engine/subprocess.c). Each place where a pipe differs is marked
  * "Pipe mode": writev() with SIGPIPE held off instead of send(MSG_NOSIGNAL), write_eof closes
@@ -98,6 +101,10 @@ struct lc_transport_s {
     struct lc__tls_s *tls; /* the TLS mode's state, or NULL for plaintext */
     /* start_tls called with bytes still queued: the upgrade waits for them to be written. */
     struct lc__start_tls_pending *stls;
+    /* sendfile hook: the lc_loop_sendfile running on this transport, or NULL; sendfile_writing
+     * is set around its own writes (the fallback's chunks), which pass the LC_EBUSY check. */
+    lc__sendfile *sendfile;
+    bool sendfile_writing;
 };
 
 static __thread char tls_read_buf[LC__READ_BUF_SIZE];
@@ -209,6 +216,8 @@ static void transport_force_close(lc__resource *r)
     int err = t->lost_scheduled ? t->lost_err : LC_ECLOSED;
     t->closing = true;
     t->lost_scheduled = true;
+    if (t->sendfile != NULL) /* sendfile hook */
+        lc__sendfile_lost(t->sendfile, err < 0 ? err : LC_ECLOSED);
     t->wlen = 0;
     if (t->stls != NULL)
         start_tls_fail(t, err);
@@ -242,6 +251,8 @@ static void update_poll(lc_transport_t *t)
         ev |= UV_READABLE;
     if (t->wlen > 0)
         ev |= UV_WRITABLE;
+    if (t->sendfile != NULL && lc__sendfile_wants_write(t->sendfile)) /* sendfile hook */
+        ev |= UV_WRITABLE;
     if (t->pipe_hup_watch)
         ev |= UV_READABLE; /* Pipe mode: never readable; EPOLLERR once the reader is gone */
     if (t->tls != NULL)
@@ -274,6 +285,8 @@ static void schedule_lost(lc_transport_t *t, int err)
     t->lost_scheduled = true;
     t->lost_err = err;
     t->wlen = 0;
+    if (t->sendfile != NULL) /* sendfile hook: its future fails before connection_lost */
+        lc__sendfile_lost(t->sendfile, err < 0 ? err : LC_ECLOSED);
     if (t->stls != NULL)
         start_tls_fail(t, err != 0 ? err : LC_ECLOSED); /* lost before the upgrade */
     fail_pending(t, err);
@@ -441,6 +454,8 @@ static void maybe_pause_writing(lc_transport_t *t)
 {
     if (t->wlen > t->high && !t->write_paused) {
         t->write_paused = true;
+        if (t->sendfile != NULL) /* sendfile hook: the protocol is told at the end */
+            return;
         if (t->proto != NULL && t->proto->pause_writing != NULL)
             t->proto->pause_writing(t, t->user);
     }
@@ -450,6 +465,10 @@ static void maybe_resume_writing(lc_transport_t *t)
 {
     if (t->write_paused && t->wlen <= t->low) {
         t->write_paused = false;
+        if (t->sendfile != NULL) { /* sendfile hook: the fallback waits for this */
+            lc__sendfile_resumed(t->sendfile);
+            return;
+        }
         if (t->proto != NULL && t->proto->resume_writing != NULL)
             t->proto->resume_writing(t, t->user);
     }
@@ -805,6 +824,8 @@ static int check_writable(const lc_transport_t *t)
         return LC_ENOTSUP; /* Pipe mode: a read pipe has no write side */
     if (t->closing)
         return LC_ECLOSED;
+    if (t->sendfile != NULL && !t->sendfile_writing) /* sendfile hook */
+        return LC_EBUSY;
     if (t->want_eof)
         return LC_EPIPE;
     return 0;
@@ -971,6 +992,9 @@ int lc_transport_write_eof(lc_transport_t *t)
         return LC_ECLOSED;
     if (t->tls != NULL || t->pipe == LC__PIPE_READ)
         return LC_ENOTSUP; /* no half-close over TLS (asyncio: NotImplementedError) */
+    /* sendfile hook: a shutdown now would cut the file short. */
+    if (t->sendfile != NULL)
+        return LC_EBUSY;
     if (t->want_eof)
         return 0;
     t->want_eof = true;
@@ -993,6 +1017,8 @@ int lc_transport_close(lc_transport_t *t)
     if (t->closing)
         return 0;
     t->closing = true;
+    if (t->sendfile != NULL) /* sendfile hook: its future fails now, not when the flush ends */
+        lc__sendfile_lost(t->sendfile, LC_ECLOSED);
     if (t->tls != NULL)
         tls_close(t); /* flush, close_notify, the peer's, within ssl_shutdown_timeout */
     else if (t->wlen == 0)
@@ -1059,6 +1085,9 @@ static void transport_poll_cb(uv_poll_t *p, int status, int events)
         do_read(t);
     if ((events & UV_WRITABLE) && !t->lost_scheduled && t->wlen > 0)
         do_flush(t);
+    /* sendfile hook: the native path sends once the buffer is empty (maybe by the flush above). */
+    if ((events & UV_WRITABLE) && t->sendfile != NULL && !t->lost_scheduled && t->wlen == 0)
+        lc__sendfile_writable(t->sendfile);
 }
 
 /* ---- Accessors ------------------------------------------------------------------------------- */
@@ -1096,6 +1125,10 @@ int lc_transport_pause_reading(lc_transport_t *t)
         return LC_ENOTSUP; /* Pipe mode: a write pipe reads nothing */
     if (t->closing)
         return LC_ECLOSED;
+    if (t->sendfile != NULL) { /* sendfile hook: applied when it ends */
+        lc__sendfile_want_reading(t->sendfile, false);
+        return 0;
+    }
     t->reading = false;
     update_poll(t);
     return 0;
@@ -1109,6 +1142,10 @@ int lc_transport_resume_reading(lc_transport_t *t)
         return LC_ENOTSUP;
     if (t->closing)
         return LC_ECLOSED;
+    if (t->sendfile != NULL) { /* sendfile hook: applied when it ends */
+        lc__sendfile_want_reading(t->sendfile, true);
+        return 0;
+    }
     t->reading = true;
     update_poll(t);
     if (t->tls != NULL)
@@ -1310,6 +1347,45 @@ int lc__connect_fd(lc_loop_t *loop, lc_protocol_factory_fn factory, void *factor
     else
         lc_future_set_result(*fut, t);
     return 0;
+}
+
+/* ---- sendfile hooks (engine/sendfile.c; see stream_internal.h) ------------------------------ */
+
+int lc__transport_sendfile_begin(lc_transport_t *t, lc__sendfile *sf)
+{
+    if (t->closing)
+        return LC_ECLOSED;
+    if (t->sendfile != NULL)
+        return LC_EBUSY;
+    t->sendfile = sf;
+    update_poll(t);
+    return 0;
+}
+
+void lc__transport_sendfile_end(lc_transport_t *t)
+{
+    if (t->sendfile == NULL)
+        return;
+    t->sendfile = NULL;
+    update_poll(t);
+}
+
+int lc__transport_sendfile_write(lc_transport_t *t, const void *data, size_t len)
+{
+    t->sendfile_writing = true;
+    int r = lc_transport_write(t, data, len);
+    t->sendfile_writing = false;
+    return r;
+}
+
+bool lc__transport_write_paused(const lc_transport_t *t) { return t->write_paused; }
+
+void lc__transport_sendfile_lose(lc_transport_t *t, int err)
+{
+    if (err == LC_ESENDTIMEOUT)
+        schedule_lost(t, err);
+    else
+        fatal_error(t, err, "Fatal write error on socket transport (sendfile)");
 }
 
 /* ---- TLS ------------------------------------------------------------------------------------- */

@@ -68,6 +68,7 @@
 #include "loopcore/future.h"
 #include "loopcore/task.h"
 #include "loopcore/stream.h"
+#include "loopcore/sendfile.h"
 #include "loopcore/subprocess.h"
 #include "loopcore/datagram.h"
 #include "loopcore/threadsafe.h"
