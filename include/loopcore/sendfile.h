@@ -1,4 +1,8 @@
-/* Transferring files: loop.sendfile() on a stream transport and loop.sock_sendfile() on a raw
+/** @file
+ *  @ingroup sendfile
+ *  @defgroup sendfile Transferring files: sendfile and sock_sendfile (loopcore/sendfile.h)
+ *
+ * Transferring files: loop.sendfile() on a stream transport and loop.sock_sendfile() on a raw
  * socket (the spec's "Transferring files" section and sock_sendfile), with asyncio's semantics
  * (CPython's Lib/asyncio/base_events.py and selector_events.py). uvloop has no sendfile at all
  * (its issue #228); here the native path is sendfile(2).
@@ -22,7 +26,8 @@
  * The future. *fut resolves with the number of bytes sent, as a uintptr_t in the result pointer
  * (read it with lc_future_result(fut, &p) then (uintptr_t)p), or fails. Cancelling it stops the
  * transfer where it is (bytes already sent stay sent; the file's offset is updated as above; a
- * transport gets its state back as at the end of a sendfile). Loop thread only. */
+ * transport gets its state back as at the end of a sendfile). Loop thread only.
+ *  @{ */
 #ifndef LOOPCORE_SENDFILE_H
 #define LOOPCORE_SENDFILE_H
 
@@ -37,6 +42,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
 
 /** loop.sendfile(transport, file, offset, count, fallback=...): sends count bytes of file_fd
  *  from offset (count 0: to the end) on the stream transport t.
@@ -94,8 +102,12 @@ int lc_loop_sendfile(lc_loop_t *loop, lc_transport_t *t, int file_fd, off_t offs
 int lc_loop_sock_sendfile(lc_loop_t *loop, int sockfd, int file_fd, off_t offset, size_t count,
                           bool fallback, lc_future_t **fut);
 
+#pragma GCC visibility pop
+
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif
