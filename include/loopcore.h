@@ -70,6 +70,7 @@
 #include "loopcore/stream.h"
 #include "loopcore/subprocess.h"
 #include "loopcore/datagram.h"
+#include "loopcore/sock.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"
