@@ -10,41 +10,41 @@
 typedef struct lc__fdwatch_s lc__fdwatch;
 typedef struct lc__sockop_s lc__sockop;
 
-/* What the loop knows about one fd number: whether a transport owns it, and its watcher (one
- * uv_poll_t per fd, as libuv allows one per fd and loop), or NULL. */
-typedef struct {
-    lc__fdwatch *watch;
-    bool transport;
-} lc__fdent;
-
-/* The registry: an array indexed by fd, grown to the highest fd seen (O(1) lookups). Allocated
- * with the first registration (lc_loop_t.fds), freed with the loop's memory. The prepare handle
- * and the dirty list belong to engine/fdwatch.c (see "Closed fds" there). */
+/* The registry: what the loop knows about each fd number, in two arrays indexed by fd and grown
+ * (doubling) to the highest fd registered, so every lookup is O(1): a bitmap of the fds that
+ * transports own (1 bit per fd: every loop of a group sees the whole process's fd numbers), and,
+ * only once add_reader or a sock_* call is used, each fd's watcher (one uv_poll_t per fd, as libuv
+ * allows one per fd and loop), or NULL. Allocated with the first registration (lc_loop_t.fds),
+ * freed with the loop's memory. The prepare handle and the dirty list belong to
+ * engine/fdwatch.c (see "Closed fds" there). */
 typedef struct lc__fds_s {
     lc_loop_t *loop;
-    lc__fdent *ents;
-    uint32_t cap;
+    uint64_t *owned;     /* bit fd: a transport owns fd */
+    uint32_t owned_cap;  /* in fds, a multiple of 64 */
+    lc__fdwatch **watch; /* watch[fd]: fd's watcher or NULL */
+    uint32_t watch_cap;
     lc__resource res; /* lc_loop_close() tears every watcher down through it */
     uv_prepare_t prepare;
     bool prepare_open;
     lc__fdwatch *dirty; /* watchers (re)started since the last poll, linked through dirty_next */
 } lc__fds;
 
-/* The entry of fd, or NULL when fd is beyond what was ever registered (read-only lookups). */
-static inline lc__fdent *lc__fdmap_peek(lc_loop_t *loop, int fd)
+/* fd's watcher, or NULL. */
+static inline lc__fdwatch *lc__fdmap_watch(lc_loop_t *loop, int fd)
 {
     lc__fds *m = loop->fds;
-    return (m != NULL && fd >= 0 && (uint32_t)fd < m->cap) ? &m->ents[fd] : NULL;
+    return (m != NULL && fd >= 0 && (uint32_t)fd < m->watch_cap) ? m->watch[fd] : NULL;
 }
 
 static inline bool lc__fdmap_is_transport(lc_loop_t *loop, int fd)
 {
-    lc__fdent *e = lc__fdmap_peek(loop, fd);
-    return e != NULL && e->transport;
+    lc__fds *m = loop->fds;
+    return m != NULL && fd >= 0 && (uint32_t)fd < m->owned_cap &&
+           (m->owned[fd / 64] >> (fd % 64)) & 1;
 }
 
-/* The entry of fd, growing the registry to hold it. NULL: LC_ENOMEM (or fd < 0). */
-lc__fdent *lc__fdmap_get(lc_loop_t *loop, int fd);
+/* The slot of fd's watcher, growing the array to hold it. NULL: LC_ENOMEM (or fd < 0). */
+lc__fdwatch **lc__fdmap_watch_slot(lc_loop_t *loop, int fd);
 
 /* The registry itself, created on first use (NULL: LC_ENOMEM). */
 lc__fds *lc__fdmap_fds(lc_loop_t *loop);

@@ -74,9 +74,8 @@ static void watch_close(lc__fdwatch *w)
     if (w->closing)
         return;
     w->closing = true;
-    lc__fdent *e = lc__fdmap_peek(w->loop, w->fd);
-    if (e != NULL && e->watch == w)
-        e->watch = NULL;
+    if (lc__fdmap_watch(w->loop, w->fd) == w)
+        w->loop->fds->watch[w->fd] = NULL;
     dirty_unlink(w->loop->fds, w);
     uv_close((uv_handle_t *)&w->poll, free_watch_cb);
 }
@@ -154,9 +153,9 @@ static void fds_force_close(lc__resource *r)
 {
     lc__fds *m = lc_container_of(r, lc__fds, res);
     lc__loop_remove_resource(m->loop, r);
-    for (uint32_t fd = 0; fd < m->cap; fd++)
-        if (m->ents[fd].watch != NULL)
-            watch_drop(m->ents[fd].watch, LC_ECLOSED, false);
+    for (uint32_t fd = 0; fd < m->watch_cap; fd++)
+        if (m->watch[fd] != NULL)
+            watch_drop(m->watch[fd], LC_ECLOSED, false);
     m->dirty = NULL;
     uv_close((uv_handle_t *)&m->prepare, NULL);
 }
@@ -195,16 +194,20 @@ static int watch_acquire(lc_loop_t *loop, int fd, lc__fdwatch **out)
     if (fstat(fd, &st) != 0)
         return -errno;
     lc__fds *m = watch_fds(loop);
-    lc__fdent *e = m != NULL ? lc__fdmap_get(loop, fd) : NULL;
-    if (e == NULL)
+    lc__fdwatch **slot = m != NULL ? lc__fdmap_watch_slot(loop, fd) : NULL;
+    if (slot == NULL)
         return LC_ENOMEM;
-    lc__fdwatch *w = e->watch;
+    lc__fdwatch *w = *slot;
     if (w != NULL && w->dev == st.st_dev && w->ino == st.st_ino) {
         *out = w;
         return 0;
     }
-    if (w != NULL)
-        watch_drop(w, -EBADF, true); /* stale: made for a file closed since */
+    if (w != NULL) {
+        /* Stale: made for a file closed since. The report runs the exception handler, which may
+         * register things (and move the array): look again afterwards. */
+        watch_drop(w, -EBADF, true);
+        return watch_acquire(loop, fd, out);
+    }
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return LC_ENOMEM;
@@ -218,7 +221,7 @@ static int watch_acquire(lc_loop_t *loop, int fd, lc__fdwatch **out)
     w->fd = fd;
     w->dev = st.st_dev;
     w->ino = st.st_ino;
-    e->watch = w;
+    *slot = w;
     *out = w;
     return 0;
 }
@@ -328,8 +331,7 @@ static int remove_watch(lc_loop_t *loop, int fd, bool *removed, bool write)
         return r;
     if (lc__fdmap_is_transport(loop, fd))
         return LC_EFDTRANSPORT;
-    lc__fdent *e = lc__fdmap_peek(loop, fd);
-    lc__fdwatch *w = e != NULL ? e->watch : NULL;
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
     if (w == NULL)
         return 0;
     lc_call_fn *fn = write ? &w->wfn : &w->rfn;
@@ -413,7 +415,6 @@ void lc__fdwatch_unqueue(lc__sockop *op)
 
 bool lc__fdwatch_busy(lc_loop_t *loop, int fd, bool write)
 {
-    lc__fdent *e = lc__fdmap_peek(loop, fd);
-    lc__fdwatch *w = e != NULL ? e->watch : NULL;
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
     return w != NULL && (write ? w->wq_head : w->rq_head) != NULL;
 }
