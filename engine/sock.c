@@ -89,6 +89,14 @@ static void op_fail(lc__sockop *o, int err)
         }
         return;
     }
+    if (s->loop->closed && o->fut->refs == 1) {
+        /* The loop's close, and nobody else holds the future: failing it would only report
+         * "Future exception was never retrieved" as it goes. */
+        lc__fdwatch_unqueue(o);
+        lc_future_remove_done_callback(o->fut, op_done_cb, s);
+        op_free(s);
+        return;
+    }
     op_finish(s, err, NULL, NULL);
 }
 
