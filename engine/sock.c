@@ -283,12 +283,13 @@ static sockop *op_new(lc_loop_t *loop, int fd, int kind)
 }
 
 /* Runs s for fut (s takes a reference of its own): tries the operation unless earlier calls of
- * its direction wait, and queues s if it would block. Returns 0 (s then finishes fut, at once or
+ * its direction wait (or the caller just tried it: tried), and queues s if it would block.
+ * Returns 0 (s then finishes fut, at once or
  * later) or an error of the queueing (s freed, fut untouched). */
-static int op_run(sockop *s, lc_future_t *fut)
+static int op_run(sockop *s, lc_future_t *fut, bool tried)
 {
     s->op.fut = lc_future_ref(fut);
-    if (!lc__fdwatch_busy(s->loop, s->fd, s->op.write) && op_attempt(&s->op))
+    if (!tried && !lc__fdwatch_busy(s->loop, s->fd, s->op.write) && op_attempt(&s->op))
         return 0; /* done at once: op_finish resolved fut and freed s */
     int r = lc_future_add_done_callback(fut, op_done_cb, s);
     if (r == 0)
@@ -310,7 +311,7 @@ static int op_start(sockop *s, lc_future_t **fut)
         free(s);
         return r;
     }
-    r = op_run(s, *fut);
+    r = op_run(s, *fut, false);
     if (r != 0) {
         lc_future_unref(*fut);
         *fut = NULL;
@@ -374,7 +375,8 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
     /* Try the whole send first, with the caller's buffer: only the rest is copied. */
     size_t off = 0;
     int err = 0;
-    if (!lc__fdwatch_busy(loop, fd, true) && try_send(fd, data, len, &off, &err)) {
+    bool busy = lc__fdwatch_busy(loop, fd, true); /* earlier sendalls wait: go behind them */
+    if (!busy && try_send(fd, data, len, &off, &err)) {
         if (err != 0)
             lc_future_set_error(*fut, err);
         else
@@ -388,7 +390,7 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
     } else {
         memcpy(s->u.wr.buf, (const unsigned char *)data + off, len - off);
         s->u.wr.len = len - off;
-        r = op_run(s, *fut);
+        r = op_run(s, *fut, !busy);
     }
     if (r != 0) {
         lc_future_unref(*fut);
@@ -462,7 +464,7 @@ static void connect_resolved(int status, struct addrinfo *res, void *arg)
         } else {
             memcpy(&s->u.conn.addr, res->ai_addr, res->ai_addrlen);
             s->u.conn.addrlen = res->ai_addrlen;
-            err = op_run(s, fut);
+            err = op_run(s, fut, false);
         }
     }
     if (err != 0)
