@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -390,6 +391,44 @@ static void test_fdwatch_closed_before_poll(void **state)
     close(sv[1]);
 }
 
+/* An fd number far above the others: the registry grows to it (and a transport's bitmap too). */
+static void test_fdwatch_high_fd(void **state)
+{
+    lc_loop_t *loop = *state;
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    int want = 5000;
+    if (rl.rlim_cur <= (rlim_t)want) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur <= (rlim_t)want)
+        want = (int)rl.rlim_cur - 10;
+    int sv[2];
+    pair(sv);
+    int hi = fcntl(sv[0], F_DUPFD_CLOEXEC, want);
+    assert_true(hi >= want);
+    close(sv[0]);
+    watch_t w = {.loop = loop, .fd = hi, .drain = true, .remove_writer_fd = -1};
+    assert_int_equal(lc_loop_add_reader(loop, hi, on_ready, &w), 0);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    run_until(loop, &w.calls, 1);
+    bool removed = false;
+    assert_int_equal(lc_loop_remove_reader(loop, hi, &removed), 0);
+    assert_true(removed);
+    /* The same number as a transport's: refused. */
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, nop_factory, NULL, hi, NULL, &fut), 0);
+    lc_transport_t *t = NULL;
+    assert_int_equal(lc_loop_run_until_complete(loop, fut, (void **)&t), 0);
+    assert_int_equal(lc_loop_add_writer(loop, hi, on_ready, &w), LC_EFDTRANSPORT);
+    lc_transport_close(t);
+    lc_future_unref(fut);
+    run_for(loop, 0.05);
+    close(sv[1]);
+}
+
 /* Closing the loop with registrations left: the loop tears them down (ASan checks the memory). */
 static void test_fdwatch_loop_close_with_watchers(void **state)
 {
@@ -428,6 +467,7 @@ int main(void)
         T(test_fdwatch_callback_removes_and_closes_own_fd),
         T(test_fdwatch_callback_closes_without_removing),
         T(test_fdwatch_closed_before_poll),
+        T(test_fdwatch_high_fd),
         cmocka_unit_test(test_fdwatch_loop_close_with_watchers),
 #undef T
     };

@@ -463,6 +463,34 @@ static void test_sock_connect_errors(void **state)
     unlink(path);
 }
 
+/* A cancelled accept takes no connection: the next accept gets it. */
+static void test_sock_accept_cancel(void **state)
+{
+    lc_loop_t *loop = *state;
+    uint16_t port;
+    int l = listener(AF_INET, &port);
+    lc_future_t *af = NULL;
+    assert_int_equal(lc_loop_sock_accept(loop, l, &af), 0);
+    run_for(loop, 0.02);
+    assert_int_equal(lc_future_cancel(af), 1);
+    lc_future_unref(af);
+    int c = nb_socket(AF_INET);
+    lc_future_t *cf = NULL;
+    assert_int_equal(lc_loop_sock_connect(loop, c, "127.0.0.1", port, &cf), 0);
+    assert_int_equal(await_fut(loop, cf, NULL), 0);
+    run_for(loop, 0.05);
+    assert_int_equal(lc_loop_sock_accept(loop, l, &af), 0);
+    assert_true(lc_future_done(af)); /* the connection was still queued: taken at once */
+    lc_sock_accepted_t *acc = NULL;
+    assert_int_equal(lc_future_result(af, (void **)&acc), 0);
+    check_connected_pair(loop, c, acc->fd);
+    close(acc->fd);
+    lc_future_unref(af);
+    lc_future_unref(cf);
+    close(c);
+    close(l);
+}
+
 /* ---- mixing, transports, closed sockets, the loop's close --------------------------------- */
 
 typedef struct {
@@ -620,7 +648,7 @@ static const char *py_client = "async def main(port):\n"
                                "    r, w = await asyncio.open_connection('127.0.0.1', port)\n"
                                "    total = 0\n"
                                "    for i, m in enumerate(messages()):\n"
-                                                          "        w.write(m)\n"
+                               "        w.write(m)\n"
                                "        back = await r.readexactly(len(m))\n"
                                "        assert back == m, 'mismatch at message %d' % i\n"
                                "        total += len(m)\n"
@@ -905,6 +933,7 @@ int main(void)
         T(test_sock_concurrent_calls_in_order),
         T(test_sock_connect_and_accept),
         T(test_sock_connect_errors),
+        T(test_sock_accept_cancel),
         T(test_sock_mixes_with_add_reader),
         T(test_sock_closed_with_call_pending),
         cmocka_unit_test(test_sock_loop_close_fails_pending),
