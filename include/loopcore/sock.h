@@ -20,10 +20,11 @@
  *    closed before the next poll) is dropped and reported to the exception handler ("File
  *    descriptor closed while registered with the loop"); its pending sock_* calls fail -EBADF;
  *  - a registration already being watched when fd was closed simply never fires again (epoll
- *    forgets a closed fd); it stays registered until removed. If the number is reused by a new
- *    fd, adding a reader or writer or a sock_* call for it notices the stale registration (the
- *    fd is not the same file any more), drops it as above, and registers the new fd correctly.
- *    A transport taking the number drops it as well;
+ *    forgets a closed fd; a sock_* call pending on it stays pending until cancelled); it stays
+ *    registered until removed. If the number is reused by a new fd, the next add_reader,
+ *    add_writer or sock_* call that has to wait on that number notices the stale registration
+ *    (the fd is not the same file any more: st_dev/st_ino), drops it as above (its calls fail
+ *    -EBADF), and watches the new fd correctly. A transport taking the number drops it too;
  *  - if the fd was duplicated (dup, fork) before it was closed, epoll keeps reporting the still
  *    open duplicate under the old number, and a level-triggered callback that cannot read it is
  *    called every iteration: remove before closing.
@@ -57,7 +58,8 @@ extern "C" {
 
 /** Calls fn(arg) whenever fd is readable, replacing fd's reader if it has one. Returns 0,
  *  LC_EINVAL (NULL fn, fd < 0), LC_ECLOSED, LC_EFDTRANSPORT, -EBADF (fd not open), -EPERM (not
- *  pollable), LC_ENOMEM. */
+ *  pollable), -EEXIST (fd is one loopcore watches itself: a server's listener, the loop's own),
+ *  LC_ENOMEM, LC_EWRONGTHREAD (debug). */
 int lc_loop_add_reader(lc_loop_t *loop, int fd, lc_call_fn fn, void *arg);
 
 /** Stops watching fd for reading. *removed (may be NULL) tells whether a reader was registered.
@@ -88,7 +90,9 @@ typedef struct lc_sock_accepted_s {
 } lc_sock_accepted_t;
 
 /** Receives up to nbytes (> 0) from fd; *fut resolves with an lc_sock_data_t * (asyncio's bytes;
- *  len 0 at end of stream). Returns 0, LC_EINVAL, LC_ECLOSED, LC_EFDTRANSPORT, LC_ENOMEM. */
+ *  len 0 at end of stream). Returns 0 (then *fut holds one reference; else *fut is NULL),
+ *  LC_EINVAL (also: fd blocking, fut NULL), LC_ECLOSED, LC_EFDTRANSPORT, -EBADF, LC_ENOMEM,
+ *  LC_EWRONGTHREAD (debug). */
 int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut);
 
 /** Receives up to len (> 0) bytes into buf, which must stay valid until *fut is done; *fut
