@@ -92,7 +92,15 @@ static void watch_drop(lc__fdwatch *w, int err, bool report)
 {
     if (w->closing)
         return;
-    if (report && watch_registered(w)) {
+    bool had = watch_registered(w);
+    watch_close(w); /* first: the failures below must not restart the poll */
+    w->rfn = w->wfn = NULL;
+    while (w->rq_head != NULL)
+        w->rq_head->fail(w->rq_head, err);
+    while (w->wq_head != NULL)
+        w->wq_head->fail(w->wq_head, err);
+    /* Last, with w gone from the registry: the handler may register fd again. */
+    if (report && had) {
         lc_exception_context_t ctx =
             LC_EXCEPTION_CONTEXT_INIT("File descriptor closed while registered with the loop "
                                       "(remove_reader / remove_writer before closing it)");
@@ -100,12 +108,6 @@ static void watch_drop(lc__fdwatch *w, int err, bool report)
         ctx.socket = w->fd;
         lc_loop_call_exception_handler(w->loop, &ctx);
     }
-    watch_close(w); /* first: the failures below must not restart the poll */
-    w->rfn = w->wfn = NULL;
-    while (w->rq_head != NULL)
-        w->rq_head->fail(w->rq_head, err);
-    while (w->wq_head != NULL)
-        w->wq_head->fail(w->wq_head, err);
 }
 
 static void prepare_cb(uv_prepare_t *p)
@@ -204,7 +206,7 @@ static int watch_acquire(lc_loop_t *loop, int fd, lc__fdwatch **out)
     }
     if (w != NULL) {
         /* Stale: made for a file closed since. The report runs the exception handler, which may
-         * register things (and move the array): look again afterwards. */
+         * register fd again (and move the array): look again afterwards. */
         watch_drop(w, -EBADF, true);
         return watch_acquire(loop, fd, out);
     }
