@@ -257,6 +257,25 @@ static void test_fdwatch_transport_fd_refused(void **state)
     close(sv2[1]);
 }
 
+/* A pipe transport's fd is a transport's too (asyncio refuses every transport's fd). */
+static void test_fdwatch_pipe_transport_fd_refused(void **state)
+{
+    lc_loop_t *loop = *state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_connect_read_pipe(loop, nop_factory, NULL, p[0], &fut), 0);
+    assert_int_equal(lc_loop_run_until_complete(loop, fut, NULL), 0);
+    watch_t w = {.loop = loop, .fd = p[0], .remove_writer_fd = -1};
+    assert_int_equal(lc_loop_add_reader(loop, p[0], on_ready, &w), LC_EFDTRANSPORT);
+    lc_transport_t *t = NULL;
+    assert_int_equal(lc_future_result(fut, (void **)&t), 0);
+    lc_transport_close(t);
+    lc_future_unref(fut);
+    run_for(loop, 0.05);
+    close(p[1]);
+}
+
 static void test_fdwatch_bad_fds(void **state)
 {
     lc_loop_t *loop = *state;
@@ -463,6 +482,7 @@ int main(void)
         T(test_fdwatch_reader_and_writer_one_fd),
         T(test_fdwatch_callback_order),
         T(test_fdwatch_transport_fd_refused),
+        T(test_fdwatch_pipe_transport_fd_refused),
         T(test_fdwatch_bad_fds),
         T(test_fdwatch_callback_removes_and_closes_own_fd),
         T(test_fdwatch_callback_closes_without_removing),
