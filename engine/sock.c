@@ -196,6 +196,8 @@ static int try_connect(sockop *s, bool writable, int *err)
 
 static void recv_dtor(void *p) { free(p); }
 
+size_t lc_sock_count(const void *result) { return (size_t)(uintptr_t)result; }
+
 /* The attempt of every kind: called by the watcher when fd is ready, and once at the start. */
 static bool op_attempt(lc__sockop *o)
 {
@@ -215,6 +217,7 @@ static bool op_attempt(lc__sockop *o)
                 lc_sock_data_t *small = realloc(d, sizeof(*d) + (got > 0 ? got : 1));
                 if (small != NULL)
                     d = small;
+                d->data = (unsigned char *)(d + 1);
             }
         }
         op_finish(s, err, d, d != NULL ? recv_dtor : NULL);
@@ -337,6 +340,7 @@ int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut)
         free(s);
         return LC_ENOMEM;
     }
+    s->u.rd.data->data = (unsigned char *)(s->u.rd.data + 1);
     s->u.rd.cap = nbytes;
     return op_start(s, fut);
 }

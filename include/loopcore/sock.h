@@ -75,10 +75,10 @@ int lc_loop_remove_writer(lc_loop_t *loop, int fd, bool *removed);
 /* ---- Working with sockets directly ---------------------------------------------------------- */
 
 /* sock_recv's result: the bytes received (len 0: the peer closed its side). Owned by the future:
- * valid while the caller holds its reference. */
+ * valid while the caller holds its reference. data points into the same allocation. */
 typedef struct lc_sock_data_s {
     size_t len;
-    unsigned char data[];
+    unsigned char *data;
 } lc_sock_data_t;
 
 /* sock_accept's result, owned by the future (valid while the caller holds its reference). fd is
@@ -119,8 +119,9 @@ int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *ad
  *  Returns as sock_recv. */
 int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut);
 
-/** The count a resolved sock_recv_into future carries (its result, as a size). */
-static inline size_t lc_sock_count(const void *result) { return (size_t)(uintptr_t)result; }
+/** The count a resolved sock_recv_into future carries: its result (from lc_future_result or
+ *  lc_await) as a size. Any thread. */
+size_t lc_sock_count(const void *result);
 
 #ifdef __cplusplus
 }
