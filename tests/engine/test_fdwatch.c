@@ -276,6 +276,38 @@ static void test_fdwatch_pipe_transport_fd_refused(void **state)
     close(p[1]);
 }
 
+/* A datagram endpoint's fd too. */
+static const lc_datagram_protocol_t nop_dgram_proto = {0};
+
+static int nop_dgram_factory(void *arg, const lc_datagram_protocol_t **proto, void **user)
+{
+    (void)arg;
+    *proto = &nop_dgram_proto;
+    *user = NULL;
+    return 0;
+}
+
+static void test_fdwatch_datagram_transport_fd_refused(void **state)
+{
+    lc_loop_t *loop = *state;
+    lc_future_t *fut = NULL;
+    assert_int_equal(lc_loop_create_datagram_endpoint(
+                         loop, nop_dgram_factory, NULL,
+                         &(lc_datagram_opts_t){.local_host = "127.0.0.1", .family = AF_INET}, &fut),
+                     0);
+    lc_datagram_transport_t *t = NULL;
+    assert_int_equal(lc_loop_run_until_complete(loop, fut, (void **)&t), 0);
+    int fd = lc_datagram_transport_get_fd(t);
+    assert_true(fd >= 0);
+    watch_t w = {.loop = loop, .fd = fd, .remove_writer_fd = -1};
+    assert_int_equal(lc_loop_add_reader(loop, fd, on_ready, &w), LC_EFDTRANSPORT);
+    lc_future_t *rf = NULL;
+    assert_int_equal(lc_loop_sock_recv(loop, fd, 10, &rf), LC_EFDTRANSPORT);
+    lc_datagram_transport_close(t);
+    lc_future_unref(fut);
+    run_for(loop, 0.05);
+}
+
 static void test_fdwatch_bad_fds(void **state)
 {
     lc_loop_t *loop = *state;
@@ -483,6 +515,7 @@ int main(void)
         T(test_fdwatch_callback_order),
         T(test_fdwatch_transport_fd_refused),
         T(test_fdwatch_pipe_transport_fd_refused),
+        T(test_fdwatch_datagram_transport_fd_refused),
         T(test_fdwatch_bad_fds),
         T(test_fdwatch_callback_removes_and_closes_own_fd),
         T(test_fdwatch_callback_closes_without_removing),
