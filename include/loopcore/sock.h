@@ -27,7 +27,10 @@
  *    -EBADF), and watches the new fd correctly. A transport taking the number drops it too;
  *  - if the fd was duplicated (dup, fork) before it was closed, epoll keeps reporting the still
  *    open duplicate under the old number, and a level-triggered callback that cannot read it is
- *    called every iteration: remove before closing.
+ *    called every iteration; and if libuv itself takes the number for a descriptor of its own
+ *    (the signal pipe of add_signal_handler's first call) while the stale registration is
+ *    there, dropping that registration takes the number out of epoll (libuv's
+ *    uv__platform_invalidate_fd) and the signals stop being seen. Remove before closing.
  *
  * Sockets directly. The sock_* calls take a non-blocking socket (LC_EINVAL otherwise, checked on
  * each call) and make a future (one reference for the caller in *fut). Each first tries the
