@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "engine/fdmap.h"
 #include "engine/stream_internal.h"
 #include "loopcore/datagram.h"
 
@@ -200,6 +201,7 @@ static void dg_release(lc_datagram_transport_t *t)
     lc__loop_remove_resource(t->loop, &t->res);
     uv_close((uv_handle_t *)&t->poll, dg_closed_cb);
     if (t->fd >= 0) {
+        lc__fdmap_transport(t->loop, t->fd, false);
         close(t->fd);
         t->fd = -1;
     }
@@ -1078,8 +1080,9 @@ static lc_datagram_transport_t *dg_new(lc_loop_t *loop, int fd, lc_datagram_prot
         r = f(farg, &proto, &user);
     if (r == 0 && proto == NULL)
         r = LC_EINVAL;
-    if (r == 0)
-        r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd);
+    if (r == 0 && (r = lc__fdmap_transport(loop, fd, true)) == 0 && /* add_reader refuses fd */
+        (r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd)) != 0)
+        lc__fdmap_transport(loop, fd, false);
     if (r != 0) {
         free(t);
         close(fd);

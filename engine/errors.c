@@ -36,6 +36,7 @@ static const lc__errdesc lc_errors[] = {
      "TLS shutdown timed out: no close_notify from the peer"},
     {LC_EDGRAMTRUNC, "LC_EDGRAMTRUNC",
      "datagram too long for the 64 KiB receive buffer: dropped, not truncated"},
+    {LC_EFDTRANSPORT, "LC_EFDTRANSPORT", "File descriptor is used by transport"},
 };
 
 static const lc__errdesc *find_error(int err)

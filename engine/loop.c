@@ -201,6 +201,7 @@ static void loop_destroy(lc_loop_t *loop)
     }
     lc__inbound_destroy(loop);
     lc__timers_destroy(loop);
+    lc__fdmap_free(loop);
     lc_handle_t *h = loop->handle_cache;
     while (h != NULL) {
         lc_handle_t *next = (lc_handle_t *)h->q.next;

@@ -242,7 +242,13 @@ struct lc_loop_s {
 
     /* The signal handlers (engine/signal.c): NULL until the first add_signal_handler. */
     struct lc__signals_s *signals;
+
+    /* The fd registry and the watchers of add_reader / sock_* (engine/fdmap.h); NULL until the
+     * first registration, freed with the loop's memory (lc__fdmap_free). */
+    struct lc__fds_s *fds;
 };
+
+void lc__fdmap_free(lc_loop_t *loop);
 
 /* Queues d to run after this iteration's callbacks, before the next poll (loop thread). */
 static inline void lc__loop_defer(lc_loop_t *loop, lc__deferred *d)

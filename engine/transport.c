@@ -34,6 +34,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "engine/fdmap.h"
 #include "engine/stream_internal.h"
 
 #define LC__READ_BUF_SIZE 65536
@@ -194,6 +195,7 @@ static void transport_release(lc_transport_t *t)
         tls_release(t);
     uv_close((uv_handle_t *)&t->poll, transport_closed_cb);
     if (t->fd >= 0) {
+        lc__fdmap_transport(t->loop, t->fd, false);
         close(t->fd);
         t->fd = -1;
     }
@@ -1218,7 +1220,9 @@ lc_loop_t *lc_transport_get_loop(const lc_transport_t *t) { return t != NULL ? t
  * zeroed, or holds only its TLS state). Returns 0 or uv_poll_init's error (nothing changed). */
 static int transport_open(lc_transport_t *t, lc_loop_t *loop, int fd, lc_server_t *server)
 {
-    int r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd);
+    int r = lc__fdmap_transport(loop, fd, true); /* add_reader and sock_* refuse it now */
+    if (r == 0 && (r = uv_poll_init(lc__loop_uv(loop), &t->poll, fd)) != 0)
+        lc__fdmap_transport(loop, fd, false);
     if (r != 0)
         return r;
     t->poll.data = t;

@@ -71,6 +71,7 @@
 #include "loopcore/sendfile.h"
 #include "loopcore/subprocess.h"
 #include "loopcore/datagram.h"
+#include "loopcore/sock.h"
 #include "loopcore/threadsafe.h"
 #include "loopcore/group.h"
 #include "loopcore/executor.h"

@@ -99,6 +99,7 @@ static void test_examples_display_date_task(void **state)
 static const char *echo_server_path;
 static const char *echo_client_path;
 static const char *signal_handlers_path;
+static const char *watch_fd_path; /* "Watch a file descriptor for read events", found by name */
 
 /* Reads fd to its end into a new string. */
 static char *read_all(int fd)
@@ -237,6 +238,20 @@ static void test_examples_signal_handlers(void **state)
     check_signal_handlers(SIGINT, "SIGINT");
 }
 
+/* add_reader on one end of a socketpair; a call_soon writes "abc" to the other end; the
+ * reader prints it, removes itself and stops the loop. */
+static void test_examples_watch_fd(void **state)
+{
+    (void)state;
+    if (watch_fd_path == NULL)
+        skip();
+    int status;
+    char *out = run(watch_fd_path, &status);
+    assert_int_equal(status, 0);
+    assert_string_equal(out, "Received: abc\n");
+    free(out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -257,6 +272,8 @@ int main(int argc, char **argv)
             echo_client_path = argv[i];
         else if (strcmp(base, "signal_handlers") == 0)
             signal_handlers_path = argv[i];
+        else if (strcmp(base, "watch_fd") == 0)
+            watch_fd_path = argv[i];
     }
     if (echo_server_path == NULL || echo_client_path == NULL || signal_handlers_path == NULL) {
         fprintf(stderr, "examples_test: give the tcp_echo_server, tcp_echo_client and "
@@ -271,6 +288,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_examples_display_date_task),
         cmocka_unit_test(test_examples_tcp_echo),
         cmocka_unit_test(test_examples_signal_handlers),
+        cmocka_unit_test(test_examples_watch_fd),
     };
     return cmocka_run_group_tests_name("examples", tests, NULL, NULL);
 }

@@ -1,0 +1,133 @@
+/* loopcore: watching file descriptors and working with sockets directly (the spec's "Watching
+ * file descriptors" and "Working with socket objects directly").
+ *
+ * Every function here is loop-thread-only. fd is any pollable file descriptor (a socket, a pipe,
+ * an eventfd, a tty; a regular file is refused with -EPERM, as epoll refuses it) that no
+ * transport owns: an fd a transport watches is refused with LC_EFDTRANSPORT (asyncio's "File
+ * descriptor is used by transport"). The loop never closes fd: it stays the caller's.
+ *
+ * Watching. One reader and one writer per fd: adding again replaces the callback (and its arg);
+ * removing says whether one was registered. fn(arg) runs as an ordinary callback, in asyncio's
+ * order: in the iteration whose poll found fd ready, after the callbacks that were ready before
+ * that poll, reader before writer; it is called again in every iteration while fd stays ready
+ * (level-triggered), until removed. A callback removed or replaced before it ran is not called
+ * with the old function.
+ *
+ * Closing a watched fd. Remove the reader and writer (and cancel pending sock_* calls) before
+ * closing fd, as asyncio requires; a callback may remove its own registration and then close its
+ * fd. If you close fd first, the loop neither crashes nor spins, but:
+ *  - a registration whose fd is found closed when the loop is about to watch it (fd added, then
+ *    closed before the next poll) is dropped and reported to the exception handler ("File
+ *    descriptor closed while registered with the loop"); its pending sock_* calls fail -EBADF;
+ *  - a registration already being watched when fd was closed simply never fires again (epoll
+ *    forgets a closed fd; a sock_* call pending on it stays pending until cancelled); it stays
+ *    registered until removed. If the number is reused by a new fd, the next add_reader,
+ *    add_writer or sock_* call that has to wait on that number notices the stale registration
+ *    (the fd is not the same file any more: st_dev/st_ino), drops it as above (its calls fail
+ *    -EBADF), and watches the new fd correctly. A transport taking the number drops it too;
+ *  - if the fd was duplicated (dup, fork) before it was closed, epoll keeps reporting the still
+ *    open duplicate under the old number, and a level-triggered callback that cannot read it is
+ *    called every iteration; and if libuv itself takes the number for a descriptor of its own
+ *    (the signal pipe of add_signal_handler's first call) while the stale registration is
+ *    there, dropping that registration takes the number out of epoll (libuv's
+ *    uv__platform_invalidate_fd) and the signals stop being seen. Remove before closing.
+ *
+ * Sockets directly. The sock_* calls take a non-blocking socket (LC_EINVAL otherwise, checked on
+ * each call) and make a future (one reference for the caller in *fut). Each first tries the
+ * operation and waits for readiness only if it would block; calls on one fd are served in the
+ * order made, reads (recv, recv_into, accept) and writes (sendall, connect) each in their own
+ * queue, and a call waits its turn behind earlier ones of its direction. Cancelling a pending
+ * call's future takes it off its queue and stops watching fd if it was the last: the socket
+ * stays usable, and a cancelled call never consumes data. A reader or writer added on the same fd
+ * is called alongside (each sees fd ready). Errors of the operation itself fail the future with
+ * -errno (-ECONNRESET, -EPIPE: sends never raise SIGPIPE). Closing the loop fails pending calls
+ * with LC_ECLOSED. */
+#ifndef LOOPCORE_SOCK_H
+#define LOOPCORE_SOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "loopcore/future.h"
+#include "loopcore/loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Watching file descriptors ------------------------------------------------------------- */
+
+/** Calls fn(arg) whenever fd is readable, replacing fd's reader if it has one. Returns 0,
+ *  LC_EINVAL (NULL fn, fd < 0), LC_ECLOSED, LC_EFDTRANSPORT, -EBADF (fd not open), -EPERM (not
+ *  pollable), -EEXIST (fd is one loopcore watches itself: a server's listener, the loop's own),
+ *  LC_ENOMEM, LC_EWRONGTHREAD (debug). */
+int lc_loop_add_reader(lc_loop_t *loop, int fd, lc_call_fn fn, void *arg);
+
+/** Stops watching fd for reading. *removed (may be NULL) tells whether a reader was registered.
+ *  Returns 0, LC_EINVAL, LC_EFDTRANSPORT. On a closed loop: 0 with *removed false. */
+int lc_loop_remove_reader(lc_loop_t *loop, int fd, bool *removed);
+
+/** As lc_loop_add_reader, for writability. */
+int lc_loop_add_writer(lc_loop_t *loop, int fd, lc_call_fn fn, void *arg);
+
+/** As lc_loop_remove_reader, for the writer. */
+int lc_loop_remove_writer(lc_loop_t *loop, int fd, bool *removed);
+
+/* ---- Working with sockets directly ---------------------------------------------------------- */
+
+/* sock_recv's result: the bytes received (len 0: the peer closed its side). Owned by the future:
+ * valid while the caller holds its reference. data points into the same allocation. */
+typedef struct lc_sock_data_s {
+    size_t len;
+    unsigned char *data;
+} lc_sock_data_t;
+
+/* sock_accept's result, owned by the future (valid while the caller holds its reference). fd is
+ * the caller's from the moment the future resolves: non-blocking and close-on-exec; close it. */
+typedef struct lc_sock_accepted_s {
+    int fd;
+    socklen_t addrlen;
+    struct sockaddr_storage addr; /* the peer's address */
+} lc_sock_accepted_t;
+
+/** Receives up to nbytes (> 0) from fd; *fut resolves with an lc_sock_data_t * (asyncio's bytes;
+ *  len 0 at end of stream). Returns 0 (then *fut holds one reference; else *fut is NULL),
+ *  LC_EINVAL (also: fd blocking, fut NULL), LC_ECLOSED, LC_EFDTRANSPORT, -EBADF, LC_ENOMEM,
+ *  LC_EWRONGTHREAD (debug). */
+int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut);
+
+/** Receives up to len (> 0) bytes into buf, which must stay valid until *fut is done; *fut
+ *  resolves with the count as (void *)(uintptr_t)n (lc_sock_count()). Returns as sock_recv. */
+int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_future_t **fut);
+
+/** Sends all len bytes of data: *fut resolves (result NULL) once the socket took every byte, or
+ *  fails with the socket's error (how much went out is then unknown, as in asyncio). What cannot
+ *  be sent at once is copied: data may be freed when the call returns. Returns as sock_recv. */
+int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, lc_future_t **fut);
+
+/** Connects fd to host:port. host is a numeric address (connects at once) or a name, resolved
+ *  off the loop thread with getaddrinfo for fd's family and type, connecting to the first
+ *  address, as asyncio does. *fut resolves (result NULL) once connected, or fails with the
+ *  connect error (-ECONNREFUSED, ...) or the resolver's. Returns as sock_recv. */
+int lc_loop_sock_connect(lc_loop_t *loop, int fd, const char *host, uint16_t port,
+                         lc_future_t **fut);
+
+/** As lc_loop_sock_connect, to an address (any family: AF_INET, AF_INET6, AF_UNIX). */
+int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *addr,
+                              socklen_t addrlen, lc_future_t **fut);
+
+/** Accepts a connection on the listening fd; *fut resolves with an lc_sock_accepted_t *.
+ *  Returns as sock_recv. */
+int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut);
+
+/** The count a resolved sock_recv_into future carries: its result (from lc_future_result or
+ *  lc_await) as a size. Any thread. */
+size_t lc_sock_count(const void *result);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
