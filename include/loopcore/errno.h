@@ -71,8 +71,8 @@
 /** close(): the peer did not answer our close_notify within ssl_shutdown_timeout (or did not
  *  take the flushed data by then); the socket was closed anyway. */
 #define LC_ESSLSHUTDOWNTIMEOUT (-5018)
-/* add_reader / add_writer / sock_*: the fd belongs to a transport, which watches it itself
- * (asyncio: "File descriptor ... is used by transport ..."). */
+/** add_reader / add_writer / sock_*: the fd belongs to a transport, which watches it itself
+ *  (asyncio: "File descriptor ... is used by transport ..."). */
 #define LC_EFDTRANSPORT (-5025)
 
 /** A datagram longer than the 64 KiB receive buffer arrived (possible on Unix datagram sockets

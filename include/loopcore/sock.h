@@ -1,4 +1,8 @@
-/* loopcore: watching file descriptors and working with sockets directly (the spec's "Watching
+/** @file
+ *  @ingroup sock
+ *  @defgroup sock Watching file descriptors and sockets directly (loopcore/sock.h)
+ *
+ * loopcore: watching file descriptors and working with sockets directly (the spec's "Watching
  * file descriptors" and "Working with socket objects directly").
  *
  * Every function here is loop-thread-only. fd is any pollable file descriptor (a socket, a pipe,
@@ -41,7 +45,8 @@
  * stays usable, and a cancelled call never consumes data. A reader or writer added on the same fd
  * is called alongside (each sees fd ready). Errors of the operation itself fail the future with
  * -errno (-ECONNRESET, -EPIPE: sends never raise SIGPIPE). Closing the loop fails pending calls
- * with LC_ECLOSED. */
+ * with LC_ECLOSED.
+ * @{ */
 #ifndef LOOPCORE_SOCK_H
 #define LOOPCORE_SOCK_H
 
@@ -56,6 +61,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The library is built with -fvisibility=hidden: what the headers declare is visible again. */
+#pragma GCC visibility push(default)
 
 /* ---- Watching file descriptors ------------------------------------------------------------- */
 
@@ -77,19 +85,19 @@ int lc_loop_remove_writer(lc_loop_t *loop, int fd, bool *removed);
 
 /* ---- Working with sockets directly ---------------------------------------------------------- */
 
-/* sock_recv's result: the bytes received (len 0: the peer closed its side). Owned by the future:
- * valid while the caller holds its reference. data points into the same allocation. */
+/** sock_recv's result: the bytes received (len 0: the peer closed its side). Owned by the future:
+ *  valid while the caller holds its reference. data points into the same allocation. */
 typedef struct lc_sock_data_s {
-    size_t len;
-    unsigned char *data;
+    size_t len;          /**< bytes received; 0: the peer closed its side */
+    unsigned char *data; /**< the bytes (in the same allocation as this struct) */
 } lc_sock_data_t;
 
-/* sock_accept's result, owned by the future (valid while the caller holds its reference). fd is
- * the caller's from the moment the future resolves: non-blocking and close-on-exec; close it. */
+/** sock_accept's result, owned by the future (valid while the caller holds its reference). fd is
+ *  the caller's from the moment the future resolves: non-blocking and close-on-exec; close it. */
 typedef struct lc_sock_accepted_s {
-    int fd;
-    socklen_t addrlen;
-    struct sockaddr_storage addr; /* the peer's address */
+    int fd;                       /**< the accepted connection: the caller's to close */
+    socklen_t addrlen;            /**< the length of addr */
+    struct sockaddr_storage addr; /**< the peer's address */
 } lc_sock_accepted_t;
 
 /** Receives up to nbytes (> 0) from fd; *fut resolves with an lc_sock_data_t * (asyncio's bytes;
@@ -126,8 +134,12 @@ int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut);
  *  lc_await) as a size. Any thread. */
 size_t lc_sock_count(const void *result);
 
+#pragma GCC visibility pop
+
 #ifdef __cplusplus
 }
 #endif
+
+/** @} */
 
 #endif
