@@ -55,5 +55,5 @@ for pct in 25 50 75 90; do
 done
 "$bin/bench/lcbench/lcbench-plot" "$out/demo-latency.png" "$out/demo.hgrm=demo" -- \
     "Demo: http_server on $cpus loops, lcbench -t$cpus -c64 closed loop"
-"$bin/bench/lcbench/lcbench-plot" "$out/rate-latency.png" "${files[@]}" -- \
+"$bin/bench/lcbench/lcbench-plot" --log-y "$out/rate-latency.png" "${files[@]}" -- \
     "http_server on $cpus loops: closed loop and fixed rates (lcbench -R)"

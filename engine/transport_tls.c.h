@@ -604,6 +604,13 @@ static void tls_close(lc_transport_t *t)
         return;
     }
     tls_timer_start(t, t->tls->shutdown_timeout, tls_shutdown_timeout_cb);
+    if (t->tls->corked && t->wlen > 0) {
+        /* The close ends the coalescing (a response, then close: the common case): the queue goes
+         * now, and the close_notify right behind it once it is out (flush_done), instead of
+         * stopping the poll here and starting it again after the deferred flush. */
+        tls_flush(t);
+        return;
+    }
     if (t->wlen == 0)
         tls_shutdown_step(t);
     else

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# lcbench-plot OUT.png FILE[=LABEL]... [-- TITLE]
+# lcbench-plot [--log-y] OUT.png FILE[=LABEL]... [-- TITLE]
 #
 # Draws latency by percentile, HdrHistogram-plotter style: the x axis is 1/(1 - percentile) on a
 # log scale, labelled 0% 90% 99% 99.9% ..., so that the tail gets the room; one line per file, the
 # files being percentile distributions in HdrHistogram's text format (lcbench --percentiles,
 # wrk2's -U, HdrHistogram's outputPercentileDistribution), values in milliseconds. LABEL names a
 # line (default: the file's name). `lcbench --plot OUT.png` runs this on its own run. Needs
-# gnuplot (Debian's gnuplot-nox).
+# gnuplot (Debian's gnuplot-nox). --log-y puts latency on a log scale too (runs whose tails differ
+# by orders of magnitude, such as fixed-rate runs near saturation).
 set -euo pipefail
 usage() {
-    echo "usage: lcbench-plot OUT.png FILE[=LABEL]... [-- TITLE]" >&2
+    echo "usage: lcbench-plot [--log-y] OUT.png FILE[=LABEL]... [-- TITLE]" >&2
     exit 2
 }
+logy=0
+if [ "${1:-}" = --log-y ]; then
+    logy=1
+    shift
+fi
 [ $# -ge 2 ] || usage
 out=$1
 shift
@@ -58,7 +64,7 @@ set xrange [1:$(awk -v m="$max" 'BEGIN { x = 10; while (x < m) x *= 10; print x 
 set xtics ($tics)
 set xlabel "Percentile"
 set ylabel "Latency (ms)"
-set yrange [0:*]
+$([ "$logy" = 1 ] && echo "set logscale y" || echo "set yrange [0:*]")
 set grid
 set key top left
 plot $plot
