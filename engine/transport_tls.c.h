@@ -971,6 +971,8 @@ int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *old, struct ssl_ctx_st *c
         return LC_EINVAL;
     if (old->closing || old->fd < 0)
         return LC_ECLOSED;
+    if (old->sendfile != NULL) /* sendfile hook: the upgrade needs an idle transport */
+        return LC_EBUSY;
     const char *host = o.server_side ? NULL : o.server_hostname;
     if (o.server_side && o.server_hostname != NULL)
         return LC_EINVAL;

@@ -39,11 +39,11 @@ CFLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 # Source sets (paths relative to the repository root; globs are expanded there).
 ENGINE="engine/*.c engine/fiber_switch.S threadsafe/mpsc.c"
-LOOPCORE="$ENGINE threadsafe/group.c threadsafe/group_server.c executor/*.c"
+LOOPCORE="$ENGINE threadsafe/group*.c executor/*.c"
 LLHTTP="/usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c"
 LLHTTP_FLAGS="-I/usr/share/include/llhttp"
 LIBS="-luv -lssl -lcrypto -lpthread -lm"
-LCBENCH="bench/lcbench/args.c bench/lcbench/echo.c bench/lcbench/http.c bench/lcbench/report.c
+LCBENCH="bench/lcbench/args.c bench/lcbench/echo.c bench/lcbench/http.c bench/lcbench/report.c bench/lcbench/udp.c
     bench/lcbench/run.c bench/lcbench/hdr.c"
 
 # One row per harness: name | sources | extra flags (include paths, libraries).

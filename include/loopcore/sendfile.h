@@ -78,7 +78,7 @@ extern "C" {
  *     fails it with that error, and connection_lost follows as for a failed write. Either way the
  *     future's callbacks come before connection_lost (those added right after this call too:
  *     an error met inside the call is reported from the loop).
- *   - lc_loop_start_tls must not be called on t (the upgrade needs an idle transport).
+ *   - lc_loop_start_tls on t returns LC_EBUSY (the upgrade needs an idle transport).
  *
  *  Returns 0 (then *fut holds one reference for the caller), LC_EINVAL (NULL arguments, a
  *  negative offset or file_fd), LC_ECLOSED (t closing or closed), LC_EBUSY (a sendfile already

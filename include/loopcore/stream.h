@@ -305,7 +305,8 @@ typedef struct lc_start_tls_opts_s {
  *  drain too); if t is lost meanwhile (a write error, the send timeout, lc_transport_abort), *fut
  *  fails with its error (LC_ECLOSED for an abort) and the protocol gets connection_lost from t.
  *  Returns 0 (*fut holds one reference), LC_EINVAL (NULL arguments, t already TLS, bad
- *  timeouts), LC_ECLOSED (t closing), LC_ENOMEM. Failures of the handshake fail *fut as
+ *  timeouts), LC_ECLOSED (t closing), LC_EBUSY (a sendfile runs on t), LC_ENOMEM. Failures of the
+ *  handshake fail *fut as
  *  create_connection's. */
 int lc_loop_start_tls(lc_loop_t *loop, lc_transport_t *t, struct ssl_ctx_st *ctx,
                       const lc_start_tls_opts_t *opts, lc_future_t **fut);

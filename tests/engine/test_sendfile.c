@@ -280,6 +280,13 @@ static void test_sendfile_slow_reader_after_queued_data(void **state)
     assert_int_equal(lc_loop_sendfile(loop, t, fd, 0, 0, true, &f2), LC_EBUSY);
     assert_null(f2);
     assert_int_equal(lc_transport_write_eof(t), LC_EBUSY);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    lc_future_t *f3 = NULL;
+    assert_int_equal(
+        lc_loop_start_tls(loop, t, ctx, &(lc_start_tls_opts_t){.server_side = true}, &f3),
+        LC_EBUSY);
+    assert_null(f3);
+    SSL_CTX_free(ctx);
     assert_int_equal(lc_transport_pause_reading(t), 0);
     assert_int_equal(lc_transport_resume_reading(t), 0); /* recorded: reading resumes at the end */
     assert_false(lc_transport_is_reading(t));
