@@ -104,12 +104,16 @@ static void check_config(const lcb_config_t *cfg)
         FUZZ_CHECK(cfg->cpus[i] >= 0 && cfg->cpus[i] <= 65535, "cpu %d", cfg->cpus[i]);
     FUZZ_CHECK(cfg->url != NULL && cfg->method != NULL && *cfg->method != '\0', "strings");
     bool stream_scheme = strcmp(cfg->scheme, "tcp") == 0 || strcmp(cfg->scheme, "tls") == 0;
+    bool udp_scheme = strcmp(cfg->scheme, "udp") == 0;
     FUZZ_CHECK(strcmp(cfg->scheme, "http") == 0 || strcmp(cfg->scheme, "https") == 0 ||
-                   stream_scheme,
+                   stream_scheme || udp_scheme,
                "scheme %s", cfg->scheme);
     FUZZ_CHECK(cfg->tls == (strcmp(cfg->scheme, "https") == 0 || strcmp(cfg->scheme, "tls") == 0),
                "tls flag");
     FUZZ_CHECK((cfg->mode == LCB_MODE_ECHO) == stream_scheme, "mode");
+    FUZZ_CHECK((cfg->mode == LCB_MODE_UDP) == udp_scheme, "udp mode");
+    FUZZ_CHECK(cfg->mode != LCB_MODE_UDP || (cfg->size >= 8 && cfg->size <= 65507), "udp size");
+    FUZZ_CHECK(!cfg->gso || cfg->mode == LCB_MODE_UDP, "--gso outside the udp mode");
     FUZZ_CHECK(!cfg->handshake || (cfg->tls && cfg->pipeline == 1), "--handshake without TLS");
     FUZZ_CHECK(cfg->host[0] != '\0' && cfg->path[0] == '/', "host \"%s\" path \"%s\"", cfg->host,
                cfg->path);
