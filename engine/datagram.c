@@ -991,20 +991,11 @@ size_t lc_datagram_transport_get_write_buffer_size(const lc_datagram_transport_t
 
 int lc_datagram_transport_set_write_buffer_limits(lc_datagram_transport_t *t, long high, long low)
 {
-    if (t == NULL || high < -1 || low < -1)
+    if (t == NULL)
         return LC_EINVAL;
-    if (high == -1 && low == -1) {
-        high = LC__DG_DEFAULT_HIGH;
-        low = high / 4;
-    } else if (high == -1) {
-        high = low > LONG_MAX / 4 ? LONG_MAX : 4 * low;
-    } else if (low == -1) {
-        low = high / 4;
-    }
-    if (high < low)
-        return LC_EINVAL;
-    t->high = (size_t)high;
-    t->low = (size_t)low;
+    int r = lc__write_limits(high, low, LC__DG_DEFAULT_HIGH, &t->high, &t->low);
+    if (r != 0)
+        return r;
     maybe_pause_writing(t);
     maybe_resume_writing(t);
     return 0;
@@ -1023,21 +1014,13 @@ int lc_datagram_transport_get_write_buffer_limits(const lc_datagram_transport_t 
 int lc_datagram_transport_get_peername(const lc_datagram_transport_t *t, struct sockaddr *addr,
                                        socklen_t *len)
 {
-    if (t == NULL || addr == NULL || len == NULL)
-        return LC_EINVAL;
-    if (t->fd < 0)
-        return LC_ECLOSED;
-    return getpeername(t->fd, addr, len) == 0 ? 0 : -errno;
+    return t != NULL ? lc__fd_name(t->fd, true, addr, len) : LC_EINVAL;
 }
 
 int lc_datagram_transport_get_sockname(const lc_datagram_transport_t *t, struct sockaddr *addr,
                                        socklen_t *len)
 {
-    if (t == NULL || addr == NULL || len == NULL)
-        return LC_EINVAL;
-    if (t->fd < 0)
-        return LC_ECLOSED;
-    return getsockname(t->fd, addr, len) == 0 ? 0 : -errno;
+    return t != NULL ? lc__fd_name(t->fd, false, addr, len) : LC_EINVAL;
 }
 
 int lc_datagram_transport_get_fd(const lc_datagram_transport_t *t)

@@ -65,6 +65,16 @@ int lc__resolve(lc_loop_t *loop, const char *host, const char *port, const struc
 /* Sets O_NONBLOCK and FD_CLOEXEC on fd. */
 int lc__set_nonblocking(int fd);
 
+/* set_write_buffer_limits' rule for stream and datagram transports (asyncio's): -1 derives a
+ * mark from the other (high = 4 * low, saturating; low = high / 4; both -1: default_high and a
+ * quarter of it); any other negative value, or high < low, is LC_EINVAL. Sets *high and *low
+ * only on success. */
+int lc__write_limits(long high, long low, size_t default_high, size_t *out_high, size_t *out_low);
+
+/* get_peername / get_sockname of a transport's fd: LC_EINVAL for NULL arguments, LC_ECLOSED once
+ * the fd is gone (fd < 0), else getpeername's (peer) or getsockname's result. */
+int lc__fd_name(int fd, bool peer, struct sockaddr *addr, socklen_t *len);
+
 /* ---- sendfile (engine/sendfile.c) and its hooks in engine/transport.c --------------------------
  *
  * While lc_loop_sendfile runs on a transport, t->sendfile points at its state. The transport then

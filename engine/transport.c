@@ -1094,22 +1094,23 @@ static void transport_poll_cb(uv_poll_t *p, int status, int events)
 
 /* ---- Accessors ------------------------------------------------------------------------------- */
 
+int lc__fd_name(int fd, bool peer, struct sockaddr *addr, socklen_t *len)
+{
+    if (addr == NULL || len == NULL)
+        return LC_EINVAL;
+    if (fd < 0)
+        return LC_ECLOSED;
+    return (peer ? getpeername(fd, addr, len) : getsockname(fd, addr, len)) == 0 ? 0 : -errno;
+}
+
 int lc_transport_get_peername(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len)
 {
-    if (t == NULL || addr == NULL || len == NULL)
-        return LC_EINVAL;
-    if (t->fd < 0)
-        return LC_ECLOSED;
-    return getpeername(t->fd, addr, len) == 0 ? 0 : -errno;
+    return t != NULL ? lc__fd_name(t->fd, true, addr, len) : LC_EINVAL;
 }
 
 int lc_transport_get_sockname(const lc_transport_t *t, struct sockaddr *addr, socklen_t *len)
 {
-    if (t == NULL || addr == NULL || len == NULL)
-        return LC_EINVAL;
-    if (t->fd < 0)
-        return LC_ECLOSED;
-    return getsockname(t->fd, addr, len) == 0 ? 0 : -errno;
+    return t != NULL ? lc__fd_name(t->fd, false, addr, len) : LC_EINVAL;
 }
 
 int lc_transport_get_fd(const lc_transport_t *t)
@@ -1160,13 +1161,13 @@ bool lc_transport_is_reading(const lc_transport_t *t)
     return t != NULL && t->reading && !t->closing && !t->eof_seen;
 }
 
-int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low)
+int lc__write_limits(long high, long low, size_t default_high, size_t *out_high, size_t *out_low)
 {
     /* -1 derives the other mark as asyncio does; any other negative value is an error. */
-    if (t == NULL || high < -1 || low < -1)
+    if (high < -1 || low < -1)
         return LC_EINVAL;
     if (high == -1 && low == -1) {
-        high = LC__DEFAULT_HIGH;
+        high = (long)default_high;
         low = high / 4;
     } else if (high == -1) {
         high = low > LONG_MAX / 4 ? LONG_MAX : 4 * low; /* saturates */
@@ -1175,8 +1176,18 @@ int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low)
     }
     if (high < low)
         return LC_EINVAL;
-    t->high = (size_t)high;
-    t->low = (size_t)low;
+    *out_high = (size_t)high;
+    *out_low = (size_t)low;
+    return 0;
+}
+
+int lc_transport_set_write_buffer_limits(lc_transport_t *t, long high, long low)
+{
+    if (t == NULL)
+        return LC_EINVAL;
+    int r = lc__write_limits(high, low, LC__DEFAULT_HIGH, &t->high, &t->low);
+    if (r != 0)
+        return r;
     maybe_pause_writing(t);
     maybe_resume_writing(t);
     return 0;
