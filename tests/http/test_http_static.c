@@ -187,6 +187,67 @@ static void test_static_reset_mid_body(void **state)
     assert_int_equal(sp_stop(pid), 0);
 }
 
+/* Hostile peers cost one connection each, for a bounded time: a request head trickled a byte every
+ * 0.2 s is closed once --idle-timeout (1 s) passed since the connection's last complete request;
+ * a client that asks for the big file and never reads is reset by --send-timeout (1 s). */
+static void test_static_trickler_and_silent_reader(void **state)
+{
+    (void)state;
+    int port = sp_free_port();
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    char *argv[] = {(char *)server_path,
+                    "--loops",
+                    "1",
+                    "--port",
+                    p,
+                    "--static",
+                    dir,
+                    "--idle-timeout",
+                    "1",
+                    "--send-timeout",
+                    "1",
+                    "--quiet",
+                    NULL};
+    pid_t pid = sp_start(argv, port);
+    assert_true(pid > 0);
+    /* The trickler. */
+    int fd = sp_connect(port, 0);
+    assert_true(fd >= 0);
+    send_all(fd, "GET /file/one HTTP/1.1\r\nX-Slow: ");
+    double t0 = sp_now();
+    bool closed = false;
+    char buf[4096];
+    while (!closed && sp_now() - t0 < 10) {
+        sp_read_all(fd, buf, sizeof(buf), 0.2, &closed);
+        if (!closed && write(fd, "a", 1) != 1)
+            closed = true; /* reset by the server */
+    }
+    double dt = sp_now() - t0;
+    assert_true(closed);
+    assert_true(dt >= 0.9 && dt < 8.0);
+    close(fd);
+    /* The silent reader: a small receive buffer, the big file asked for, nothing read. */
+    fd = sp_connect(port, 4096);
+    assert_true(fd >= 0);
+    send_all(fd, "GET /file/big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)); /* a stall fails, not hangs */
+    usleep(4000 * 1000); /* the send timeout (1 s) resets it meanwhile */
+    ssize_t k;
+    while ((k = read(fd, buf, sizeof(buf))) > 0) {
+    }
+    assert_true(k == 0 || (k < 0 && errno == ECONNRESET)); /* the end, not a stall */
+    close(fd);
+    /* The server still serves. */
+    fd = sp_connect(port, 0);
+    send_all(fd, "GET /file/one HTTP/1.1\r\nHost: x\r\n\r\n");
+    char head[512];
+    assert_int_equal(read_head(fd, head, sizeof(head)), 1);
+    close(fd);
+    assert_int_equal(sp_stop(pid), 0);
+}
+
 /* Over TLS the files go by lc_loop_sendfile's fallback (read + write through the TLS transport):
  * curl fetches two on one connection and they match. */
 static void test_static_tls(void **state)
@@ -330,9 +391,12 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     lc_test_watchdog(240);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_static_sendfile),       cmocka_unit_test(test_static_copy),
-        cmocka_unit_test(test_static_reset_mid_body), cmocka_unit_test(test_static_tls),
+        cmocka_unit_test(test_static_sendfile),
+        cmocka_unit_test(test_static_copy),
+        cmocka_unit_test(test_static_reset_mid_body),
+        cmocka_unit_test(test_static_tls),
         cmocka_unit_test(test_sendfile_bench_short),
+        cmocka_unit_test(test_static_trickler_and_silent_reader),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
