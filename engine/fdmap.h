@@ -13,10 +13,9 @@ typedef struct lc__sockop_s lc__sockop;
 /* The registry: what the loop knows about each fd number, in two arrays indexed by fd and grown
  * (doubling) to the highest fd registered, so every lookup is O(1): a bitmap of the fds that
  * transports own (1 bit per fd: every loop of a group sees the whole process's fd numbers), and,
- * only once add_reader or a sock_* call is used, each fd's watcher (one uv_poll_t per fd, as libuv
- * allows one per fd and loop), or NULL. Allocated with the first registration (lc_loop_t.fds),
- * freed with the loop's memory. The prepare handle and the dirty list belong to
- * engine/fdwatch.c (see "Closed fds" there). */
+ * only once add_reader or a sock_* call is used, each fd's watcher or NULL. The watchers live in
+ * an epoll of their own (epfd), which libuv watches through one uv_poll_t (engine/fdwatch.c says
+ * why). Allocated with the first registration (lc_loop_t.fds), freed with the loop's memory. */
 typedef struct lc__fds_s {
     lc_loop_t *loop;
     uint64_t *owned;     /* bit fd: a transport owns fd */
@@ -24,9 +23,12 @@ typedef struct lc__fds_s {
     lc__fdwatch **watch; /* watch[fd]: fd's watcher or NULL */
     uint32_t watch_cap;
     lc__resource res; /* lc_loop_close() tears every watcher down through it */
-    uv_prepare_t prepare;
-    bool prepare_open;
-    lc__fdwatch *dirty; /* watchers (re)started since the last poll, linked through dirty_next */
+    int epfd;         /* the watchers' epoll; -1 until the first watcher */
+    uv_poll_t *ep;    /* libuv's poll on epfd (allocated: a rebuild closes it and makes another) */
+    uint32_t gen;     /* the last watcher generation handed out (epoll_event.data's high half) */
+    int dispatching;  /* inside the epoll's callback: dropped watchers wait on dead */
+    lc__fdwatch *dead;
+    uint64_t stale_prev; /* the last event that matched no watcher (see "Stale events") */
 } lc__fds;
 
 /* fd's watcher, or NULL. */
@@ -75,7 +77,8 @@ struct lc__sockop_s {
 };
 
 /* Queues op on fd's read (op->write false) or write queue, creating or starting the watcher.
- * Returns 0, LC_ENOMEM, -EBADF, or the error of uv_poll_init (-EPERM: a regular file). */
+ * Returns 0, LC_ENOMEM, -EBADF, LC_EINVAL (fd is a blocking socket: see "Non-blocking" in
+ * engine/fdwatch.c) or epoll_ctl's error (-EPERM: a regular file). */
 int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op);
 
 /* Takes op off its queue (no-op if not queued); stops watching the direction if it was the last. */
@@ -84,6 +87,9 @@ void lc__fdwatch_unqueue(lc__sockop *op);
 /* Whether fd has queued sock_* calls in that direction (a new call then waits its turn). */
 bool lc__fdwatch_busy(lc_loop_t *loop, int fd, bool write);
 
+/* Whether fd has a watcher that found it non-blocking when it was made (sock.c then skips its
+ * fcntl; see "Non-blocking" in engine/fdwatch.c). */
+bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd);
 /* Drops fd's watcher (a transport takes the number): its callbacks are forgotten and its queued
  * calls fail with -EBADF. */
 void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w);

@@ -1,88 +1,179 @@
 /* Watching file descriptors: add_reader / add_writer and their removal, and the watcher that the
- * sock_* calls (engine/sock.c) queue on. One watcher per fd number (libuv allows one uv_poll_t
- * per fd and loop): it carries the user's reader and writer and the queued sock_* calls of both
- * directions, and polls for the union of what they need. Found through the loop's fd registry
- * (engine/fdmap.c). Also owns the rules for fds closed while watched ("Closed fds" below).
+ * sock_* calls (engine/sock.c) queue on. One watcher per fd number: it carries the user's reader
+ * and writer and the queued sock_* calls of both directions, and watches for the union of what
+ * they need. Found through the loop's fd registry (engine/fdmap.c).
  *
- * Order: libuv runs a poll's callbacks inside the poll, so poll_cb() starts with lc__io_enter(),
- * which runs the callbacks that were ready before the poll first (asyncio runs the reader's
- * handle after them, in the same iteration); then the reader, the read queue, the writer, the
- * write queue, rechecking after each user callback what is still registered (asyncio cancels
- * the handle of a reader removed before it ran).
+ * An epoll of our own. The watchers are not libuv handles: they are registrations in an epoll
+ * that belongs to the registry (lc__fds.epfd), and libuv watches that epoll fd with one
+ * uv_poll_t; its callback takes the ready watchers out with epoll_wait(0) and serves them. Why:
+ *  - a sock_* call that waits needs its registration armed; with a uv_poll_t per fd that was a
+ *    start and a stop per wait, three epoll_ctl (libuv deletes before it adds, and deletes on
+ *    stop). Here a call that waits makes one epoll_ctl(MOD) on a registration kept from the last
+ *    wait (one-shot: it disarms itself when it fires), and a steady recv / send loop makes no
+ *    other system call for the loop's sake;
+ *  - libuv aborts the process when it asks epoll to watch a number that is no longer open (its
+ *    epoll_ctl in uv__io_poll), so every watcher had to be checked before each poll. Our own
+ *    epoll_ctl just fails with EBADF, which is handled where it happens.
  *
- * Closed fds. epoll forgets an fd when its last descriptor is closed, but libuv does not know: it
- * aborts the process when it later asks epoll to watch a number that is not open (its
- * epoll_ctl(ADD) in uv__io_poll), and it watches whatever file reused the number otherwise. So:
- *  - each watcher records the identity (st_dev, st_ino) of the file it was made for; every add
- *    (a reader, a writer, a queued sock_* call) fstat()s fd first: a closed fd is refused with
- *    -EBADF, and a watcher whose file is not the one now open under its number is stale (the
- *    user closed fd while registered and the number came back): it is dropped and reported, and
- *    a fresh watcher is made;
- *  - a watcher (re)started since the last poll is on the dirty list; a uv_prepare_t, which libuv
- *    runs just before each poll, checks their fds are still open and drops, with a report, those
- *    that are not, before libuv could hand them to epoll;
- *  - a watcher whose fd was closed after epoll started watching it never fires again and stays
- *    until removed, replaced as above, taken by a transport, or the loop closes.
- * A watcher whose registrations are all gone is kept, stopped (a stopped uv_poll_t holds nothing
- * in the kernel), so that a socket that waits for each message costs no allocation; it is freed
- * when its number is re-registered for another file, taken by a transport, or the loop closes. */
+ * Registrations. A watcher with a user reader or writer is registered level-triggered for
+ * exactly what it needs (asyncio's add_reader is level-triggered: a callback that leaves data
+ * unread runs again). One with only queued sock_* calls is registered EPOLLONESHOT: it fires
+ * once and disarms itself, so a call cancelled or finished while armed costs at most one idle
+ * wake-up and never a spin; the next call to wait re-arms it with MOD. A watcher whose
+ * registrations are all gone stays in the epoll, disarmed (it holds nothing in the kernel but
+ * the epoll item, which the kernel frees when the file closes), so that a socket that waits for
+ * each message costs no allocation and no ADD / DEL; it is freed when the user removes its last
+ * reader or writer, when its number is used for another file, when a transport takes the
+ * number, or when the loop closes.
+ *
+ * Closed fds (the rule for users: remove before close; sock_* calls should be finished or
+ * cancelled before close). epoll forgets a file when its last descriptor is closed, so a
+ * registration of a closed fd never fires again: no crash and no spin. Each watcher records the
+ * identity (st_dev, st_ino) of the file it was made for and a generation, which is in its epoll
+ * events; the number may come back for another file, and then:
+ *  - a reader or writer added for it, or a sock_* call queued behind registrations already
+ *    there, fstat()s fd first: the old watcher is dropped (its registrations reported to the
+ *    exception handler, its queued calls failed with -EBADF) and a fresh one made;
+ *  - a sock_* call that waits on an idle watcher re-arms it with MOD, which fails with ENOENT
+ *    when the file under the number is not the one registered: the watcher is made afresh for
+ *    the new file (nothing was registered on it, so nothing to report), and ADDed;
+ *  - a re-arm after the callbacks ran that fails (the callback closed its fd) drops the watcher,
+ *    reported;
+ *  - a registration of a closed fd that nothing re-arms stays until removed (remove_reader then
+ *    says it was registered, as asyncio's does), replaced as above, taken by a transport, or the
+ *    loop closes (queued calls then fail with LC_ECLOSED).
+ *
+ * Stale events. An event whose generation is not its number's watcher's comes from a
+ * registration we no longer track: one-shot ones fire once and are ignored. A level-triggered
+ * one of a file the user closed while another descriptor of it lives on (a dup, a child) cannot
+ * be deleted (EPOLL_CTL_DEL names the file by the number, which is another file's now) and
+ * would wake the loop forever; seen in two dispatches running, the epoll is rebuilt: a fresh
+ * one, every live watcher re-identified (fstat) and registered again, and a report.
+ *
+ * Non-blocking. asyncio requires the socket of a sock_* call to be non-blocking and checks a
+ * flag in the socket object. Our flag is the watcher's: O_NONBLOCK is read (fcntl) when a
+ * watcher is made for a file, and sock.c skips its own fcntl when fd has a watcher that saw it
+ * non-blocking. A watcher can outlive its file (closed and the number reused without our
+ * knowing), so recv and send are tried with MSG_DONTWAIT (a blocking socket never blocks the
+ * loop), the flag is read again whenever a call must wait on a reused number, and sock_connect
+ * and sock_accept, which cannot be told not to block, always read it.
+ *
+ * Order: the epoll's callback starts with lc__io_enter(), which runs the callbacks that were
+ * ready before the poll first (asyncio runs the reader's handle after them, in the same
+ * iteration); then, per ready watcher, the reader, the read queue, the writer, the write queue,
+ * rechecking after each user callback what is still registered (asyncio cancels the handle of a
+ * reader removed before it ran). Watchers dropped during the callback are freed at its end. */
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/fdmap.h"
 
+enum { LC__FDW_EVENTS = 256 }; /* epoll events taken per dispatch; more wait for the next */
+
 struct lc__fdwatch_s {
-    uv_poll_t poll;
     lc_loop_t *loop;
     int fd;
-    int events; /* what poll is started for (UV_READABLE | UV_WRITABLE); 0: stopped */
-    bool closing;
-    bool dirty;
-    dev_t dev; /* the identity of the file the watcher was made for */
+    uint32_t gen;   /* this watcher's generation: the high half of its epoll_event.data */
+    uint32_t armed; /* EPOLLIN / EPOLLOUT the kernel will report (0: disarmed or not in) */
+    bool in_epoll;  /* has an item in the registry's epoll (as far as we know) */
+    bool level;     /* that item is level-triggered (a user reader or writer), else one-shot */
+    bool nonblock;  /* O_NONBLOCK was set when the watcher was made for its file */
+    bool dead;      /* dropped: no longer in the registry, freed once no dispatch can see it */
+    dev_t dev;      /* the identity of the file the watcher was made for */
     ino_t ino;
-    lc__fdwatch *dirty_next;
+    lc__fdwatch *dead_next;
     lc_call_fn rfn, wfn; /* the user's reader and writer, or NULL */
     void *rarg, *warg;
     lc__sockop *rq_head, *rq_tail; /* queued sock_* reads (recv, recv_into, accept) */
     lc__sockop *wq_head, *wq_tail; /* queued sock_* writes (sendall, connect) */
 };
 
-static void poll_cb(uv_poll_t *p, int status, int events);
-
-static void free_watch_cb(uv_handle_t *h) { free(h->data); }
-
-static void dirty_unlink(lc__fds *m, lc__fdwatch *w)
-{
-    if (!w->dirty)
-        return;
-    for (lc__fdwatch **pp = &m->dirty; *pp != NULL; pp = &(*pp)->dirty_next) {
-        if (*pp == w) {
-            *pp = w->dirty_next;
-            break;
-        }
-    }
-    w->dirty = false;
-    w->dirty_next = NULL;
-}
-
-/* Closes w's handle (its memory goes in the close callback) and forgets it. w must hold no
- * queued call. */
-static void watch_close(lc__fdwatch *w)
-{
-    if (w->closing)
-        return;
-    w->closing = true;
-    if (lc__fdmap_watch(w->loop, w->fd) == w)
-        w->loop->fds->watch[w->fd] = NULL;
-    dirty_unlink(w->loop->fds, w);
-    uv_close((uv_handle_t *)&w->poll, free_watch_cb);
-}
+static void ep_cb(uv_poll_t *p, int status, int events);
 
 static bool watch_registered(const lc__fdwatch *w)
 {
     return w->rfn != NULL || w->wfn != NULL || w->rq_head != NULL || w->wq_head != NULL;
+}
+
+static uint32_t watch_want(const lc__fdwatch *w)
+{
+    return ((w->rfn != NULL || w->rq_head != NULL) ? EPOLLIN : 0) |
+           ((w->wfn != NULL || w->wq_head != NULL) ? EPOLLOUT : 0);
+}
+
+/* Registers w for want (level-triggered or one-shot), ADD or MOD. 0 or -errno (EBADF: fd is
+ * closed; ENOENT on MOD: the file under fd is not the one registered; EPERM: not pollable). */
+static int watch_ctl(lc__fdwatch *w, uint32_t want, bool level)
+{
+    struct epoll_event ev = {.events = want | (level ? 0 : EPOLLONESHOT),
+                             .data.u64 = (uint64_t)w->gen << 32 | (uint32_t)w->fd};
+    int epfd = w->loop->fds->epfd;
+    if (epoll_ctl(epfd, w->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &ev) != 0) {
+        if (w->in_epoll || errno != EEXIST)
+            return -errno;
+        /* An item of this file and number that we had lost track of (a rebuild): take it. */
+        if (epoll_ctl(epfd, EPOLL_CTL_MOD, w->fd, &ev) != 0)
+            return -errno;
+    }
+    w->in_epoll = true;
+    w->level = level;
+    w->armed = want;
+    return 0;
+}
+
+/* Brings w's registration in line with what it needs. 0, or watch_ctl()'s error. */
+static int watch_sync(lc__fdwatch *w)
+{
+    if (w->dead)
+        return 0;
+    uint32_t want = watch_want(w);
+    bool level = w->rfn != NULL || w->wfn != NULL;
+    if (want == 0) {
+        /* Idle. A level item must not stay armed (it would report forever): make it a
+         * disarmed one-shot one (errors and hang-ups may still wake it once). */
+        if (w->in_epoll && w->level && w->armed != 0)
+            return watch_ctl(w, 0, false);
+        return 0;
+    }
+    if (level ? (w->level && w->armed == want) : (!w->level && (want & ~w->armed) == 0))
+        return 0; /* a one-shot item armed for more than needed wakes at most once for nothing */
+    return watch_ctl(w, want, level);
+}
+
+static void watch_free_dead(lc__fds *m)
+{
+    while (m->dead != NULL) {
+        lc__fdwatch *w = m->dead;
+        m->dead = w->dead_next;
+        free(w);
+    }
+}
+
+/* Takes w out of the registry and the epoll, and frees it (at the end of the dispatch, if one
+ * runs: it may still look at w). w must hold no queued call. */
+static void watch_close(lc__fdwatch *w)
+{
+    if (w->dead)
+        return;
+    w->dead = true;
+    lc__fds *m = w->loop->fds;
+    if (lc__fdmap_watch(w->loop, w->fd) == w)
+        m->watch[w->fd] = NULL;
+    /* Fails harmlessly if fd was closed (the item went with the file) or is another file now
+     * (ENOENT; an item of the old file that lives on is a stale one, see above). */
+    if (w->in_epoll && m->epfd >= 0) {
+        struct epoll_event ev = {0};
+        epoll_ctl(m->epfd, EPOLL_CTL_DEL, w->fd, &ev);
+    }
+    if (m->dispatching > 0) {
+        w->dead_next = m->dead;
+        m->dead = w;
+    } else {
+        free(w);
+    }
 }
 
 /* Drops every registration of w and closes it: the reader and writer are forgotten, queued calls
@@ -90,64 +181,67 @@ static bool watch_registered(const lc__fdwatch *w)
  * (the user closed its fd while registered). */
 static void watch_drop(lc__fdwatch *w, int err, bool report)
 {
-    if (w->closing)
+    if (w->dead)
         return;
+    lc_loop_t *loop = w->loop;
+    int fd = w->fd;
     bool had = watch_registered(w);
-    watch_close(w); /* first: the failures below must not restart the poll */
+    lc__fds *m = loop->fds;
+    m->dispatching++; /* w stays readable until its queues are failed */
+    watch_close(w);   /* first: the failures below must not re-arm it */
     w->rfn = w->wfn = NULL;
     while (w->rq_head != NULL)
         w->rq_head->fail(w->rq_head, err);
     while (w->wq_head != NULL)
         w->wq_head->fail(w->wq_head, err);
+    if (--m->dispatching == 0)
+        watch_free_dead(m);
     /* Last, with w gone from the registry: the handler may register fd again. */
     if (report && had) {
         lc_exception_context_t ctx =
             LC_EXCEPTION_CONTEXT_INIT("File descriptor closed while registered with the loop "
                                       "(remove_reader / remove_writer before closing it)");
         ctx.error = err;
-        ctx.socket = w->fd;
-        lc_loop_call_exception_handler(w->loop, &ctx);
+        ctx.socket = fd;
+        lc_loop_call_exception_handler(loop, &ctx);
     }
 }
 
-static void prepare_cb(uv_prepare_t *p)
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+/* Closes the epoll and libuv's poll on it (the handle's memory goes in its close callback). */
+static void fds_close_epoll(lc__fds *m)
 {
-    lc__fds *m = lc_container_of(p, lc__fds, prepare);
-    lc__fdwatch *w;
-    /* The exception handler may register more: they are checked too, before the poll. */
-    while ((w = m->dirty) != NULL) {
-        m->dirty = w->dirty_next;
-        w->dirty = false;
-        w->dirty_next = NULL;
-        if (!w->closing && w->events != 0 && fcntl(w->fd, F_GETFD) < 0 && errno == EBADF)
-            watch_drop(w, -EBADF, true);
+    if (m->ep != NULL) {
+        uv_close((uv_handle_t *)m->ep, free_handle_cb);
+        m->ep = NULL;
     }
-    uv_prepare_stop(p);
+    if (m->epfd >= 0) {
+        close(m->epfd);
+        m->epfd = -1;
+    }
 }
 
-/* Starts or stops w's poll for what its registrations need. */
-static void watch_update(lc__fdwatch *w)
+/* A fresh epoll with libuv's poll on it. 0, or -errno / libuv's error. */
+static int fds_open_epoll(lc__fds *m)
 {
-    if (w->closing)
-        return;
-    int want = ((w->rfn != NULL || w->rq_head != NULL) ? UV_READABLE : 0) |
-               ((w->wfn != NULL || w->wq_head != NULL) ? UV_WRITABLE : 0);
-    if (want == w->events)
-        return;
-    if (want == 0) {
-        uv_poll_stop(&w->poll);
-        w->events = 0;
-        return;
+    m->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (m->epfd < 0)
+        return -errno;
+    m->ep = malloc(sizeof(*m->ep));
+    int r = m->ep != NULL ? uv_poll_init(lc__loop_uv(m->loop), m->ep, m->epfd) : LC_ENOMEM;
+    if (r != 0) {
+        free(m->ep);
+        m->ep = NULL;
+        close(m->epfd);
+        m->epfd = -1;
+        return r;
     }
-    /* Cannot fail: w is fd's only handle (transports evict watchers before watching). */
-    w->events = uv_poll_start(&w->poll, want, poll_cb) == 0 ? want : 0;
-    if (w->events != 0 && !w->dirty) {
-        lc__fds *m = w->loop->fds;
-        w->dirty = true;
-        w->dirty_next = m->dirty;
-        m->dirty = w;
-        uv_prepare_start(&m->prepare, prepare_cb);
-    }
+    m->ep->data = m;
+    r = uv_poll_start(m->ep, UV_READABLE, ep_cb);
+    if (r != 0)
+        fds_close_epoll(m);
+    return r;
 }
 
 /* lc_loop_close(): every watcher goes, its queued calls failing with LC_ECLOSED. */
@@ -158,74 +252,102 @@ static void fds_force_close(lc__resource *r)
     for (uint32_t fd = 0; fd < m->watch_cap; fd++)
         if (m->watch[fd] != NULL)
             watch_drop(m->watch[fd], LC_ECLOSED, false);
-    m->dirty = NULL;
-    uv_close((uv_handle_t *)&m->prepare, NULL);
+    fds_close_epoll(m);
 }
 
-/* The registry with its prepare handle, set up with the first watcher. */
-static lc__fds *watch_fds(lc_loop_t *loop)
+/* The registry with its epoll, set up with the first watcher. 0, LC_ENOMEM or the epoll's
+ * error (-EMFILE). */
+static int watch_fds(lc_loop_t *loop, lc__fds **out)
 {
     lc__fds *m = lc__fdmap_fds(loop);
-    if (m != NULL && !m->prepare_open) {
-        if (uv_prepare_init(lc__loop_uv(loop), &m->prepare) != 0)
-            return NULL;
-        m->prepare_open = true;
+    if (m == NULL)
+        return LC_ENOMEM;
+    if (m->loop == NULL) {
         m->loop = loop;
+        m->epfd = -1;
         m->res.force_close = fds_force_close;
         lc__loop_add_resource(loop, &m->res);
     }
-    return m;
+    if (m->epfd < 0) {
+        int r = fds_open_epoll(m);
+        if (r != 0)
+            return r;
+    }
+    *out = m;
+    return 0;
 }
 
-/* uv_poll_init, minus its side effect on the file's flags: libuv makes fd non-blocking, which
- * add_reader must not do to the caller's fd (asyncio does not). */
-static int poll_init(lc_loop_t *loop, uv_poll_t *p, int fd)
+/* A level-triggered item of a closed file lives on (see "Stale events"): start over. */
+static void fds_rebuild(lc__fds *m)
 {
-    int fl = fcntl(fd, F_GETFL);
-    int r = uv_poll_init(lc__loop_uv(loop), p, fd);
-    if (r == 0 && fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(fd, F_SETFL, fl);
-    return r;
+    lc_loop_t *loop = m->loop;
+    fds_close_epoll(m);
+    int err = fds_open_epoll(m);
+    lc_exception_context_t ctx =
+        LC_EXCEPTION_CONTEXT_INIT("A file descriptor closed while registered with the loop is "
+                                  "still open elsewhere (a dup or a child) and kept waking the "
+                                  "loop: watchers re-registered on a fresh epoll");
+    ctx.error = err;
+    lc_loop_call_exception_handler(loop, &ctx);
+    for (uint32_t fd = 0; fd < m->watch_cap; fd++) {
+        lc__fdwatch *w = m->watch[fd];
+        if (w == NULL)
+            continue;
+        w->in_epoll = false;
+        w->armed = 0;
+        struct stat st;
+        if (err != 0)
+            watch_drop(w, err, false);
+        else if (fstat(w->fd, &st) != 0 || st.st_dev != w->dev || st.st_ino != w->ino ||
+                 watch_sync(w) != 0)
+            watch_drop(w, -EBADF, true);
+    }
 }
 
-/* fd's watcher, for the file open under that number now, made if needed (see "Closed fds").
- * Returns 0, -EBADF, LC_ENOMEM or uv_poll_init's error (-EPERM: not pollable). */
+/* A new watcher for the file open under fd now (st): not yet in the epoll. */
+static int watch_new(lc_loop_t *loop, lc__fds *m, int fd, const struct stat *st, lc__fdwatch **out)
+{
+    lc__fdwatch **slot = lc__fdmap_watch_slot(loop, fd);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    lc__fdwatch *w = slot != NULL ? calloc(1, sizeof(*w)) : NULL;
+    if (w == NULL)
+        return LC_ENOMEM;
+    w->loop = loop;
+    w->fd = fd;
+    w->gen = ++m->gen;
+    w->nonblock = (fl & O_NONBLOCK) != 0;
+    w->dev = st->st_dev;
+    w->ino = st->st_ino;
+    *slot = w;
+    *out = w;
+    return 0;
+}
+
+/* fd's watcher, for the file open under that number now (fstat), made if needed (see "Closed
+ * fds"). Returns 0, -EBADF, LC_ENOMEM or the epoll's error. */
 static int watch_acquire(lc_loop_t *loop, int fd, lc__fdwatch **out)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
         return -errno;
-    lc__fds *m = watch_fds(loop);
-    lc__fdwatch **slot = m != NULL ? lc__fdmap_watch_slot(loop, fd) : NULL;
-    if (slot == NULL)
-        return LC_ENOMEM;
-    lc__fdwatch *w = *slot;
+    lc__fds *m;
+    int r = watch_fds(loop, &m);
+    if (r != 0)
+        return r;
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
     if (w != NULL && w->dev == st.st_dev && w->ino == st.st_ino) {
         *out = w;
         return 0;
     }
     if (w != NULL) {
         /* Stale: made for a file closed since. The report runs the exception handler, which may
-         * register fd again (and move the array): look again afterwards. */
+         * register fd again: look again afterwards. */
         watch_drop(w, -EBADF, true);
         return watch_acquire(loop, fd, out);
     }
-    w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return LC_ENOMEM;
-    int r = poll_init(loop, &w->poll, fd);
-    if (r != 0) {
-        free(w);
-        return r;
-    }
-    w->poll.data = w;
-    w->loop = loop;
-    w->fd = fd;
-    w->dev = st.st_dev;
-    w->ino = st.st_ino;
-    *slot = w;
-    *out = w;
-    return 0;
+    return watch_new(loop, m, fd, &st, out);
 }
 
 void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w)
@@ -234,7 +356,13 @@ void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w)
     watch_drop(w, -EBADF, true);
 }
 
-/* ---- The poll callback ------------------------------------------------------------------------
+bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd)
+{
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
+    return w != NULL && w->nonblock;
+}
+
+/* ---- The epoll's callback ---------------------------------------------------------------------
  */
 
 /* Serves w's queued calls of one direction in order, until one would block. A call whose future
@@ -242,7 +370,7 @@ void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w)
 static void serve(lc__fdwatch *w, bool write)
 {
     lc__sockop *op = write ? w->wq_head : w->rq_head;
-    while (op != NULL && !w->closing) {
+    while (op != NULL && !w->dead) {
         lc__sockop *next = op->next; /* attempt() frees op, and only op */
         if (!lc_future_done(op->fut) && !op->attempt(op))
             break;
@@ -264,31 +392,57 @@ static void run_user(lc__fdwatch *w, lc_call_fn fn, void *arg)
         lc__log_slow_callback("Handle", (void *)fn, arg, dt);
 }
 
-static void poll_cb(uv_poll_t *p, int status, int events)
+/* One ready watcher. Errors and hang-ups go to both directions (as epoll tells asyncio's
+ * selector): each sees the socket's state in its own call. */
+static void watch_dispatch(lc__fdwatch *w, uint32_t events)
 {
-    if (!lc__io_enter((uv_handle_t *)p))
-        return;
-    lc__fdwatch *w = p->data;
-    if (status < 0) {
-        /* POLLERR: libuv stopped the handle. Both directions are told (as epoll tells asyncio's
-         * selector), so each sees the socket's error in its own call; watch_update() restarts
-         * the poll for what is still registered. */
-        events = w->events;
-        w->events = 0;
-    }
-    /* Memory safety: w is freed only in its close callback, which never runs inside a poll
-     * callback, so w stays readable whatever the user's callbacks do; closing says it is done. */
-    if (events & (UV_READABLE | UV_DISCONNECT)) {
+    if (!w->level)
+        w->armed = 0; /* a one-shot item disarms itself as it fires */
+    /* Memory safety: w is freed only at the end of the dispatch (watch_close), so it stays
+     * readable whatever the user's callbacks do; dead says it is done. */
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         if (w->rfn != NULL)
             run_user(w, w->rfn, w->rarg);
         serve(w, false);
     }
-    if ((events & UV_WRITABLE) && !w->closing) {
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && !w->dead) {
         if (w->wfn != NULL)
             run_user(w, w->wfn, w->warg);
         serve(w, true);
     }
-    watch_update(w);
+    /* Re-arm what is still wanted. It fails if a callback closed fd (or it came back as another
+     * file): what is registered concerns a closed fd. */
+    if (!w->dead && watch_sync(w) != 0)
+        watch_drop(w, -EBADF, true);
+}
+
+static void ep_cb(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    lc__fds *m = p->data;
+    if (!lc__io_enter((uv_handle_t *)p))
+        return;
+    struct epoll_event ev[LC__FDW_EVENTS];
+    int n = epoll_wait(m->epfd, ev, LC__FDW_EVENTS, 0);
+    uint64_t stale = 0;
+    bool rebuild = false;
+    m->dispatching++;
+    for (int i = 0; i < n; i++) {
+        int fd = (int)(uint32_t)ev[i].data.u64;
+        lc__fdwatch *w = lc__fdmap_watch(m->loop, fd);
+        if (w == NULL || w->gen != (uint32_t)(ev[i].data.u64 >> 32)) {
+            rebuild |= ev[i].data.u64 == m->stale_prev;
+            stale = ev[i].data.u64;
+            continue;
+        }
+        watch_dispatch(w, ev[i].events);
+    }
+    m->stale_prev = stale;
+    if (--m->dispatching == 0)
+        watch_free_dead(m);
+    if (rebuild && !m->loop->closed)
+        fds_rebuild(m);
 }
 
 /* ---- add / remove ------------------------------------------------------------------------------
@@ -309,6 +463,8 @@ static int add_watch(lc_loop_t *loop, int fd, lc_call_fn fn, void *arg, bool wri
     r = watch_acquire(loop, fd, &w);
     if (r != 0)
         return r;
+    lc_call_fn old_fn = write ? w->wfn : w->rfn;
+    void *old_arg = write ? w->warg : w->rarg;
     if (write) {
         w->wfn = fn;
         w->warg = arg;
@@ -316,8 +472,20 @@ static int add_watch(lc_loop_t *loop, int fd, lc_call_fn fn, void *arg, bool wri
         w->rfn = fn;
         w->rarg = arg;
     }
-    watch_update(w);
-    return 0;
+    r = watch_sync(w);
+    if (r == 0)
+        return 0;
+    /* Not pollable (-EPERM: a regular file): leave things as they were. */
+    if (write) {
+        w->wfn = old_fn;
+        w->warg = old_arg;
+    } else {
+        w->rfn = old_fn;
+        w->rarg = old_arg;
+    }
+    if (!watch_registered(w))
+        watch_close(w);
+    return r;
 }
 
 static int remove_watch(lc_loop_t *loop, int fd, bool *removed, bool write)
@@ -347,8 +515,8 @@ static int remove_watch(lc_loop_t *loop, int fd, bool *removed, bool write)
     /* Nothing left on it: close it now, so that after remove-then-close nothing refers to fd. */
     if (!watch_registered(w))
         watch_close(w);
-    else
-        watch_update(w);
+    else if (watch_sync(w) != 0)
+        watch_drop(w, -EBADF, true);
     return 0;
 }
 
@@ -375,12 +543,8 @@ int lc_loop_remove_writer(lc_loop_t *loop, int fd, bool *removed)
 /* ---- The sock_* queues ------------------------------------------------------------------------
  */
 
-int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op)
+static void enqueue(lc__fdwatch *w, lc__sockop *op)
 {
-    lc__fdwatch *w;
-    int r = watch_acquire(loop, fd, &w);
-    if (r != 0)
-        return r;
     lc__sockop **head = op->write ? &w->wq_head : &w->rq_head;
     lc__sockop **tail = op->write ? &w->wq_tail : &w->rq_tail;
     op->w = w;
@@ -391,15 +555,11 @@ int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op)
     else
         *head = op;
     *tail = op;
-    watch_update(w);
-    return 0;
 }
 
-void lc__fdwatch_unqueue(lc__sockop *op)
+/* Takes op off w's queue without touching the registration. */
+static void dequeue(lc__fdwatch *w, lc__sockop *op)
 {
-    lc__fdwatch *w = op->w;
-    if (w == NULL)
-        return;
     lc__sockop **head = op->write ? &w->wq_head : &w->rq_head;
     lc__sockop **tail = op->write ? &w->wq_tail : &w->rq_tail;
     if (op->prev != NULL)
@@ -412,7 +572,52 @@ void lc__fdwatch_unqueue(lc__sockop *op)
         *tail = op->prev;
     op->prev = op->next = NULL;
     op->w = NULL;
-    watch_update(w);
+}
+
+int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op)
+{
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
+    int r;
+    if (w == NULL || watch_registered(w)) {
+        /* A new watcher, or one with registrations whose file must still be fd's (fstat). */
+        r = watch_acquire(loop, fd, &w);
+        if (r != 0)
+            return r;
+        if (!w->nonblock && !watch_registered(w)) {
+            watch_close(w);
+            return LC_EINVAL; /* a new file under a number sock.c trusted the old flag of */
+        }
+    }
+    /* Idle watchers (the usual case: one call at a time) are checked by the re-arm itself. */
+    enqueue(w, op);
+    r = watch_sync(w);
+    if (r == -ENOENT && w->in_epoll) {
+        /* The file under fd is not the one registered: it was closed and the number reused.
+         * Nothing of the new file's was registered on w (else it would have been checked
+         * above): make the watcher afresh. */
+        dequeue(w, op);
+        watch_drop(w, -EBADF, true);
+        return lc__fdwatch_queue(loop, fd, op);
+    }
+    if (r != 0) {
+        dequeue(w, op);
+        if (!watch_registered(w))
+            watch_close(w);
+        return r;
+    }
+    return 0;
+}
+
+void lc__fdwatch_unqueue(lc__sockop *op)
+{
+    lc__fdwatch *w = op->w;
+    if (w == NULL)
+        return;
+    dequeue(w, op);
+    /* A one-shot item armed for this call stays so: it fires at most once, for nothing. A level
+     * one loses the direction if nothing else wants it. */
+    if (w->level && watch_sync(w) != 0)
+        watch_drop(w, -EBADF, true);
 }
 
 bool lc__fdwatch_busy(lc_loop_t *loop, int fd, bool write)

@@ -107,7 +107,7 @@ static int try_recv(int fd, void *buf, size_t len, size_t *got, int *err)
 {
     ssize_t n;
     do
-        n = recv(fd, buf, len, 0);
+        n = recv(fd, buf, len, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
@@ -120,7 +120,7 @@ static int try_recv(int fd, void *buf, size_t len, size_t *got, int *err)
 static int try_send(int fd, const unsigned char *buf, size_t len, size_t *off, int *err)
 {
     while (*off < len) {
-        ssize_t n = send(fd, buf + *off, len - *off, MSG_NOSIGNAL);
+        ssize_t n = send(fd, buf + *off, len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -251,8 +251,11 @@ static bool op_attempt(lc__sockop *o)
 
 /* ---- Starting a call ------------------------------------------------------------------------ */
 
-/* The checks every call starts with (asyncio's, plus the thread check). */
-static int sock_check(lc_loop_t *loop, int fd, const char *what)
+/* The checks every call starts with (asyncio's, plus the thread check). The non-blocking flag
+ * is read with fcntl unless fd's watcher saw it set (cached: recv and send are tried with
+ * MSG_DONTWAIT, so a stale answer never blocks; see "Non-blocking" in engine/fdwatch.c);
+ * connect and accept cannot be told not to block and pass cached = false. */
+static int sock_check(lc_loop_t *loop, int fd, const char *what, bool cached)
 {
     if (loop == NULL || fd < 0)
         return LC_EINVAL;
@@ -263,6 +266,8 @@ static int sock_check(lc_loop_t *loop, int fd, const char *what)
         return r;
     if (lc__fdmap_is_transport(loop, fd))
         return LC_EFDTRANSPORT;
+    if (cached && lc__fdwatch_nonblocking(loop, fd))
+        return 0;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)
         return -errno;
@@ -327,7 +332,7 @@ int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut)
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_recv");
+    int r = sock_check(loop, fd, "sock_recv", true);
     if (r != 0)
         return r;
     if (nbytes == 0 || nbytes > SIZE_MAX - sizeof(lc_sock_data_t))
@@ -350,7 +355,7 @@ int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_fu
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_recv_into");
+    int r = sock_check(loop, fd, "sock_recv_into", true);
     if (r != 0)
         return r;
     if (buf == NULL || len == 0)
@@ -368,7 +373,7 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_sendall");
+    int r = sock_check(loop, fd, "sock_sendall", true);
     if (r != 0)
         return r;
     if (data == NULL && len > 0)
@@ -408,7 +413,7 @@ int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut)
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_accept");
+    int r = sock_check(loop, fd, "sock_accept", false);
     if (r != 0)
         return r;
     sockop *s = op_new(loop, fd, OP_ACCEPT);
@@ -423,7 +428,7 @@ int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *ad
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_connect");
+    int r = sock_check(loop, fd, "sock_connect", false);
     if (r != 0)
         return r;
     if (addr == NULL || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage))
@@ -459,7 +464,7 @@ static void connect_resolved(int status, struct addrinfo *res, void *arg)
         err = status;
     } else if (res == NULL || res->ai_addrlen > sizeof(struct sockaddr_storage)) {
         err = UV_EAI_NONAME;
-    } else if ((err = sock_check(rv->loop, rv->fd, "sock_connect")) == 0) {
+    } else if ((err = sock_check(rv->loop, rv->fd, "sock_connect", false)) == 0) {
         /* The socket is checked again: a transport may have taken it meanwhile. asyncio
          * connects to the first address getaddrinfo gives for the socket's family and type. */
         sockop *s = op_new(rv->loop, rv->fd, OP_CONNECT);
@@ -492,7 +497,7 @@ int lc_loop_sock_connect(lc_loop_t *loop, int fd, const char *host, uint16_t por
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_connect");
+    int r = sock_check(loop, fd, "sock_connect", false);
     if (r != 0)
         return r;
     int family = sock_int_opt(fd, SO_DOMAIN);

@@ -19,25 +19,25 @@
  *
  * Closing a watched fd. Remove the reader and writer (and cancel pending sock_* calls) before
  * closing fd, as asyncio requires; a callback may remove its own registration and then close its
- * fd. If you close fd first, the loop neither crashes nor spins, but:
- *  - a registration whose fd is found closed when the loop is about to watch it (fd added, then
- *    closed before the next poll) is dropped and reported to the exception handler ("File
- *    descriptor closed while registered with the loop"); its pending sock_* calls fail -EBADF;
- *  - a registration already being watched when fd was closed simply never fires again (epoll
- *    forgets a closed fd; a sock_* call pending on it stays pending until cancelled); it stays
- *    registered until removed. If the number is reused by a new fd, the next add_reader,
- *    add_writer or sock_* call that has to wait on that number notices the stale registration
- *    (the fd is not the same file any more: st_dev/st_ino), drops it as above (its calls fail
- *    -EBADF), and watches the new fd correctly. A transport taking the number drops it too;
- *  - if the fd was duplicated (dup, fork) before it was closed, epoll keeps reporting the still
- *    open duplicate under the old number, and a level-triggered callback that cannot read it is
- *    called every iteration; and if libuv itself takes the number for a descriptor of its own
- *    (the signal pipe of add_signal_handler's first call) while the stale registration is
- *    there, dropping that registration takes the number out of epoll (libuv's
- *    uv__platform_invalidate_fd) and the signals stop being seen. Remove before closing.
+ * fd. If you close fd first, the loop neither crashes nor spins (its watchers live in an epoll
+ * of their own, which forgets a closed file; libuv's is not involved), but:
+ *  - the registration never fires again (a sock_* call pending on it stays pending until
+ *    cancelled) and stays registered until removed: remove_reader / remove_writer then say it
+ *    was there (as asyncio's do); a remove that leaves the other direction registered finds fd
+ *    closed and drops that one, reported to the exception handler ("File descriptor closed
+ *    while registered with the loop");
+ *  - if the number comes back for another file, the next add_reader or add_writer on it, or a
+ *    sock_* call that waits on it, notices (another st_dev/st_ino, or the epoll does not know
+ *    the file), drops the stale registration as above (its calls fail -EBADF) and watches the
+ *    new file correctly. A transport taking the number drops it too;
+ *  - if the file lives on (dup, fork) after fd was closed, epoll keeps reporting it under the
+ *    old number: a level-triggered callback that cannot read it is called every iteration until
+ *    removed; once the number has been re-registered for another file, the old file's item can
+ *    no longer be deleted by number, and the loop rebuilds its epoll (reported: "... still open
+ *    elsewhere ...") rather than wake for it forever. Remove before closing.
  *
- * Sockets directly. The sock_* calls take a non-blocking socket (LC_EINVAL otherwise, checked on
- * each call) and make a future (one reference for the caller in *fut). Each first tries the
+ * Sockets directly. The sock_* calls take a non-blocking socket (LC_EINVAL otherwise) and make a
+ * future (one reference for the caller in *fut). Each first tries the
  * operation and waits for readiness only if it would block; calls on one fd are served in the
  * order made, reads (recv, recv_into, accept) and writes (sendall, connect) each in their own
  * queue, and a call waits its turn behind earlier ones of its direction. Cancelling a pending
@@ -46,6 +46,16 @@
  * is called alongside (each sees fd ready). Errors of the operation itself fail the future with
  * -errno (-ECONNRESET, -EPIPE: sends never raise SIGPIPE). Closing the loop fails pending calls
  * with LC_ECLOSED.
+ *
+ * The non-blocking check. sock_connect and sock_accept read the flag (fcntl) on every call. The
+ * other calls read it when the loop first sees fd and keep it with fd's watcher, as asyncio
+ * keeps it in the socket object (a later fcntl by the caller is not seen); they try recv and
+ * send with MSG_DONTWAIT, so a socket made blocking behind the loop's back never blocks it, and
+ * a call that has to wait on a number reused by another file reads the flag again.
+ *
+ * Cost: a call that completes at once makes its one system call; one that waits adds one
+ * epoll_ctl (re-arming the fd's one-shot registration, kept from its last wait) and shares the
+ * loop's epoll_wait with every other watched fd.
  * @{ */
 #ifndef LOOPCORE_SOCK_H
 #define LOOPCORE_SOCK_H
