@@ -5,7 +5,8 @@
  *  - native: sendfile(2) from the file straight to the socket, non-blocking, as much as the
  *    socket takes per writable event (at most LC__SF_BUDGET, so that one fast connection does
  *    not starve the loop), then wait for POLLOUT: the transport's poll handle (through the hooks
- *    in engine/transport.c) or, for sock_sendfile, a uv_poll of its own;
+ *    in engine/transport.c) or, for sock_sendfile, the socket's fd watcher (engine/fdwatch.c: the
+ *    write queue that sock_sendall uses too, so the two are served in order);
  *  - fallback: pread 256 KiB, write it (lc_transport_write with the transport's flow control; or
  *    send() on a raw socket, the rest kept until POLLOUT), until count or the end of the file.
  * The first sendfile(2) is tried inside the call, as asyncio does (unless the transport still
@@ -17,9 +18,9 @@
  *
  * Lifetime. The state lives while any of these holds: the operation is active (until it ends:
  * done, failed, cancelled, or its transport closed), its done callback on the future is
- * registered and may still run (the future was cancelled by someone else), its poll handle is not
- * yet closed. It is a loop resource too: lc_loop_close() ends it (LC_ECLOSED) and frees it, the
- * queued done callback being discarded by then. */
+ * registered and may still run (the future was cancelled by someone else). It is a loop resource
+ * too: lc_loop_close() ends it (LC_ECLOSED) and frees it, the queued done callback being discarded
+ * by then. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/fdmap.h"
 #include "engine/stream_internal.h"
 #include "loopcore/sendfile.h"
 
@@ -53,7 +55,7 @@ struct lc__sendfile_s {
     bool fallback; /* the read + write path */
     bool allow_fallback;
     /* Lifetime (see the top comment). */
-    bool active, cb_registered, poll_open;
+    bool active, cb_registered;
     /* The transport's state to give back at the end. */
     bool want_reading;     /* resume reading at the end */
     bool was_write_paused; /* the protocol had pause_writing when it began */
@@ -61,9 +63,8 @@ struct lc__sendfile_s {
     lc_handle_t *step;
     lc_handle_t *timer;
     double send_timeout, last_progress;
-    /* sock_sendfile: its poll handle (open from the first wait to the end). */
-    uv_poll_t poll;
-    bool polling;
+    /* sock_sendfile: its place in the socket's write queue while it waits (op.w != NULL). */
+    lc__sockop op;
     /* Fallback: the chunk read (buf_len bytes), of which buf_off are sent (sock_sendfile). */
     char *buf;
     size_t buf_len, buf_off;
@@ -81,18 +82,11 @@ static void sf_step(lc__sendfile *sf);
 
 static void sf_maybe_free(lc__sendfile *sf)
 {
-    if (sf->active || sf->cb_registered || sf->poll_open || sf->busy > 0)
+    if (sf->active || sf->cb_registered || sf->busy > 0)
         return;
     lc__loop_remove_resource(sf->loop, &sf->res);
     free(sf->buf);
     free(sf);
-}
-
-static void sf_poll_closed(uv_handle_t *h)
-{
-    lc__sendfile *sf = h->data;
-    sf->poll_open = false;
-    sf_maybe_free(sf);
 }
 
 static void sf_cancel_handle(lc_handle_t **h)
@@ -112,12 +106,9 @@ static void sf_end(lc__sendfile *sf, int err)
     if (!sf->active)
         return;
     sf->active = false;
+    lc__fdwatch_unqueue(&sf->op);
     sf_cancel_handle(&sf->step);
     sf_cancel_handle(&sf->timer);
-    if (sf->poll_open) {
-        sf->polling = false;
-        uv_close((uv_handle_t *)&sf->poll, sf_poll_closed);
-    }
     if (sf->sent > 0)
         lseek(sf->file_fd, sf->offset + (off_t)sf->sent, SEEK_SET);
     lc_future_t *fut = sf->fut;
@@ -198,7 +189,7 @@ static void sf_force_close(lc__resource *r)
     sf->cb_registered = false;
     lc__loop_remove_resource(sf->loop, &sf->res);
     if (sf->active)
-        sf_end(sf, LC_ECLOSED); /* frees sf, or its poll handle's close callback will */
+        sf_end(sf, LC_ECLOSED); /* frees sf */
     else
         sf_maybe_free(sf);
 }
@@ -239,46 +230,47 @@ static void sf_timer_cb(void *arg)
     sf_fail(sf, LC_ESENDTIMEOUT);
 }
 
-static void sf_poll_cb(uv_poll_t *p, int status, int events)
+/* sock_sendfile's turn in the socket's write queue (the fd is writable, or has an error, which
+ * sendfile(2) or send() then returns). Returns false while it still waits. */
+static bool sf_op_attempt(lc__sockop *op)
 {
-    if (!lc__io_enter((uv_handle_t *)p))
-        return;
-    (void)events;
-    lc__sendfile *sf = p->data;
-    if (!sf->active || !sf->polling)
-        return;
-    if (status < 0) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(sf->sock, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
-            status = -err;
-        sf_fail(sf, status);
-        return;
-    }
-    sf_step(sf);
+    lc__sendfile *sf = lc_container_of(op, lc__sendfile, op);
+    sf->busy++;
+    if (sf->active)
+        sf_step(sf);
+    bool waiting = sf->op.w != NULL;
+    sf->busy--;
+    sf_maybe_free(sf); /* ended: op goes with sf, and the queue does not look at it again */
+    return !waiting;
 }
 
-/* Waits for POLLOUT: the transport watches it for us (lc__sendfile_wants_write); a raw socket is
- * watched with our own poll handle. */
+/* The socket's watcher is dropped (the loop closes, the fd was closed and its number reused, a
+ * transport took the number). */
+static void sf_op_fail(lc__sockop *op, int err)
+{
+    lc__sendfile *sf = lc_container_of(op, lc__sendfile, op);
+    lc__fdwatch_unqueue(op);
+    sf->busy++;
+    sf_fail(sf, err);
+    sf->busy--;
+    sf_maybe_free(sf);
+}
+
+/* Waits for POLLOUT: the transport watches it for us (lc__sendfile_wants_write); a raw socket's
+ * wait is a call in its fd watcher's write queue. */
 static void sf_wait_writable(lc__sendfile *sf)
 {
     if (sf->t != NULL) {
         sf_arm_timer(sf);
         return;
     }
-    int r = 0;
-    if (!sf->poll_open) {
-        r = uv_poll_init(lc__loop_uv(sf->loop), &sf->poll, sf->sock);
-        if (r == 0) {
-            sf->poll.data = sf;
-            sf->poll_open = true;
-        }
-    }
-    if (r == 0 && !sf->polling) {
-        r = uv_poll_start(&sf->poll, UV_WRITABLE, sf_poll_cb);
-        if (r == 0)
-            sf->polling = true;
-    }
+    if (sf->op.w != NULL)
+        return;
+    sf->op.fut = sf->fut;
+    sf->op.write = true;
+    sf->op.attempt = sf_op_attempt;
+    sf->op.fail = sf_op_fail;
+    int r = lc__fdwatch_queue(sf->loop, sf->sock, &sf->op);
     if (r != 0)
         sf_fail(sf, r);
 }
@@ -485,10 +477,8 @@ static void sf_step_body(lc__sendfile *sf)
     } else if (!sf->fallback || sf->t == NULL) {
         if (sf->step == NULL)
             sf_wait_writable(sf);
-        else if (sf->polling) {
-            uv_poll_stop(&sf->poll);
-            sf->polling = false;
-        }
+        else
+            lc__fdwatch_unqueue(&sf->op); /* the next step is queued: not waiting on the fd */
     }
 }
 
@@ -638,8 +628,10 @@ int lc_loop_sock_sendfile(lc_loop_t *loop, int sockfd, int file_fd, off_t offset
 {
     if (fut != NULL)
         *fut = NULL;
-    if (sockfd < 0)
+    if (sockfd < 0 || loop == NULL)
         return LC_EINVAL;
+    if (!loop->closed && lc__fdmap_is_transport(loop, sockfd))
+        return LC_EFDTRANSPORT;
     int fl = fcntl(sockfd, F_GETFL);
     if (fl < 0)
         return -errno;

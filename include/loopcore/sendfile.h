@@ -88,16 +88,17 @@ int lc_loop_sendfile(lc_loop_t *loop, lc_transport_t *t, int file_fd, off_t offs
                      bool fallback, lc_future_t **fut);
 
 /** loop.sock_sendfile(sock, file, offset, count, fallback=...): the same on a connected,
- *  non-blocking stream socket that the loop does not otherwise watch (not a transport's, not an
- *  add_reader/add_writer fd: libuv allows one watcher per fd, so that is UV_EEXIST). sendfile(2)
- *  is tried at once and the socket polled for writability only when it would block. With
+ *  non-blocking stream socket that no transport owns (LC_EFDTRANSPORT otherwise). sendfile(2)
+ *  is tried at once and, only when it would block, the call waits for writability in the
+ *  socket's write queue, behind sock_sendall calls made before it (as every sock_* call does;
+ *  a writer added with add_writer is called alongside). With
  *  fallback, a file sendfile(2) refuses before any byte went is sent by pread + send, 256 KiB at
  *  a time (asyncio's _sock_sendfile_fallback); without it the future fails with
  *  LC_ESENDFILENOTAVAILABLE. Send errors fail the future with the socket's error (-ECONNRESET,
  *  -EPIPE, ...); the socket is the caller's and stays open. One sock_sendfile per socket at a
  *  time, and nothing else written to it meanwhile (asyncio has the same rule, unchecked).
  *  Returns 0 (*fut holds one reference), LC_EINVAL (NULL arguments, a negative offset, a socket
- *  that is blocking or not SOCK_STREAM), LC_ECLOSED (the loop is closed),
+ *  that is blocking or not SOCK_STREAM), LC_ECLOSED (the loop is closed), LC_EFDTRANSPORT,
  *  LC_ESENDFILENOTAVAILABLE (not a regular file), LC_ENOMEM, or fstat's / fcntl's error. */
 int lc_loop_sock_sendfile(lc_loop_t *loop, int sockfd, int file_fd, off_t offset, size_t count,
                           bool fallback, lc_future_t **fut);

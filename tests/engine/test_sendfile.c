@@ -831,6 +831,55 @@ static void test_sock_sendfile_cancel(void **state)
     close(fd);
 }
 
+static void count_cb(void *arg) { (*(int *)arg)++; }
+
+/* sock_sendfile waits in the socket's write queue (engine/fdwatch.c): a sock_sendall made while
+ * it waits goes out after the whole file; a writer added on the same fd is called alongside
+ * (with libuv's one poll per fd this was UV_EEXIST); a transport's fd is refused. */
+static void test_sock_sendfile_in_the_write_queue(void **state)
+{
+    lc_loop_t *loop = *state;
+    int a, b;
+    tcp_pair(&a, &b);
+    size_t size = 4 * MiB;
+    int fd = make_file(size, 9);
+    lc_future_t *fut = NULL, *tail = NULL;
+    assert_int_equal(lc_loop_sock_sendfile(loop, a, fd, 0, 0, false, &fut), 0);
+    run_for(loop, 0.05);
+    assert_false(lc_future_done(fut)); /* the peer does not read yet: it waits */
+    int writer_calls = 0;
+    assert_int_equal(lc_loop_add_writer(loop, a, count_cb, &writer_calls), 0);
+    assert_int_equal(lc_loop_sock_sendall(loop, a, "END", 3, &tail), 0);
+    assert_false(lc_future_done(tail)); /* behind the file */
+    static rx_t rx;
+    rx = (rx_t){.want = size, .tail = true};
+    rx_start(&rx, b);
+    size_t sent = 0;
+    assert_int_equal(await_sent(loop, fut, &sent), 0);
+    assert_int_equal(sent, size);
+    assert_int_equal(await_sent(loop, tail, NULL), 0);
+    rx_join(&rx);
+    assert_int_equal(rx.got, size + 3);
+    assert_true(rx.sum == file_sum(0, size, 9));
+    assert_memory_equal(rx.tailbuf, "END", 3);
+    assert_true(writer_calls > 0);
+    assert_int_equal(lc_loop_remove_writer(loop, a, NULL), 0);
+    lc_future_unref(fut);
+    lc_future_unref(tail);
+    /* A transport's fd. */
+    static conn_t tc;
+    tc = (conn_t){0};
+    lc_future_t *tf = NULL;
+    assert_int_equal(lc_loop_connect_accepted_socket(loop, pipe_factory, &tc, a, NULL, &tf), 0);
+    lc_transport_t *t = await_transport(loop, tf);
+    fut = (lc_future_t *)1;
+    assert_int_equal(lc_loop_sock_sendfile(loop, a, fd, 0, 0, false, &fut), LC_EFDTRANSPORT);
+    assert_null(fut);
+    lc_transport_close(t); /* closes a */
+    wait_for(loop, &tc.lost, 1);
+    close(fd);
+}
+
 /* The loop closed with a sendfile in progress: the future fails, nothing leaks (ASan). */
 static void test_sendfile_loop_closed_during(void **state)
 {
@@ -1000,6 +1049,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sock_sendfile_arguments_and_reset, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_sock_sendfile_cancel, lc_test_loop_setup,
+                                        lc_test_loop_teardown),
+        cmocka_unit_test_setup_teardown(test_sock_sendfile_in_the_write_queue, lc_test_loop_setup,
                                         lc_test_loop_teardown),
         cmocka_unit_test_setup_teardown(test_sendfile_loop_closed_during, lc_test_loop_setup,
                                         lc_test_loop_teardown),
