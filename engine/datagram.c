@@ -1151,6 +1151,8 @@ static void creator_force_close(lc__resource *r)
 static int set_options(int fd, const lc_datagram_opts_t *o)
 {
     int one = 1;
+    if (o->reuse_address && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+        return -errno;
     if (o->reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
         return -errno;
     if (o->allow_broadcast && setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) != 0)
@@ -1169,6 +1171,12 @@ static int open_socket(int family, int proto, const lc_datagram_opts_t *o,
         return -errno;
     int r = set_options(fd, o);
     if (r == 0 && local != NULL && bind(fd, local, llen) != 0)
+        r = -errno;
+    /* A Unix socket with no local address gets an abstract name of the kernel's choosing
+     * (Linux's autobind: an address of the family alone), so that its peers can answer it:
+     * asyncio leaves it unbound, and then every datagram it sends arrives with no address. */
+    if (r == 0 && local == NULL && family == AF_UNIX &&
+        bind(fd, &(struct sockaddr){.sa_family = AF_UNIX}, sizeof(sa_family_t)) != 0)
         r = -errno;
     if (r == 0 && remote != NULL && connect(fd, remote, rlen) != 0)
         r = -errno;
@@ -1353,8 +1361,10 @@ int lc_loop_create_datagram_endpoint(lc_loop_t *loop, lc_datagram_protocol_facto
     bool unix_fields = o.local_path != NULL || o.remote_path != NULL;
     if (o.local_port < 0 || o.local_port > 65535 || o.remote_port < 0 || o.remote_port > 65535)
         return LC_EINVAL;
-    if (o.use_sock && (inet_fields || unix_fields || o.family != 0 || o.sock < 0))
-        return LC_EINVAL; /* sock excludes the address arguments, as in asyncio */
+    if (o.use_sock &&
+        (inet_fields || unix_fields || o.family != 0 || o.proto != 0 || o.flags != 0 ||
+         o.reuse_address || o.reuse_port || o.allow_broadcast || o.sock < 0))
+        return LC_EINVAL; /* sock excludes the socket's own arguments, as in asyncio */
     if (inet_fields && unix_fields)
         return LC_EINVAL;
     if (unix_fields && o.family != 0 && o.family != AF_UNIX)

@@ -16,6 +16,7 @@
 
 #include "engine/group_hooks.h"
 #include "loopcore/errno.h"
+#include "threadsafe/group_parts.h"
 #include "threadsafe/group_signals.h"
 #include "loopcore/group.h"
 #include "loopcore/threadsafe.h"
@@ -56,6 +57,9 @@ struct lc_group_s {
     int start_err;   /* first failure of a loop thread to run its loop */
     /* lc_group_stop_on_signals()' state (group_signals.c), or NULL; set and read under mu. */
     lc__group_signals_t *signals;
+    /* Objects on every loop that outlive the group if their owner frees them later
+     * (group_parts.h); under mu. */
+    lc__group_part_t *parts;
 };
 
 /* True when the calling thread runs one of g's loops. */
@@ -364,8 +368,20 @@ int lc_group_free(lc_group_t *g)
         lc_group_stop(g);
         lc_group_join(g);
     }
-    /* Every thread is gone: this thread alone closes the loops. Messages still queued are handed
-     * back here (submitted calls travel back to their origin or are released, see group.h). */
+    /* Every thread is gone. The parts let go of the group first (its loops' close below ends
+     * what they left open there); then this thread alone closes the loops. Messages still queued
+     * are handed back here (submitted calls travel back to their origin or are released, see
+     * group.h). */
+    pthread_mutex_lock(&g->mu);
+    lc__group_part_t *parts = g->parts;
+    g->parts = NULL;
+    pthread_mutex_unlock(&g->mu);
+    while (parts != NULL) {
+        lc__group_part_t *p = parts;
+        parts = p->next;
+        p->next = p->prev = NULL;
+        p->group_gone(p);
+    }
     destroy_loops(g, g->n);
     if (g->signals != NULL) /* the loops, closed, removed its handlers */
         lc__group_signals_free(g->signals);
@@ -402,6 +418,30 @@ lc__group_signals_t *lc__group_signals(lc_group_t *g)
     lc__group_signals_t *s = g->signals;
     pthread_mutex_unlock(&g->mu);
     return s;
+}
+
+void lc__group_add_part(lc_group_t *g, lc__group_part_t *p)
+{
+    pthread_mutex_lock(&g->mu);
+    p->prev = NULL;
+    p->next = g->parts;
+    if (g->parts != NULL)
+        g->parts->prev = p;
+    g->parts = p;
+    pthread_mutex_unlock(&g->mu);
+}
+
+void lc__group_remove_part(lc_group_t *g, lc__group_part_t *p)
+{
+    pthread_mutex_lock(&g->mu);
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else if (g->parts == p)
+        g->parts = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+    pthread_mutex_unlock(&g->mu);
 }
 
 unsigned lc_group_size(const lc_group_t *g) { return g != NULL ? g->n : 0; }

@@ -6,9 +6,18 @@
  * thread, before any loop serves (with port 0 the first bind picks the port that the others
  * reuse); each loop then wraps its socket with lc_loop_create_datagram_endpoint (use_sock), on
  * its own thread, through lc_group_submit_wait. The group endpoint holds a reference to each
- * loop's transport, taken and dropped on that loop's thread (transport counts are not atomic). */
+ * loop's transport, taken and dropped on that loop's thread (transport counts are not atomic)
+ * while the loop runs, or on a thread that knows the loop's thread has left it for good.
+ *
+ * Either order of ends works. The group endpoint is a part of the group (group_parts.h): if
+ * lc_group_free() comes first, it drops the references (its loop threads are joined) and marks
+ * the endpoint gone before closing the loops, whose close ends the transports (connection_lost
+ * with LC_ECLOSED); lc_group_datagram_close / _free then touch neither the group nor a loop. If
+ * the group was only stopped, close and free skip the loops that left (lc_group_submit_wait says
+ * LC_ECLOSED): their transports end when lc_group_free() closes those loops. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +28,8 @@
 #include "loopcore/datagram.h"
 #include "loopcore/errno.h"
 #include "loopcore/group.h"
+#include "loopcore/threadsafe.h"
+#include "threadsafe/group_parts.h"
 
 typedef struct {
     lc_group_datagram_t *gd;
@@ -27,6 +38,10 @@ typedef struct {
 } gd_member;
 
 struct lc_group_datagram_s {
+    lc__group_part_t part; /* in the group's parts from the create until the free */
+    /* Set by the group's lc_group_free() (group_gone): the group and its loops are gone, and
+     * with them our references. Read by the owner's close and free. */
+    _Atomic bool group_gone;
     lc_group_t *group;
     lc_datagram_protocol_factory_fn factory;
     void *factory_arg;
@@ -131,7 +146,17 @@ static void release_all(lc_group_datagram_t *gd)
          * (the loop's own close then calls connection_lost, and our reference is left). */
         for (int tries = 0; tries < 10000 && gd->m[i].t != NULL; tries++) {
             void *pending = NULL;
-            if (lc_group_submit_wait(gd->group, i, release_on_loop, &gd->m[i], &pending) != 0)
+            int r = lc_group_submit_wait(gd->group, i, release_on_loop, &gd->m[i], &pending);
+            if (r == LC_ECLOSED) {
+                /* The loop's thread has left it for good (lc_group_stop) and said so under the
+                 * group's mutex, which lc_group_submit_wait took after: nothing touches the
+                 * transport until lc_group_free() closes the loop, so its reference can go here.
+                 * The transport lives on until then. */
+                lc_datagram_transport_unref(gd->m[i].t);
+                gd->m[i].t = NULL;
+                break;
+            }
+            if (r != 0)
                 break;
             if (pending != NULL)
                 nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
@@ -139,6 +164,17 @@ static void release_all(lc_group_datagram_t *gd)
         if (gd->m[i].fd >= 0)
             close(gd->m[i].fd);
     }
+}
+
+/* lc_group_free(), on its thread, every loop thread joined, before it closes the loops. */
+static void group_gone(lc__group_part_t *p)
+{
+    lc_group_datagram_t *gd = lc_container_of(p, lc_group_datagram_t, part);
+    for (unsigned i = 0; i < gd->n; i++) {
+        lc_datagram_transport_unref(gd->m[i].t); /* ended by its loop's close, next */
+        gd->m[i].t = NULL;
+    }
+    atomic_store(&gd->group_gone, true);
 }
 
 int lc_group_create_datagram_endpoint(lc_group_t *g, lc_datagram_protocol_factory_fn factory,
@@ -167,6 +203,8 @@ int lc_group_create_datagram_endpoint(lc_group_t *g, lc_datagram_protocol_factor
         return LC_ENOMEM;
     }
     gd->group = g;
+    gd->part.group_gone = group_gone;
+    atomic_init(&gd->group_gone, false);
     gd->factory = factory;
     gd->factory_arg = factory_arg;
     gd->n = n;
@@ -216,6 +254,7 @@ int lc_group_create_datagram_endpoint(lc_group_t *g, lc_datagram_protocol_factor
         free(gd);
         return r;
     }
+    lc__group_add_part(g, &gd->part);
     *out = gd;
     return 0;
 }
@@ -232,11 +271,14 @@ int lc_group_datagram_close(lc_group_datagram_t *gd)
     if (gd->closed)
         return 0;
     gd->closed = true;
+    if (atomic_load(&gd->group_gone))
+        return 0; /* the loops' close ended every endpoint */
     int first = 0;
     for (unsigned i = 0; i < gd->n; i++) {
         void *unused = NULL;
         int r = lc_group_submit_wait(gd->group, i, close_on_loop, &gd->m[i], &unused);
-        if (r != 0 && first == 0)
+        /* LC_ECLOSED: the loop has stopped; its endpoint ends when lc_group_free() closes it. */
+        if (r != 0 && r != LC_ECLOSED && first == 0)
             first = r;
     }
     return first;
@@ -249,7 +291,10 @@ int lc_group_datagram_free(lc_group_datagram_t *gd)
     int r = lc_group_datagram_close(gd);
     if (r == LC_EBUSY)
         return r;
-    release_all(gd);
+    if (!atomic_load(&gd->group_gone)) {
+        release_all(gd);
+        lc__group_remove_part(gd->group, &gd->part);
+    }
     free(gd->m);
     free(gd);
     return r;

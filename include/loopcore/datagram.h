@@ -82,7 +82,7 @@ typedef struct lc_datagram_protocol_s {
     void (*connection_made)(lc_datagram_transport_t *t, void *user);
     /** One datagram: len bytes at data (len may be 0) from addr (addrlen bytes), all valid during
      *  the call only. addr is NULL (addrlen 0) for a sender with no address (an unbound Unix
-     *  datagram socket). */
+     *  datagram socket: not one of loopcore's, which are always bound; see lc_datagram_opts_t). */
     void (*datagram_received)(lc_datagram_transport_t *t, const char *data, size_t len,
                               const struct sockaddr *addr, socklen_t addrlen, void *user);
     /** A socket error (-ECONNREFUSED, ...), LC_EDGRAMTRUNC, or a queued send that failed. The
@@ -115,7 +115,14 @@ typedef int (*lc_datagram_protocol_factory_fn)(void *factory_arg,
  * send). A Unix datagram socket takes local_path and / or remote_path instead (family AF_UNIX is
  * implied): a filesystem path, or an abstract name starting with '\0' (then *_path_len says its
  * length; 0 means strlen). A stale socket file at local_path is replaced, as asyncio does; the
- * file is not removed at close. */
+ * file is not removed at close.
+ *
+ * A Unix datagram endpoint made without local_path (remote_path alone, or family AF_UNIX alone) is
+ * bound to an abstract name the kernel picks (Linux's autobind: five hex digits after the '\0';
+ * lc_datagram_transport_get_sockname tells it), so that its peers can answer it. asyncio leaves
+ * such a socket unbound, and its peers then receive its datagrams with no address (addr NULL in
+ * datagram_received) and cannot reply: a client that only knows its server's path could never
+ * get an answer. Nothing is created in the filesystem, and the name goes with the socket. */
 typedef struct lc_datagram_opts_s {
     const char *local_host;  /**< local_addr's host (numeric or a name) */
     int local_port;          /**< local_addr's port (0: the kernel picks one) */
@@ -128,6 +135,14 @@ typedef struct lc_datagram_opts_s {
     int family;              /**< AF_UNSPEC (0), AF_INET, AF_INET6 (AF_UNIX with the paths) */
     int proto;               /**< passed to getaddrinfo and socket() */
     int flags;               /**< getaddrinfo flags */
+    bool reuse_address;      /**< SO_REUSEADDR before the bind (asyncio's reuse_address). Off by
+                                  default: the 3.7.3 page says "True on Unix", but CPython turned
+                                  that default off in 3.7.6 / 3.8.1 (bpo-37228) and later refuses
+                                  True, because on UDP it is not about TIME_WAIT: it lets any other
+                                  socket that sets it too, of any user, bind the same address and
+                                  port and take a share of its unicast datagrams. Here it does
+                                  just that, for a caller who wants it: with it on both sockets, a
+                                  second bind to an address in use succeeds (-EADDRINUSE without) */
     bool reuse_port;         /**< SO_REUSEPORT: several endpoints on one address, the kernel spreads
                                   the flows over them (asyncio's reuse_port) */
     bool allow_broadcast;    /**< SO_BROADCAST: sending to a broadcast address is allowed; without
@@ -136,8 +151,10 @@ typedef struct lc_datagram_opts_s {
                                   GSO on send (sendto_many and gathered answers use sendmmsg only);
                                   default: both where the kernel has them (UDP only) */
     bool use_sock;           /**< wrap sock (an existing datagram socket, bound and / or connected
-                                  or not) instead; the address fields must be unset. The transport
-                                  gets its own dup of it: the caller still closes sock. */
+                                  or not) instead; the address fields, family, proto, flags,
+                                  reuse_address, reuse_port and allow_broadcast must be unset (as
+                                  asyncio refuses them with sock). The transport gets its own dup
+                                  of it: the caller still closes sock. */
     int sock;                /**< the socket, with use_sock */
 } lc_datagram_opts_t;
 
@@ -148,7 +165,8 @@ typedef struct lc_datagram_opts_s {
  *  lc_datagram_transport_get_protocol). The future fails with the resolver's error, the last
  *  socket / bind / connect error, or the factory's. Returns 0 (then *fut holds one reference for
  *  the caller), LC_EINVAL (no address and no family, paths with host fields, use_sock with
- *  address fields, a port out of range, a path too long), LC_ECLOSED, LC_ENOMEM. */
+ *  address fields or socket options, a port out of range, a path too long), LC_ECLOSED, LC_ENOMEM.
+ */
 int lc_loop_create_datagram_endpoint(lc_loop_t *loop, lc_datagram_protocol_factory_fn factory,
                                      void *factory_arg, const lc_datagram_opts_t *opts,
                                      lc_future_t **fut);
@@ -228,8 +246,12 @@ void lc_datagram_transport_unref(lc_datagram_transport_t *t);
  * bind picks the port the others reuse); each loop then makes its endpoint from its socket
  * (lc_datagram_opts_t.use_sock) on its own thread: the factory runs there (so factory_arg must
  * be safe to use from every loop), and each loop's protocol replies from its own socket. Life
- * cycle: create, close, free, from a thread that runs no loop, while the group runs (after
- * lc_group_start, before lc_group_stop). Implemented in threadsafe/group_datagram.c.
+ * cycle: create (while the group runs: after lc_group_start, before lc_group_stop), close, free,
+ * from a thread that runs no loop. Close and free may come before or after the group's end, in
+ * either order: a loop that has stopped (lc_group_stop) is not waited for, and its endpoint ends
+ * when lc_group_free() closes the loop (connection_lost with LC_ECLOSED, on that thread); after
+ * lc_group_free(), close and free only release memory. Not at the same time as lc_group_free()
+ * on another thread. Implemented in threadsafe/group_datagram.c.
  * @{ */
 
 /** A group datagram endpoint: one datagram endpoint per loop of a group, all on one address
@@ -258,12 +280,16 @@ int lc_group_create_datagram_endpoint(lc_group_t *g, lc_datagram_protocol_factor
 int lc_group_datagram_port(const lc_group_datagram_t *gd);
 
 /** Closes every loop's endpoint (lc_datagram_transport_close: queued datagrams are sent, then
- *  connection_lost on that loop) and waits for each close call. Idempotent. Not from a loop
- *  thread. Returns 0, LC_EINVAL, or the first loop's error (the others are closed anyway). */
+ *  connection_lost on that loop) and waits for each close call. A loop that has stopped is
+ *  skipped (its endpoint ends with the loop, in lc_group_free()); after lc_group_free() nothing
+ *  is left to close. Idempotent. Not from a loop thread. Returns 0, LC_EINVAL, LC_EBUSY (called
+ *  on a loop thread), or the first loop's error (the others are closed anyway). */
 int lc_group_datagram_close(lc_group_datagram_t *gd);
 
-/** Closes gd if needed, waits until every loop's connection_lost has run, and frees it. Not from a
- *  loop thread; before lc_group_stop(). Returns 0, LC_EINVAL, or the close's error. */
+/** Closes gd if needed, waits until the connection_lost of every loop that still runs has run,
+ *  and frees it. Before or after lc_group_stop() or lc_group_free() (the group endpoint's "Life
+ *  cycle", above); not from a loop thread. Returns 0, LC_EINVAL, LC_EBUSY (called on a loop
+ *  thread: nothing is freed), or the close's error (gd is freed anyway). */
 int lc_group_datagram_free(lc_group_datagram_t *gd);
 
 #pragma GCC visibility pop
