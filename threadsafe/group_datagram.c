@@ -40,7 +40,10 @@ typedef struct {
 struct lc_group_datagram_s {
     lc__group_part_t part; /* in the group's parts from the create until the free */
     /* Set by the group's lc_group_free() (group_gone): the group and its loops are gone, and
-     * with them our references. Read by the owner's close and free. */
+     * with them our references. Read by the owner's close and free. Ordering: the header forbids
+     * calling them at the same time as lc_group_free(), so the caller's own synchronisation
+     * (or its being the same thread) orders the store before the load; the atomic (seq_cst)
+     * only makes a racing misuse a defined read instead of a data race under TSan. */
     _Atomic bool group_gone;
     lc_group_t *group;
     lc_datagram_protocol_factory_fn factory;
