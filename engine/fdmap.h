@@ -90,6 +90,14 @@ bool lc__fdwatch_busy(lc_loop_t *loop, int fd, bool write);
 /* Whether fd has a watcher that found it non-blocking when it was made (sock.c then skips its
  * fcntl; see "Non-blocking" in engine/fdwatch.c). */
 bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd);
+/* The read-readiness hint of fd's watcher (the rule Tokio uses): set when a recv on a stream
+ * socket returned less than it asked for (its receive queue was empty then), cleared when the
+ * watcher reports fd readable, or with drained false. While it is set a new read call skips its
+ * first try and waits: re-arming the one-shot registration polls the socket, so data that came
+ * meanwhile is reported at the next poll; nothing is lost or reordered, the call only completes
+ * from that poll instead of inside the call. No-op / false without a watcher. */
+void lc__fdwatch_set_drained(lc_loop_t *loop, int fd, bool drained);
+bool lc__fdwatch_drained(lc_loop_t *loop, int fd);
 /* Drops fd's watcher (a transport takes the number): its callbacks are forgotten and its queued
  * calls fail with -EBADF. */
 void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w);

@@ -66,6 +66,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,6 +82,8 @@ struct lc__fdwatch_s {
     bool in_epoll;  /* has an item in the registry's epoll (as far as we know) */
     bool level;     /* that item is level-triggered (a user reader or writer), else one-shot */
     bool nonblock;  /* O_NONBLOCK was set when the watcher was made for its file */
+    bool stream;    /* a SOCK_STREAM socket (the drained hint applies) */
+    bool drained;   /* the drained hint (engine/fdmap.h) */
     bool dead;      /* dropped: no longer in the registry, freed once no dispatch can see it */
     dev_t dev;      /* the identity of the file the watcher was made for */
     ino_t ino;
@@ -318,6 +321,9 @@ static int watch_new(lc_loop_t *loop, lc__fds *m, int fd, const struct stat *st,
     w->fd = fd;
     w->gen = ++m->gen;
     w->nonblock = (fl & O_NONBLOCK) != 0;
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+    w->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_STREAM;
     w->dev = st->st_dev;
     w->ino = st->st_ino;
     *slot = w;
@@ -354,6 +360,19 @@ void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w)
 {
     (void)loop;
     watch_drop(w, -EBADF, true);
+}
+
+void lc__fdwatch_set_drained(lc_loop_t *loop, int fd, bool drained)
+{
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
+    if (w != NULL)
+        w->drained = drained && w->stream;
+}
+
+bool lc__fdwatch_drained(lc_loop_t *loop, int fd)
+{
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
+    return w != NULL && w->drained;
 }
 
 bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd)
@@ -401,6 +420,7 @@ static void watch_dispatch(lc__fdwatch *w, uint32_t events)
     /* Memory safety: w is freed only at the end of the dispatch (watch_close), so it stays
      * readable whatever the user's callbacks do; dead says it is done. */
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        w->drained = false;
         if (w->rfn != NULL)
             run_user(w, w->rfn, w->rarg);
         serve(w, false);

@@ -208,6 +208,7 @@ static bool op_attempt(lc__sockop *o)
     case OP_RECV: {
         if (!try_recv(s->fd, s->u.rd.data->data, s->u.rd.cap, &got, &err))
             return false;
+        lc__fdwatch_set_drained(s->loop, s->fd, err == 0 && got > 0 && got < s->u.rd.cap);
         lc_sock_data_t *d = NULL;
         if (err == 0) {
             d = s->u.rd.data;
@@ -226,6 +227,7 @@ static bool op_attempt(lc__sockop *o)
     case OP_RECV_INTO:
         if (!try_recv(s->fd, s->u.rd.buf, s->u.rd.cap, &got, &err))
             return false;
+        lc__fdwatch_set_drained(s->loop, s->fd, err == 0 && got > 0 && got < s->u.rd.cap);
         op_finish(s, err, (void *)(uintptr_t)got, NULL);
         return true;
     case OP_SENDALL:
@@ -297,6 +299,10 @@ static sockop *op_new(lc_loop_t *loop, int fd, int kind)
 static int op_run(sockop *s, lc_future_t *fut, bool tried)
 {
     s->op.fut = lc_future_ref(fut);
+    /* A read on a socket whose last recv found its queue empty waits without trying (the
+     * drained hint, engine/fdmap.h): the try would almost always say EAGAIN. */
+    if (!tried && !s->op.write && lc__fdwatch_drained(s->loop, s->fd))
+        tried = true;
     if (!tried && !lc__fdwatch_busy(s->loop, s->fd, s->op.write) && op_attempt(&s->op))
         return 0; /* done at once: op_finish resolved fut and freed s */
     int r = lc_future_add_done_callback(fut, op_done_cb, s);

@@ -140,6 +140,42 @@ static void test_sock_recv_tries_first(void **state)
     close(sv[0]);
 }
 
+/* The drained hint (engine/fdmap.h): after a recv that found the queue empty (a short read), the
+ * next read waits without trying; data that came meanwhile is still delivered, in order, from the
+ * next poll. A full read leaves no hint: the next call tries at once. */
+static void test_sock_recv_after_short_read(void **state)
+{
+    lc_loop_t *loop = *state;
+    int sv[2];
+    pair(sv);
+    lc_future_t *f = NULL;
+    lc_sock_data_t *d = NULL;
+    assert_int_equal(lc_loop_sock_recv(loop, sv[0], 10, &f), 0); /* waits: a watcher is made */
+    assert_false(lc_future_done(f));
+    assert_int_equal(write(sv[1], "ab", 2), 2);
+    assert_int_equal(await_fut(loop, f, (void **)&d), 0);
+    assert_int_equal(d->len, 2);
+    lc_future_unref(f);
+    assert_int_equal(write(sv[1], "cdefgh", 6), 6); /* came after the short read */
+    assert_int_equal(lc_loop_sock_recv(loop, sv[0], 10, &f), 0);
+    assert_int_equal(await_fut(loop, f, (void **)&d), 0); /* from the next poll */
+    assert_int_equal(d->len, 6);
+    assert_memory_equal(d->data, "cdefgh", 6);
+    lc_future_unref(f);
+    assert_int_equal(write(sv[1], "ijkl", 4), 4);
+    run_for(loop, 0.01);
+    char buf[2];
+    assert_int_equal(lc_loop_sock_recv_into(loop, sv[0], buf, 2, &f), 0);
+    assert_int_equal(await_fut(loop, f, NULL), 0);
+    lc_future_unref(f);
+    assert_int_equal(lc_loop_sock_recv_into(loop, sv[0], buf, 2, &f), 0);
+    assert_true(lc_future_done(f)); /* the last read filled its buffer: tried at once */
+    assert_memory_equal(buf, "kl", 2);
+    lc_future_unref(f);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void write_later(void *arg)
 {
     int *fd = arg;
@@ -974,6 +1010,7 @@ int main(void)
         T(test_sock_mixes_with_add_reader),
         T(test_sock_closed_with_call_pending),
         T(test_sock_nonblocking_flag_of_reused_number),
+        T(test_sock_recv_after_short_read),
         cmocka_unit_test(test_sock_loop_close_fails_pending),
         T(test_sock_echo_server_python_client),
         T(test_sock_echo_client_python_server),
