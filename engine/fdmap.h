@@ -84,12 +84,12 @@ int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op);
 /* Takes op off its queue (no-op if not queued); stops watching the direction if it was the last. */
 void lc__fdwatch_unqueue(lc__sockop *op);
 
-/* Whether fd has queued sock_* calls in that direction (a new call then waits its turn). */
-bool lc__fdwatch_busy(lc_loop_t *loop, int fd, bool write);
-
-/* Whether fd has a watcher that found it non-blocking when it was made (sock.c then skips its
- * fcntl; see "Non-blocking" in engine/fdwatch.c). */
-bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd);
+/* What sock.c asks of fd's watcher before a call, in one lookup: LC__FDW_NONBLOCK (the watcher
+ * found fd non-blocking when it was made: sock.c then skips its fcntl; see "Non-blocking" in
+ * engine/fdwatch.c), LC__FDW_DRAINED (the drained hint, below), LC__FDW_RBUSY / LC__FDW_WBUSY
+ * (calls of that direction are queued: a new one waits its turn). 0 without a watcher. */
+enum { LC__FDW_NONBLOCK = 1, LC__FDW_DRAINED = 2, LC__FDW_RBUSY = 4, LC__FDW_WBUSY = 8 };
+unsigned lc__fdwatch_state(lc_loop_t *loop, int fd);
 /* The read-readiness hint of fd's watcher (the rule Tokio uses): set when a recv on a stream
  * socket returned less than it asked for (its receive queue was empty then), cleared when the
  * watcher reports fd readable, or with drained false. While it is set a new read call skips its
@@ -97,7 +97,6 @@ bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd);
  * meanwhile is reported at the next poll; nothing is lost or reordered, the call only completes
  * from that poll instead of inside the call. No-op / false without a watcher. */
 void lc__fdwatch_set_drained(lc_loop_t *loop, int fd, bool drained);
-bool lc__fdwatch_drained(lc_loop_t *loop, int fd);
 /* Drops fd's watcher (a transport takes the number): its callbacks are forgotten and its queued
  * calls fail with -EBADF. */
 void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w);

@@ -369,16 +369,13 @@ void lc__fdwatch_set_drained(lc_loop_t *loop, int fd, bool drained)
         w->drained = drained && w->stream;
 }
 
-bool lc__fdwatch_drained(lc_loop_t *loop, int fd)
+unsigned lc__fdwatch_state(lc_loop_t *loop, int fd)
 {
     lc__fdwatch *w = lc__fdmap_watch(loop, fd);
-    return w != NULL && w->drained;
-}
-
-bool lc__fdwatch_nonblocking(lc_loop_t *loop, int fd)
-{
-    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
-    return w != NULL && w->nonblock;
+    if (w == NULL)
+        return 0;
+    return (w->nonblock ? LC__FDW_NONBLOCK : 0) | (w->drained ? LC__FDW_DRAINED : 0) |
+           (w->rq_head != NULL ? LC__FDW_RBUSY : 0) | (w->wq_head != NULL ? LC__FDW_WBUSY : 0);
 }
 
 /* ---- The epoll's callback ---------------------------------------------------------------------
@@ -638,10 +635,4 @@ void lc__fdwatch_unqueue(lc__sockop *op)
      * one loses the direction if nothing else wants it. */
     if (w->level && watch_sync(w) != 0)
         watch_drop(w, -EBADF, true);
-}
-
-bool lc__fdwatch_busy(lc_loop_t *loop, int fd, bool write)
-{
-    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
-    return w != NULL && (write ? w->wq_head : w->rq_head) != NULL;
 }

@@ -256,8 +256,9 @@ static bool op_attempt(lc__sockop *o)
 /* The checks every call starts with (asyncio's, plus the thread check). The non-blocking flag
  * is read with fcntl unless fd's watcher saw it set (cached: recv and send are tried with
  * MSG_DONTWAIT, so a stale answer never blocks; see "Non-blocking" in engine/fdwatch.c);
- * connect and accept cannot be told not to block and pass cached = false. */
-static int sock_check(lc_loop_t *loop, int fd, const char *what, bool cached)
+ * connect and accept cannot be told not to block and pass cached = false. *st: fd's watcher
+ * state (lc__fdwatch_state), for op_run. */
+static int sock_check(lc_loop_t *loop, int fd, const char *what, bool cached, unsigned *st)
 {
     if (loop == NULL || fd < 0)
         return LC_EINVAL;
@@ -268,7 +269,8 @@ static int sock_check(lc_loop_t *loop, int fd, const char *what, bool cached)
         return r;
     if (lc__fdmap_is_transport(loop, fd))
         return LC_EFDTRANSPORT;
-    if (cached && lc__fdwatch_nonblocking(loop, fd))
+    *st = lc__fdwatch_state(loop, fd); /* the caller's too */
+    if (cached && (*st & LC__FDW_NONBLOCK))
         return 0;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)
@@ -293,17 +295,18 @@ static sockop *op_new(lc_loop_t *loop, int fd, int kind)
 }
 
 /* Runs s for fut (s takes a reference of its own): tries the operation unless earlier calls of
- * its direction wait (or the caller just tried it: tried), and queues s if it would block.
+ * its direction wait (st, fd's watcher state) or the caller just tried it (tried), and queues s
+ * if it would block.
  * Returns 0 (s then finishes fut, at once or
  * later) or an error of the queueing (s freed, fut untouched). */
-static int op_run(sockop *s, lc_future_t *fut, bool tried)
+static int op_run(sockop *s, lc_future_t *fut, bool tried, unsigned st)
 {
     s->op.fut = lc_future_ref(fut);
     /* A read on a socket whose last recv found its queue empty waits without trying (the
      * drained hint, engine/fdmap.h): the try would almost always say EAGAIN. */
-    if (!tried && !s->op.write && lc__fdwatch_drained(s->loop, s->fd))
+    if (!s->op.write && (st & LC__FDW_DRAINED))
         tried = true;
-    if (!tried && !lc__fdwatch_busy(s->loop, s->fd, s->op.write) && op_attempt(&s->op))
+    if (!tried && !(st & (s->op.write ? LC__FDW_WBUSY : LC__FDW_RBUSY)) && op_attempt(&s->op))
         return 0; /* done at once: op_finish resolved fut and freed s */
     int r = lc_future_add_done_callback(fut, op_done_cb, s);
     if (r == 0)
@@ -316,7 +319,7 @@ static int op_run(sockop *s, lc_future_t *fut, bool tried)
 }
 
 /* Creates the call's future in *fut (the caller's reference) and runs s for it. Takes s. */
-static int op_start(sockop *s, lc_future_t **fut)
+static int op_start(sockop *s, lc_future_t **fut, unsigned st)
 {
     int r = lc_loop_create_future(s->loop, fut);
     if (r != 0) {
@@ -325,7 +328,7 @@ static int op_start(sockop *s, lc_future_t **fut)
         free(s);
         return r;
     }
-    r = op_run(s, *fut, false);
+    r = op_run(s, *fut, false, st);
     if (r != 0) {
         lc_future_unref(*fut);
         *fut = NULL;
@@ -338,7 +341,8 @@ int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut)
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_recv", true);
+    unsigned st = 0;
+    int r = sock_check(loop, fd, "sock_recv", true, &st);
     if (r != 0)
         return r;
     if (nbytes == 0 || nbytes > SIZE_MAX - sizeof(lc_sock_data_t))
@@ -353,7 +357,7 @@ int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut)
     }
     s->u.rd.data->data = (unsigned char *)(s->u.rd.data + 1);
     s->u.rd.cap = nbytes;
-    return op_start(s, fut);
+    return op_start(s, fut, st);
 }
 
 int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_future_t **fut)
@@ -361,7 +365,8 @@ int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_fu
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_recv_into", true);
+    unsigned st = 0;
+    int r = sock_check(loop, fd, "sock_recv_into", true, &st);
     if (r != 0)
         return r;
     if (buf == NULL || len == 0)
@@ -371,7 +376,7 @@ int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_fu
         return LC_ENOMEM;
     s->u.rd.buf = buf;
     s->u.rd.cap = len;
-    return op_start(s, fut);
+    return op_start(s, fut, st);
 }
 
 int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, lc_future_t **fut)
@@ -379,7 +384,8 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_sendall", true);
+    unsigned st = 0;
+    int r = sock_check(loop, fd, "sock_sendall", true, &st);
     if (r != 0)
         return r;
     if (data == NULL && len > 0)
@@ -390,7 +396,7 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
     /* Try the whole send first, with the caller's buffer: only the rest is copied. */
     size_t off = 0;
     int err = 0;
-    bool busy = lc__fdwatch_busy(loop, fd, true); /* earlier sendalls wait: go behind them */
+    bool busy = (st & LC__FDW_WBUSY) != 0; /* earlier sendalls wait: go behind them */
     if (!busy && try_send(fd, data, len, &off, &err)) {
         if (err != 0)
             lc_future_set_error(*fut, err);
@@ -405,7 +411,7 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
     } else {
         memcpy(s->u.wr.buf, (const unsigned char *)data + off, len - off);
         s->u.wr.len = len - off;
-        r = op_run(s, *fut, !busy);
+        r = op_run(s, *fut, !busy, st);
     }
     if (r != 0) {
         lc_future_unref(*fut);
@@ -419,13 +425,14 @@ int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut)
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_accept", false);
+    unsigned st = 0;
+    int r = sock_check(loop, fd, "sock_accept", false, &st);
     if (r != 0)
         return r;
     sockop *s = op_new(loop, fd, OP_ACCEPT);
     if (s == NULL)
         return LC_ENOMEM;
-    return op_start(s, fut);
+    return op_start(s, fut, st);
 }
 
 int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *addr,
@@ -434,7 +441,8 @@ int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *ad
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_connect", false);
+    unsigned st = 0;
+    int r = sock_check(loop, fd, "sock_connect", false, &st);
     if (r != 0)
         return r;
     if (addr == NULL || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage))
@@ -444,7 +452,7 @@ int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *ad
         return LC_ENOMEM;
     memcpy(&s->u.conn.addr, addr, addrlen);
     s->u.conn.addrlen = addrlen;
-    return op_start(s, fut);
+    return op_start(s, fut, st);
 }
 
 /* ---- sock_connect with a host name ------------------------------------------------------------
@@ -462,6 +470,7 @@ static void connect_resolved(int status, struct addrinfo *res, void *arg)
     resolving *rv = arg;
     lc_future_t *fut = rv->fut;
     int err = 0;
+    unsigned st = 0;
     if (lc_future_done(fut)) {
         /* cancelled meanwhile: no connect */
     } else if (rv->loop->closed) {
@@ -470,7 +479,7 @@ static void connect_resolved(int status, struct addrinfo *res, void *arg)
         err = status;
     } else if (res == NULL || res->ai_addrlen > sizeof(struct sockaddr_storage)) {
         err = UV_EAI_NONAME;
-    } else if ((err = sock_check(rv->loop, rv->fd, "sock_connect", false)) == 0) {
+    } else if ((err = sock_check(rv->loop, rv->fd, "sock_connect", false, &st)) == 0) {
         /* The socket is checked again: a transport may have taken it meanwhile. asyncio
          * connects to the first address getaddrinfo gives for the socket's family and type. */
         sockop *s = op_new(rv->loop, rv->fd, OP_CONNECT);
@@ -479,7 +488,7 @@ static void connect_resolved(int status, struct addrinfo *res, void *arg)
         } else {
             memcpy(&s->u.conn.addr, res->ai_addr, res->ai_addrlen);
             s->u.conn.addrlen = res->ai_addrlen;
-            err = op_run(s, fut, false);
+            err = op_run(s, fut, false, st);
         }
     }
     if (err != 0)
@@ -503,7 +512,8 @@ int lc_loop_sock_connect(lc_loop_t *loop, int fd, const char *host, uint16_t por
     if (fut == NULL)
         return LC_EINVAL;
     *fut = NULL;
-    int r = sock_check(loop, fd, "sock_connect", false);
+    unsigned st = 0;
+    int r = sock_check(loop, fd, "sock_connect", false, &st);
     if (r != 0)
         return r;
     int family = sock_int_opt(fd, SO_DOMAIN);
