@@ -55,7 +55,10 @@
  *
  * Cost: a call that completes at once makes its one system call; one that waits adds one
  * epoll_ctl (re-arming the fd's one-shot registration, kept from its last wait) and shares the
- * loop's epoll_wait with every other watched fd.
+ * loop's epoll_wait with every other watched fd. One exception to "tries first": a read on a
+ * stream socket whose previous recv returned less than it asked for (its queue was empty then)
+ * waits without trying, as Tokio does; data that came meanwhile is reported by the next poll, so
+ * the call completes one iteration later, never with anything lost or reordered.
  * @{ */
 #ifndef LOOPCORE_SOCK_H
 #define LOOPCORE_SOCK_H
