@@ -2,7 +2,7 @@
  * recvmmsg/sendmmsg floor, asyncio and uvloop (issue 16), all in one invocation.
  *
  *   bazel run -c opt //bench:udp_bench -- [--duration SECONDS] [--warmup SECONDS]
- *       [--connections N] [--pipeline N] [--loops N] [--sizes 64,1200]
+ *       [--connections N] [--pipeline N] [--loops N] [--sizes 64,1200] [--repeat R]
  *
  * For each size, each server is started as a child process on 127.0.0.1 (a port of its own
  * choosing, read from its "listening on HOST:PORT" line): bench/udp_echo_server (--loops N,
@@ -18,9 +18,13 @@
  *   bench=udp_echo_64 ours=<pps> floor=<pps> asyncio=<pps> uvloop=<pps> ours_cpu_us=<v>
  *       floor_cpu_us=<v> unit=pps ratio_vs_floor=<x> cpu_ratio_vs_floor=<x> ratio_vs_uvloop=<x>
  *
- * (one line); then GSO / GRO's gain apart: our server with offload on, loaded with each pipeline
- * sent as one UDP GSO batch (lcbench --gso: its sockets use GSO and GRO too; the server's GRO
- * receives a batch as one super-packet and splits it back, and its answers go back as one):
+ * (one line). With --repeat R (default 1) ours and the floor are measured R times, alternating,
+ * each figure is the median of its R runs, and the line ends with runs=R and
+ * cpu_ratio_vs_floor_best=<x> (ours' lowest CPU per datagram over the floor's lowest: this VM's
+ * neighbours move single runs by 5-10 %). Then GSO / GRO's gain apart: our server with offload on,
+ * loaded with each pipeline sent as one UDP GSO batch (lcbench --gso: its sockets use GSO and GRO
+ * too; the server's GRO receives a batch as one super-packet and splits it back, and its answers go
+ * back as one):
  *
  *   bench=udp_echo_64_gso ours_gso=<pps> ours=<pps> ours_gso_cpu_us=<v> ours_cpu_us=<v> unit=pps
  *       ratio_gso_vs_plain=<x> cpu_ratio_gso_vs_plain=<x>
@@ -123,8 +127,43 @@ static void stop_server(pid_t pid)
 
 typedef struct {
     double duration, warmup;
-    unsigned connections, pipeline, loops;
+    unsigned connections, pipeline, loops, repeat;
 } opts_t;
+
+enum { MAX_REPEAT = 31 };
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of n figures (pps and CPU each on its own); not ok if any run was not. */
+static figure_t median(const figure_t *f, unsigned n)
+{
+    double pps[MAX_REPEAT], cpu[MAX_REPEAT];
+    figure_t m = {.ok = true};
+    for (unsigned i = 0; i < n; i++) {
+        pps[i] = f[i].pps;
+        cpu[i] = f[i].cpu_us;
+        m.ok = m.ok && f[i].ok;
+    }
+    qsort(pps, n, sizeof(double), cmp_double);
+    qsort(cpu, n, sizeof(double), cmp_double);
+    m.pps = n % 2 ? pps[n / 2] : (pps[n / 2 - 1] + pps[n / 2]) / 2;
+    m.cpu_us = n % 2 ? cpu[n / 2] : (cpu[n / 2 - 1] + cpu[n / 2]) / 2;
+    return m;
+}
+
+/* The lowest CPU per datagram of n runs (0 if none measured). */
+static double best_cpu(const figure_t *f, unsigned n)
+{
+    double b = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (f[i].cpu_us > 0 && (b == 0 || f[i].cpu_us < b))
+            b = f[i].cpu_us;
+    return b;
+}
 
 static figure_t measure(const char *who, char *const argv[], size_t size, const opts_t *o,
                         unsigned load_threads, bool gso)
@@ -212,7 +251,8 @@ static void ratio(char *buf, size_t len, double a, double b)
 
 int main(int argc, char **argv)
 {
-    opts_t o = {.duration = 5, .warmup = 1, .connections = 32, .pipeline = 4, .loops = 1};
+    opts_t o = {
+        .duration = 5, .warmup = 1, .connections = 32, .pipeline = 4, .loops = 1, .repeat = 1};
     const char *sizes = "64,1200";
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -228,13 +268,16 @@ int main(int argc, char **argv)
             o.loops = (unsigned)atoi(v);
         else if (strcmp(k, "--sizes") == 0)
             sizes = v;
+        else if (strcmp(k, "--repeat") == 0)
+            o.repeat = (unsigned)atoi(v);
         else
             o.loops = 0;
     }
     if ((argc - 1) % 2 != 0 || o.loops < 1 || o.loops > 256 || !(o.duration > 0) ||
-        !(o.warmup >= 0) || o.connections < o.loops || o.pipeline < 1) {
+        !(o.warmup >= 0) || o.connections < o.loops || o.pipeline < 1 || o.repeat < 1 ||
+        o.repeat > MAX_REPEAT) {
         fprintf(stderr, "usage: udp_bench [--duration S] [--warmup S] [--connections N] "
-                        "[--pipeline N] [--loops N] [--sizes 64,1200]\n");
+                        "[--pipeline N] [--loops N] [--sizes 64,1200] [--repeat 1-31]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -265,8 +308,13 @@ int main(int argc, char **argv)
             status = 2;
             break;
         }
-        figure_t f_ours = measure("loopcore", ours_argv, size, &o, o.loops, false);
-        figure_t f_floor = measure("floor", floor_argv, size, &o, o.loops, false);
+        figure_t runs_ours[MAX_REPEAT], runs_floor[MAX_REPEAT];
+        for (unsigned k = 0; k < o.repeat; k++) {
+            runs_ours[k] = measure("loopcore", ours_argv, size, &o, o.loops, false);
+            runs_floor[k] = measure("floor", floor_argv, size, &o, o.loops, false);
+        }
+        figure_t f_ours = median(runs_ours, o.repeat);
+        figure_t f_floor = median(runs_floor, o.repeat);
         figure_t f_asyncio =
             have_py ? measure("asyncio", asyncio_argv, size, &o, 1, false) : (figure_t){0};
         figure_t f_uvloop =
@@ -280,9 +328,16 @@ int main(int argc, char **argv)
         ratio(r_uv, sizeof(r_uv), f_ours.pps, f_uvloop.pps);
         printf("bench=udp_echo_%zu ours=%.0f floor=%.0f asyncio=%.0f uvloop=%.0f "
                "ours_cpu_us=%.3f floor_cpu_us=%.3f unit=pps ratio_vs_floor=%s "
-               "cpu_ratio_vs_floor=%s ratio_vs_uvloop=%s\n",
+               "cpu_ratio_vs_floor=%s ratio_vs_uvloop=%s",
                size, f_ours.pps, f_floor.pps, f_asyncio.pps, f_uvloop.pps, f_ours.cpu_us,
                f_floor.cpu_us, r_floor, r_cpu, r_uv);
+        if (o.repeat > 1) {
+            char r_best[16];
+            ratio(r_best, sizeof(r_best), best_cpu(runs_ours, o.repeat),
+                  best_cpu(runs_floor, o.repeat));
+            printf(" runs=%u cpu_ratio_vs_floor_best=%s", o.repeat, r_best);
+        }
+        printf("\n");
         char r_gso[16], r_gso_cpu[16];
         ratio(r_gso, sizeof(r_gso), f_gso.pps, f_ours.pps);
         ratio(r_gso_cpu, sizeof(r_gso_cpu), f_gso.cpu_us, f_ours.cpu_us);
