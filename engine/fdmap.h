@@ -28,7 +28,12 @@ typedef struct lc__fds_s {
     uint32_t gen;     /* the last watcher generation handed out (epoll_event.data's high half) */
     int dispatching;  /* inside the epoll's callback: dropped watchers wait on dead */
     lc__fdwatch *dead;
-    uint64_t stale_prev; /* the last event that matched no watcher (see "Stale events") */
+    uint64_t stale_prev;   /* the last event that matched no watcher (see "Stale events") */
+    uint32_t stale_count;  /* how many times running it came */
+    lc__fdwatch *unv_head; /* the unverified list, oldest first ("Closed fds") */
+    lc__fdwatch *unv_tail;
+    uint32_t epoch;     /* sweeps so far */
+    lc_handle_t *sweep; /* the next sweep's timer, or NULL */
 } lc__fds;
 
 /* fd's watcher, or NULL. */
@@ -70,6 +75,9 @@ struct lc__sockop_s {
     lc__fdwatch *w; /* NULL once unqueued */
     lc_future_t *fut;
     bool write;
+    /* recv, recv_into, sendall: may wait on an idle watcher without a check (engine/fdwatch.c,
+     * "Closed fds"); false: checked with epoll_ctl first. */
+    bool trusted;
     bool (*attempt)(lc__sockop *op);
     /* Finishes the op with err (LC_ECLOSED at loop close, -EBADF when the fd was found closed):
      * unqueue, fail the future if pending, free. */
@@ -93,10 +101,13 @@ unsigned lc__fdwatch_state(lc_loop_t *loop, int fd);
 /* The read-readiness hint of fd's watcher (the rule Tokio uses): set when a recv on a stream
  * socket returned less than it asked for (its receive queue was empty then), cleared when the
  * watcher reports fd readable, or with drained false. While it is set a new read call skips its
- * first try and waits: re-arming the one-shot registration polls the socket, so data that came
- * meanwhile is reported at the next poll; nothing is lost or reordered, the call only completes
- * from that poll instead of inside the call. No-op / false without a watcher. */
+ * first try and waits: data that came after that recv woke the socket's edge-triggered
+ * registration, so the next poll reports it (or already did, and cleared the hint); nothing is lost
+ * or reordered, the call only completes from that poll instead of inside the call. No-op / false
+ * without a watcher. */
 void lc__fdwatch_set_drained(lc_loop_t *loop, int fd, bool drained);
+/* sock_accept made fd: a watcher left on its number can only be stale; dropped. */
+void lc__fdwatch_new_fd(lc_loop_t *loop, int fd);
 /* Drops fd's watcher (a transport takes the number): its callbacks are forgotten and its queued
  * calls fail with -EBADF. */
 void lc__fdwatch_evict(lc_loop_t *loop, lc__fdwatch *w);

@@ -6,49 +6,56 @@
  * An epoll of our own. The watchers are not libuv handles: they are registrations in an epoll
  * that belongs to the registry (lc__fds.epfd), and libuv watches that epoll fd with one
  * uv_poll_t; its callback takes the ready watchers out with epoll_wait(0) and serves them. Why:
- *  - a sock_* call that waits needs its registration armed; with a uv_poll_t per fd that was a
- *    start and a stop per wait, three epoll_ctl (libuv deletes before it adds, and deletes on
- *    stop). Here a call that waits makes one epoll_ctl(MOD) on a registration kept from the last
- *    wait (one-shot: it disarms itself when it fires), and a steady recv / send loop makes no
- *    other system call for the loop's sake;
+ *  - a sock_* call that waits needs the fd registered; with a uv_poll_t per fd that was a start
+ *    and a stop per wait, three epoll_ctl (libuv deletes before it adds, and deletes on stop).
+ *    Here a socket is registered once, edge-triggered, and stays registered between calls: a
+ *    steady recv / send loop makes no system call for the loop's sake;
  *  - libuv aborts the process when it asks epoll to watch a number that is no longer open (its
  *    epoll_ctl in uv__io_poll), so every watcher had to be checked before each poll. Our own
  *    epoll_ctl just fails with EBADF, which is handled where it happens.
  *
  * Registrations. A watcher with a user reader or writer is registered level-triggered for
  * exactly what it needs (asyncio's add_reader is level-triggered: a callback that leaves data
- * unread runs again). One with only queued sock_* calls is registered EPOLLONESHOT: it fires
- * once and disarms itself, so a call cancelled or finished while armed costs at most one idle
- * wake-up and never a spin; the next call to wait re-arms it with MOD. A watcher whose
- * registrations are all gone stays in the epoll, disarmed (it holds nothing in the kernel but
- * the epoll item, which the kernel frees when the file closes), so that a socket that waits for
- * each message costs no allocation and no ADD / DEL; it is freed when the user removes its last
- * reader or writer, when its number is used for another file, when a transport takes the
- * number, or when the loop closes.
+ * unread runs again). One with only sock_* calls (or nothing, idle) is registered for
+ * EPOLLIN | EPOLLOUT | EPOLLET once, when its first call waits, and never changed: an edge that
+ * comes while no call waits is a wake-up for nothing (and clears the drained hint), never a
+ * spin. That is sound because every sock_* call tries its operation before it waits (the drained
+ * hint excepted, see engine/fdmap.h): an edge consumed while no call waited left the data to
+ * that try, and data that comes after a try that said EAGAIN makes a new edge. A watcher whose
+ * registrations are all gone stays in the epoll (the kernel frees the item when the file
+ * closes); it is freed when the user removes its last reader or writer, when its number is used
+ * for another file, when a transport takes the number, or when the loop closes.
  *
  * Closed fds (the rule for users: remove before close; sock_* calls should be finished or
  * cancelled before close). epoll forgets a file when its last descriptor is closed, so a
- * registration of a closed fd never fires again: no crash and no spin. Each watcher records the
- * identity (st_dev, st_ino) of the file it was made for and a generation, which is in its epoll
- * events; the number may come back for another file, and then:
- *  - a reader or writer added for it, or a sock_* call queued behind registrations already
- *    there, fstat()s fd first: the old watcher is dropped (its registrations reported to the
- *    exception handler, its queued calls failed with -EBADF) and a fresh one made;
- *  - a sock_* call that waits on an idle watcher re-arms it with MOD, which fails with ENOENT
- *    when the file under the number is not the one registered: the watcher is made afresh for
- *    the new file (nothing was registered on it, so nothing to report), and ADDed;
- *  - a re-arm after the callbacks ran that fails (the callback closed its fd) drops the watcher,
- *    reported;
- *  - a registration of a closed fd that nothing re-arms stays until removed (remove_reader then
+ * registration of a closed fd never fires again: no crash and no spin. But an idle watcher kept
+ * for its number may outlive its file, and the number come back for another, which is not in
+ * the epoll. Each watcher records the identity (st_dev, st_ino) of the file it was made for and a
+ * generation, which is in its epoll events, and:
+ *  - a reader or writer added, or a sock_* call queued behind registrations already there,
+ *    fstat()s fd first: an old watcher is dropped (its registrations reported to the exception
+ *    handler, its queued calls failed with -EBADF) and a fresh one made;
+ *  - sock_accept's new fd drops whatever watcher its number had (it can only be stale);
+ *  - sock_connect, sock_accept and sock_sendfile, waiting on an idle watcher, check it with
+ *    epoll_ctl(MOD), which fails with ENOENT when the file under the number is not the one
+ *    registered: the watcher is made afresh for the new file and ADDed;
+ *  - recv, recv_into and sendall, the calls of a steady loop, trust an idle watcher (no system
+ *    call) and join the unverified list; a sweep every LC__FDW_SWEEP seconds checks, with the
+ *    same MOD, the watchers on it that have waited since before the previous sweep: a stale one
+ *    hands its calls to a fresh watcher for the new file (they were made for the number, after
+ *    the old file's calls had finished: see the first rule). So a call on a reused number that a
+ *    stale watcher hid waits at most two sweep periods longer, never forever;
+ *  - a registration of a closed fd that nothing checks stays until removed (remove_reader then
  *    says it was registered, as asyncio's does), replaced as above, taken by a transport, or the
  *    loop closes (queued calls then fail with LC_ECLOSED).
  *
  * Stale events. An event whose generation is not its number's watcher's comes from a
- * registration we no longer track: one-shot ones fire once and are ignored. A level-triggered
- * one of a file the user closed while another descriptor of it lives on (a dup, a child) cannot
- * be deleted (EPOLL_CTL_DEL names the file by the number, which is another file's now) and
- * would wake the loop forever; seen in two dispatches running, the epoll is rebuilt: a fresh
- * one, every live watcher re-identified (fstat) and registered again, and a report.
+ * registration we no longer track, of a file closed while another descriptor of it lives on (a
+ * dup, a child): it cannot be deleted (EPOLL_CTL_DEL names the file by the number, which is
+ * another file's now) and would wake the loop at each edge (edge-triggered) or every iteration
+ * (level-triggered) for ever. The same stale event seen LC__FDW_STALE_MAX times running rebuilds
+ * the epoll: a fresh one, every live watcher re-identified (fstat) and registered again, and a
+ * report.
  *
  * Non-blocking. asyncio requires the socket of a sock_* call to be non-blocking and checks a
  * flag in the socket object. Our flag is the watcher's: O_NONBLOCK is read (fcntl) when a
@@ -72,20 +79,26 @@
 
 #include "engine/fdmap.h"
 
-enum { LC__FDW_EVENTS = 256 }; /* epoll events taken per dispatch; more wait for the next */
+enum { LC__FDW_EVENTS = 256 };  /* epoll events taken per dispatch; more wait for the next */
+#define LC__FDW_SWEEP 0.005     /* seconds between checks of trusted watchers ("Closed fds") */
+enum { LC__FDW_STALE_MAX = 8 }; /* the same stale event this many times: rebuild */
+#define LC__FDW_ET (EPOLLIN | EPOLLOUT | EPOLLET) /* a sock_*-only watcher's registration */
 
 struct lc__fdwatch_s {
     lc_loop_t *loop;
     int fd;
-    uint32_t gen;   /* this watcher's generation: the high half of its epoll_event.data */
-    uint32_t armed; /* EPOLLIN / EPOLLOUT the kernel will report (0: disarmed or not in) */
-    bool in_epoll;  /* has an item in the registry's epoll (as far as we know) */
-    bool level;     /* that item is level-triggered (a user reader or writer), else one-shot */
-    bool nonblock;  /* O_NONBLOCK was set when the watcher was made for its file */
-    bool stream;    /* a SOCK_STREAM socket (the drained hint applies) */
-    bool drained;   /* the drained hint (engine/fdmap.h) */
-    bool dead;      /* dropped: no longer in the registry, freed once no dispatch can see it */
-    dev_t dev;      /* the identity of the file the watcher was made for */
+    uint32_t gen;    /* this watcher's generation: the high half of its epoll_event.data */
+    uint32_t armed;  /* level: the EPOLLIN / EPOLLOUT registered; else LC__FDW_ET */
+    bool in_epoll;   /* has an item in the registry's epoll (as far as we know) */
+    bool level;      /* that item is level-triggered (a user reader or writer), else LC__FDW_ET */
+    bool unverified; /* on the registry's unverified list ("Closed fds") */
+    uint32_t unv_epoch; /* the sweep epoch it joined the list in */
+    lc__fdwatch *unv_prev, *unv_next;
+    bool nonblock; /* O_NONBLOCK was set when the watcher was made for its file */
+    bool stream;   /* a SOCK_STREAM socket (the drained hint applies) */
+    bool drained;  /* the drained hint (engine/fdmap.h) */
+    bool dead;     /* dropped: no longer in the registry, freed once no dispatch can see it */
+    dev_t dev;     /* the identity of the file the watcher was made for */
     ino_t ino;
     lc__fdwatch *dead_next;
     lc_call_fn rfn, wfn; /* the user's reader and writer, or NULL */
@@ -107,11 +120,54 @@ static uint32_t watch_want(const lc__fdwatch *w)
            ((w->wfn != NULL || w->wq_head != NULL) ? EPOLLOUT : 0);
 }
 
-/* Registers w for want (level-triggered or one-shot), ADD or MOD. 0 or -errno (EBADF: fd is
- * closed; ENOENT on MOD: the file under fd is not the one registered; EPERM: not pollable). */
+/* The unverified list ("Closed fds"): watchers trusted without a check since they last went
+ * from idle to waiting. */
+static void unv_unlink(lc__fdwatch *w)
+{
+    if (!w->unverified)
+        return;
+    lc__fds *m = w->loop->fds;
+    if (w->unv_prev != NULL)
+        w->unv_prev->unv_next = w->unv_next;
+    else
+        m->unv_head = w->unv_next;
+    if (w->unv_next != NULL)
+        w->unv_next->unv_prev = w->unv_prev;
+    else
+        m->unv_tail = w->unv_prev;
+    w->unv_prev = w->unv_next = NULL;
+    w->unverified = false;
+}
+
+static void sweep_cb(void *arg);
+
+static void unv_add(lc__fdwatch *w)
+{
+    lc__fds *m = w->loop->fds;
+    if (w->unverified)
+        return; /* keeps its older place */
+    w->unverified = true;
+    w->unv_epoch = m->epoch;
+    w->unv_next = NULL;
+    w->unv_prev = m->unv_tail;
+    if (m->unv_tail != NULL)
+        m->unv_tail->unv_next = w;
+    else
+        m->unv_head = w;
+    m->unv_tail = w;
+    /* Out of memory for the timer: the next add tries again; until then the calls wait as they
+     * would have anyway, only unchecked. */
+    if (m->sweep == NULL && lc_loop_call_later(w->loop, LC__FDW_SWEEP, sweep_cb, m, &m->sweep) != 0)
+        m->sweep = NULL;
+}
+
+/* Registers w for want, level-triggered (a user reader or writer) or as LC__FDW_ET, ADD or MOD.
+ * Success also proves that the file under fd is the one registered: w leaves the unverified
+ * list. 0 or -errno (EBADF: fd is closed; ENOENT on MOD: the file under fd is not the one
+ * registered; EPERM: not pollable). */
 static int watch_ctl(lc__fdwatch *w, uint32_t want, bool level)
 {
-    struct epoll_event ev = {.events = want | (level ? 0 : EPOLLONESHOT),
+    struct epoll_event ev = {.events = level ? want : LC__FDW_ET,
                              .data.u64 = (uint64_t)w->gen << 32 | (uint32_t)w->fd};
     int epfd = w->loop->fds->epfd;
     if (epoll_ctl(epfd, w->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &ev) != 0) {
@@ -123,27 +179,27 @@ static int watch_ctl(lc__fdwatch *w, uint32_t want, bool level)
     }
     w->in_epoll = true;
     w->level = level;
-    w->armed = want;
+    w->armed = level ? want : LC__FDW_ET;
+    unv_unlink(w);
     return 0;
 }
 
-/* Brings w's registration in line with what it needs. 0, or watch_ctl()'s error. */
+/* Brings w's registration in line with what it needs: level-triggered for exactly what its
+ * reader and writer need, else LC__FDW_ET once something waits (kept when idle). 0, or
+ * watch_ctl()'s error. */
 static int watch_sync(lc__fdwatch *w)
 {
     if (w->dead)
         return 0;
-    uint32_t want = watch_want(w);
-    bool level = w->rfn != NULL || w->wfn != NULL;
-    if (want == 0) {
-        /* Idle. A level item must not stay armed (it would report forever): make it a
-         * disarmed one-shot one (errors and hang-ups may still wake it once). */
-        if (w->in_epoll && w->level && w->armed != 0)
-            return watch_ctl(w, 0, false);
-        return 0;
+    if (w->rfn != NULL || w->wfn != NULL) {
+        uint32_t want = watch_want(w);
+        return w->in_epoll && w->level && w->armed == want ? 0 : watch_ctl(w, want, true);
     }
-    if (level ? (w->level && w->armed == want) : (!w->level && (want & ~w->armed) == 0))
-        return 0; /* a one-shot item armed for more than needed wakes at most once for nothing */
-    return watch_ctl(w, want, level);
+    if (w->in_epoll && !w->level)
+        return 0;
+    if (!w->in_epoll && !watch_registered(w))
+        return 0; /* nothing to watch yet */
+    return watch_ctl(w, LC__FDW_ET, false);
 }
 
 static void watch_free_dead(lc__fds *m)
@@ -162,6 +218,7 @@ static void watch_close(lc__fdwatch *w)
     if (w->dead)
         return;
     w->dead = true;
+    unv_unlink(w);
     lc__fds *m = w->loop->fds;
     if (lc__fdmap_watch(w->loop, w->fd) == w)
         m->watch[w->fd] = NULL;
@@ -255,6 +312,11 @@ static void fds_force_close(lc__resource *r)
     for (uint32_t fd = 0; fd < m->watch_cap; fd++)
         if (m->watch[fd] != NULL)
             watch_drop(m->watch[fd], LC_ECLOSED, false);
+    if (m->sweep != NULL) {
+        lc_handle_cancel(m->sweep);
+        lc_handle_unref(m->sweep);
+        m->sweep = NULL;
+    }
     fds_close_epoll(m);
 }
 
@@ -412,8 +474,6 @@ static void run_user(lc__fdwatch *w, lc_call_fn fn, void *arg)
  * selector): each sees the socket's state in its own call. */
 static void watch_dispatch(lc__fdwatch *w, uint32_t events)
 {
-    if (!w->level)
-        w->armed = 0; /* a one-shot item disarms itself as it fires */
     /* Memory safety: w is freed only at the end of the dispatch (watch_close), so it stays
      * readable whatever the user's callbacks do; dead says it is done. */
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
@@ -427,8 +487,8 @@ static void watch_dispatch(lc__fdwatch *w, uint32_t events)
             run_user(w, w->wfn, w->warg);
         serve(w, true);
     }
-    /* Re-arm what is still wanted. It fails if a callback closed fd (or it came back as another
-     * file): what is registered concerns a closed fd. */
+    /* Watch what is still wanted (a callback may have changed it). It fails if a callback
+     * closed fd (or it came back as another file): what is registered concerns a closed fd. */
     if (!w->dead && watch_sync(w) != 0)
         watch_drop(w, -EBADF, true);
 }
@@ -442,24 +502,28 @@ static void ep_cb(uv_poll_t *p, int status, int events)
         return;
     struct epoll_event ev[LC__FDW_EVENTS];
     int n = epoll_wait(m->epfd, ev, LC__FDW_EVENTS, 0);
-    uint64_t stale = 0;
     bool rebuild = false;
     m->dispatching++;
     for (int i = 0; i < n; i++) {
         int fd = (int)(uint32_t)ev[i].data.u64;
         lc__fdwatch *w = lc__fdmap_watch(m->loop, fd);
         if (w == NULL || w->gen != (uint32_t)(ev[i].data.u64 >> 32)) {
-            rebuild |= ev[i].data.u64 == m->stale_prev;
-            stale = ev[i].data.u64;
+            /* The item of a closed file that lives on elsewhere, or one closed during this
+             * dispatch (once). */
+            m->stale_count = ev[i].data.u64 == m->stale_prev ? m->stale_count + 1 : 1;
+            m->stale_prev = ev[i].data.u64;
+            rebuild |= m->stale_count >= LC__FDW_STALE_MAX;
             continue;
         }
         watch_dispatch(w, ev[i].events);
     }
-    m->stale_prev = stale;
     if (--m->dispatching == 0)
         watch_free_dead(m);
-    if (rebuild && !m->loop->closed)
+    if (rebuild && !m->loop->closed) {
+        m->stale_prev = 0;
+        m->stale_count = 0;
         fds_rebuild(m);
+    }
 }
 
 /* ---- add / remove ------------------------------------------------------------------------------
@@ -591,7 +655,10 @@ static void dequeue(lc__fdwatch *w, lc__sockop *op)
     op->w = NULL;
 }
 
-int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op)
+/* Queues op on fd's watcher (made if needed). An op that is not trusted makes sure, with a
+ * system call, that the registration is the current file's even if the watcher was idle (see
+ * "Closed fds"). */
+static int queue_op(lc_loop_t *loop, int fd, lc__sockop *op)
 {
     lc__fdwatch *w = lc__fdmap_watch(loop, fd);
     int r;
@@ -605,16 +672,21 @@ int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op)
             return LC_EINVAL; /* a new file under a number sock.c trusted the old flag of */
         }
     }
-    /* Idle watchers (the usual case: one call at a time) are checked by the re-arm itself. */
+    bool idle = !watch_registered(w), ctl = true;
     enqueue(w, op);
-    r = watch_sync(w);
+    if (!w->in_epoll || w->level)
+        r = watch_sync(w);
+    else if (idle && !op->trusted)
+        r = watch_ctl(w, LC__FDW_ET, false); /* MOD: is the file under fd the one registered? */
+    else
+        r = 0, ctl = false;
     if (r == -ENOENT && w->in_epoll) {
         /* The file under fd is not the one registered: it was closed and the number reused.
          * Nothing of the new file's was registered on w (else it would have been checked
          * above): make the watcher afresh. */
         dequeue(w, op);
         watch_drop(w, -EBADF, true);
-        return lc__fdwatch_queue(loop, fd, op);
+        return queue_op(loop, fd, op);
     }
     if (r != 0) {
         dequeue(w, op);
@@ -622,7 +694,58 @@ int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op)
             watch_close(w);
         return r;
     }
+    if (idle && !ctl)
+        unv_add(w); /* trusted: checked by a sweep if it waits long */
     return 0;
+}
+
+int lc__fdwatch_queue(lc_loop_t *loop, int fd, lc__sockop *op) { return queue_op(loop, fd, op); }
+
+/* The watchers trusted since before the previous sweep that still wait are checked (MOD): a
+ * stale one hands its calls to a fresh watcher for the file now under its number. */
+static void sweep_cb(void *arg)
+{
+    lc__fds *m = arg;
+    lc_handle_unref(m->sweep);
+    m->sweep = NULL;
+    uint32_t cutoff = m->epoch++;
+    lc__fdwatch *w;
+    while ((w = m->unv_head) != NULL && w->unv_epoch < cutoff) {
+        unv_unlink(w);
+        if (!watch_registered(w) || w->level || w->dead)
+            continue;
+        int r = watch_ctl(w, LC__FDW_ET, false);
+        if (r == 0)
+            continue;
+        if (r != -ENOENT) { /* closed: what waits on it concerns a closed fd */
+            watch_drop(w, -EBADF, true);
+            continue;
+        }
+        /* Another file under the number: its calls were made for it (the old file's calls had
+         * finished, or the first rule of "Closed fds" would have caught them). */
+        lc_loop_t *loop = w->loop;
+        int fd = w->fd;
+        lc__sockop *ops[2] = {w->rq_head, w->wq_head};
+        w->rq_head = w->rq_tail = w->wq_head = w->wq_tail = NULL;
+        for (int d = 0; d < 2; d++)
+            for (lc__sockop *op = ops[d]; op != NULL; op = op->next)
+                op->w = NULL;
+        watch_close(w);
+        for (int d = 0; d < 2; d++) {
+            lc__sockop *op = ops[d];
+            while (op != NULL) {
+                lc__sockop *next = op->next;
+                op->prev = op->next = NULL;
+                int e = queue_op(loop, fd, op);
+                if (e != 0)
+                    op->fail(op, e);
+                op = next;
+            }
+        }
+    }
+    if (m->unv_head != NULL && m->sweep == NULL &&
+        lc_loop_call_later(m->loop, LC__FDW_SWEEP, sweep_cb, m, &m->sweep) != 0)
+        m->sweep = NULL;
 }
 
 void lc__fdwatch_unqueue(lc__sockop *op)
@@ -631,8 +754,16 @@ void lc__fdwatch_unqueue(lc__sockop *op)
     if (w == NULL)
         return;
     dequeue(w, op);
-    /* A one-shot item armed for this call stays so: it fires at most once, for nothing. A level
-     * one loses the direction if nothing else wants it. */
+    if (!watch_registered(w))
+        unv_unlink(w); /* idle: its next call is trusted (or checked) afresh */
+    /* A level item loses the direction if nothing else wants it; the edge-triggered one stays. */
     if (w->level && watch_sync(w) != 0)
+        watch_drop(w, -EBADF, true);
+}
+
+void lc__fdwatch_new_fd(lc_loop_t *loop, int fd)
+{
+    lc__fdwatch *w = lc__fdmap_watch(loop, fd);
+    if (w != NULL)
         watch_drop(w, -EBADF, true);
 }

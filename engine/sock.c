@@ -244,6 +244,8 @@ static bool op_attempt(lc__sockop *o)
         lc_sock_accepted_t *a = NULL;
         if (!try_accept(s->fd, &a, &err))
             return false;
+        if (a != NULL) /* a watcher left on the new fd's number can only be stale */
+            lc__fdwatch_new_fd(s->loop, a->fd);
         op_finish(s, err, a, a != NULL ? recv_dtor : NULL);
         return true;
     }
@@ -289,6 +291,9 @@ static sockop *op_new(lc_loop_t *loop, int fd, int kind)
     s->fd = fd;
     s->kind = kind;
     s->op.write = kind == OP_SENDALL || kind == OP_CONNECT;
+    /* The calls of a steady loop wait without a check of the fd's identity (engine/fdwatch.c,
+     * "Closed fds"); connect and accept, which start a socket's life, are checked. */
+    s->op.trusted = kind == OP_RECV || kind == OP_RECV_INTO || kind == OP_SENDALL;
     s->op.attempt = op_attempt;
     s->op.fail = op_fail;
     return s;

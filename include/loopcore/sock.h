@@ -53,12 +53,17 @@
  * send with MSG_DONTWAIT, so a socket made blocking behind the loop's back never blocks it, and
  * a call that has to wait on a number reused by another file reads the flag again.
  *
- * Cost: a call that completes at once makes its one system call; one that waits adds one
- * epoll_ctl (re-arming the fd's one-shot registration, kept from its last wait) and shares the
- * loop's epoll_wait with every other watched fd. One exception to "tries first": a read on a
- * stream socket whose previous recv returned less than it asked for (its queue was empty then)
- * waits without trying, as Tokio does; data that came meanwhile is reported by the next poll, so
- * the call completes one iteration later, never with anything lost or reordered.
+ * Cost: a call that completes at once makes its one system call; one that waits makes none
+ * more: the socket is registered (edge-triggered) in the loop's epoll of watched fds at its first
+ * wait and stays so, and the calls share that epoll's wait with every other watched fd.
+ * sock_connect, sock_accept and sock_sendfile check with one epoll_ctl that the registration is
+ * the socket's (the number may have been closed and reused); recv, recv_into and sendall trust
+ * it, and a call that is still waiting after 5 to 10 ms is checked then (a number reused by a
+ * socket not made by sock_accept may so wait up to 10 ms longer, never forever). One exception to
+ * "tries first": a read on a stream socket whose previous recv returned less than it asked for (its
+ * queue was empty then) waits without trying, as Tokio does; data that came meanwhile is reported
+ * by the next poll, so the call completes one iteration later, never with anything lost or
+ * reordered.
  * @{ */
 #ifndef LOOPCORE_SOCK_H
 #define LOOPCORE_SOCK_H

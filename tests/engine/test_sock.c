@@ -64,7 +64,8 @@ static void test_sock_requires_nonblocking(void **state)
 
 /* The non-blocking flag is cached on fd's watcher (engine/fdwatch.c, "Non-blocking"). A socket
  * closed after a call waited on it leaves its watcher; a blocking socket that comes back under
- * the number is refused when a call must wait on it, and a try on it never blocks the loop. */
+ * the number is found when a call waiting on it is checked (engine/fdwatch.c, "Closed fds": a
+ * sweep within 10 ms), which fails it with LC_EINVAL; a try on it never blocks the loop. */
 static void test_sock_nonblocking_flag_of_reused_number(void **state)
 {
     lc_loop_t *loop = *state;
@@ -84,15 +85,103 @@ static void test_sock_nonblocking_flag_of_reused_number(void **state)
     int fd = sv[0] == num ? sv[0] : sv[1];
     int peer = fd == sv[0] ? sv[1] : sv[0];
     assert_int_equal(fd, num);
-    f = (lc_future_t *)1;
-    assert_int_equal(lc_loop_sock_recv(loop, fd, 4, &f), LC_EINVAL); /* would wait: checked */
-    assert_null(f);
-    /* And once the number's watcher is the new file's, every call is refused at once. */
+    assert_int_equal(lc_loop_sock_recv(loop, fd, 4, &f), 0); /* trusted the old watcher: waits */
+    assert_false(lc_future_done(f));
+    assert_int_equal(await_fut(loop, f, NULL), LC_EINVAL);
+    lc_future_unref(f);
+    /* And once the number has no watcher of the old file, every call is refused at once. */
     assert_int_equal(write(peer, "b", 1), 1);
     assert_int_equal(lc_loop_sock_recv(loop, fd, 4, &f), LC_EINVAL);
     assert_int_equal(lc_loop_sock_sendall(loop, fd, "x", 1, &f), LC_EINVAL);
     close(sv[0]);
     close(sv[1]);
+}
+
+static void count_handler(lc_loop_t *loop, const lc_exception_context_t *ctx, void *arg);
+
+/* A socket closed properly (no call pending) leaves its idle watcher; a socket made elsewhere
+ * (not by sock_accept) that gets the number back is not in the watchers' epoll, and a call that
+ * trusted the old watcher would wait for ever: the sweep finds it (5-10 ms), hands the call to a
+ * fresh watcher, and the data arrives. Nothing is reported (nothing was misused). */
+static void test_sock_number_reused_by_another_socket(void **state)
+{
+    lc_loop_t *loop = *state;
+    int reports = 0;
+    lc_loop_set_exception_handler(loop, count_handler, &reports);
+    for (int round = 0; round < 3; round++) {
+        int sv[2];
+        pair(sv);
+        lc_future_t *f = NULL;
+        assert_int_equal(lc_loop_sock_recv(loop, sv[0], 8, &f), 0);
+        assert_int_equal(write(sv[1], "old", 3), 3);
+        lc_sock_data_t *d = NULL;
+        assert_int_equal(await_fut(loop, f, (void **)&d), 0);
+        lc_future_unref(f);
+        int num = sv[0];
+        close(sv[0]);
+        close(sv[1]);
+        pair(sv);
+        int fd = sv[0] == num ? sv[0] : sv[1];
+        int peer = fd == sv[0] ? sv[1] : sv[0];
+        assert_int_equal(fd, num);
+        assert_int_equal(lc_loop_sock_recv(loop, fd, 8, &f), 0);
+        assert_false(lc_future_done(f));
+        assert_int_equal(write(peer, "new", 3), 3);
+        assert_int_equal(await_fut(loop, f, (void **)&d), 0);
+        assert_int_equal(d->len, 3);
+        assert_memory_equal(d->data, "new", 3);
+        lc_future_unref(f);
+        /* And the fresh watcher serves the next calls directly. */
+        assert_int_equal(lc_loop_sock_sendall(loop, fd, "ok", 2, &f), 0);
+        assert_int_equal(await_fut(loop, f, NULL), 0);
+        lc_future_unref(f);
+        char buf[2];
+        assert_int_equal(read(peer, buf, 2), 2);
+        close(sv[0]);
+        close(sv[1]);
+    }
+    assert_int_equal(reports, 0);
+}
+
+/* A socket with an idle watcher closed while a dup of it lives on, and the number reused: the
+ * old file's edge-triggered item cannot be deleted by number and fires at each of its edges; the
+ * loop rebuilds its epoll after a few (reported once), and the new socket is served throughout. */
+static void test_sock_closed_socket_alive_in_dup(void **state)
+{
+    lc_loop_t *loop = *state;
+    int reports = 0;
+    lc_loop_set_exception_handler(loop, count_handler, &reports);
+    int sv[2];
+    pair(sv);
+    lc_future_t *f = NULL;
+    lc_sock_data_t *d = NULL;
+    assert_int_equal(lc_loop_sock_recv(loop, sv[0], 8, &f), 0);
+    assert_int_equal(write(sv[1], "a", 1), 1);
+    assert_int_equal(await_fut(loop, f, (void **)&d), 0);
+    lc_future_unref(f);
+    int num = sv[0];
+    int dup_fd = fcntl(num, F_DUPFD_CLOEXEC, 100);
+    assert_true(dup_fd >= 100);
+    close(num);
+    int sv2[2];
+    pair(sv2);
+    int fd = sv2[0] == num ? sv2[0] : sv2[1];
+    int peer = fd == sv2[0] ? sv2[1] : sv2[0];
+    assert_int_equal(fd, num);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(lc_loop_sock_recv(loop, fd, 8, &f), 0);
+        assert_int_equal(write(sv[1], "x", 1), 1); /* an edge of the old file */
+        run_for(loop, 0.002);
+        assert_int_equal(write(peer, "y", 1), 1);
+        assert_int_equal(await_fut(loop, f, (void **)&d), 0);
+        assert_int_equal(d->data[0], 'y');
+        lc_future_unref(f);
+    }
+    assert_int_equal(reports, 1); /* the rebuild */
+    close(dup_fd);
+    close(sv[1]);
+    close(sv2[0]);
+    close(sv2[1]);
 }
 
 static void test_sock_recv_tries_first(void **state)
@@ -652,17 +741,28 @@ static void test_sock_closed_with_call_pending(void **state)
     assert_int_equal(d->data[0], 'n');
     lc_future_unref(f);
     lc_future_unref(old);
-    /* Closed between the call and the next poll: the watchers' epoll forgets the file (libuv
-     * would have aborted on it); the call stays pending, costs no CPU, and can be cancelled. */
+    /* Closed right after the call (libuv would have aborted on it): the sweep that checks
+     * calls still waiting after 5-10 ms finds the fd closed, fails the call and reports it. */
     assert_int_equal(lc_loop_sock_recv(loop, fd, 10, &f), 0);
     close(fd);
+    run_for(loop, 0.05);
+    assert_true(lc_future_done(f));
+    assert_int_equal(lc_future_result(f, NULL), -EBADF);
+    assert_int_equal(reports, 2);
+    lc_future_unref(f);
+    /* Closed after that check: it stays pending, costs no CPU, and can be cancelled. */
+    pair(sv);
+    assert_int_equal(lc_loop_sock_recv(loop, sv[0], 10, &f), 0);
+    run_for(loop, 0.05); /* checked */
+    close(sv[0]);
     run_for(loop, 0.05);
     assert_false(lc_future_done(f));
     assert_int_equal(lc_future_cancel(f), 1);
     run_for(loop, 0.02);
     assert_true(lc_future_cancelled(f));
-    assert_int_equal(reports, 1);
+    assert_int_equal(reports, 2);
     lc_future_unref(f);
+    close(sv[1]);
     close(peer);
 }
 
@@ -1011,6 +1111,8 @@ int main(void)
         T(test_sock_closed_with_call_pending),
         T(test_sock_nonblocking_flag_of_reused_number),
         T(test_sock_recv_after_short_read),
+        T(test_sock_number_reused_by_another_socket),
+        T(test_sock_closed_socket_alive_in_dup),
         cmocka_unit_test(test_sock_loop_close_fails_pending),
         T(test_sock_echo_server_python_client),
         T(test_sock_echo_client_python_server),
