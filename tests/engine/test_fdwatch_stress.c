@@ -12,8 +12,10 @@
  * call left pending on a closed fd ends with -EBADF (or stays pending), never with data, and
  * that a fresh call on a reused number completes within 1 s of loop time.
  *
- * Deterministic: a fixed seed by default (printed); LC_STRESS_SEED=n picks another, and
- * LC_STRESS_STEPS=n another number of steps. */
+ * Deterministic: a fixed seed by default (printed); LC_STRESS_SEED=n picks another,
+ * LC_STRESS_STEPS=n another number of steps, LC_STRESS_TRACE=1 prints every action. The engine
+ * bugs it found are described (with reproducers, behind #if 0) at the end of this file; until
+ * they are fixed it runs with STRESS_STRICT 0, which works around them narrowly. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,7 +31,7 @@
 enum {
     NSLOTS = 8,
     MAX_ZOMBIES = 6,
-    DEFAULT_STEPS = 4000,
+    DEFAULT_STEPS = 6000,
     SETTLE_EVERY = 250, /* steps between global liveness checks */
     DUP_MIN_FD = 200,   /* dups go high so that the low numbers keep being reused */
 };
@@ -858,19 +860,19 @@ static void stress_run(uint64_t seed, unsigned long steps)
     }
     if (st.reports_other != 0)
         model_fail("unexpected exception handler reports", NULL);
-    printf("fdstress: seed %" PRIu64 ": pairs %u; open %lu close %lu close_wrongly %lu (dup %lu) "
-           "write %lu recv %lu recv_into %lu sendall %lu read_b %lu add_reader %lu "
-           "remove_reader %lu cancel %lu run %lu zombie_write %lu zombie_close %lu liveness %lu "
-           "settle %lu; known-bug -EBADF after a rebuild %lu; bytes: recv %lu reader %lu sendall "
-           "%lu; reader calls %lu (stale %lu); "
-           "orphans failed %lu, cancelled %lu; reports: closed-while-registered %lu, "
-           "open-elsewhere %lu\n",
-           seed, st.gen, st.n_open, st.n_close, st.n_close_wrong, st.n_dup, st.n_write, st.n_recv,
-           st.n_recv_into, st.n_sendall, st.n_read_b, st.n_add_reader, st.n_remove_reader,
-           st.n_cancel, st.n_run, st.n_zombie_write, st.n_zombie_close, st.n_liveness, st.n_settle,
-           st.known_bug, st.bytes_recv, st.bytes_reader, st.bytes_sent, st.reader_calls,
-           st.stale_reader_calls, st.orphan_ebadf, st.orphan_pending_cancelled, st.reports_closed,
-           st.reports_elsewhere);
+    printf(
+        "fdstress: seed %" PRIu64 ": pairs %u; open %lu close %lu close_wrongly %lu (dup %lu) "
+        "write %lu recv %lu recv_into %lu sendall %lu read_b %lu add_reader %lu "
+        "remove_reader %lu cancel %lu run %lu zombie_write %lu zombie_close %lu liveness %lu "
+        "settle %lu; known-bug -EBADF (engine bugs 1, 2) %lu; bytes: recv %lu reader %lu sendall "
+        "%lu; reader calls %lu (stale %lu); "
+        "orphans failed %lu, cancelled %lu; reports: closed-while-registered %lu, "
+        "open-elsewhere %lu\n",
+        seed, st.gen, st.n_open, st.n_close, st.n_close_wrong, st.n_dup, st.n_write, st.n_recv,
+        st.n_recv_into, st.n_sendall, st.n_read_b, st.n_add_reader, st.n_remove_reader, st.n_cancel,
+        st.n_run, st.n_zombie_write, st.n_zombie_close, st.n_liveness, st.n_settle, st.known_bug,
+        st.bytes_recv, st.bytes_reader, st.bytes_sent, st.reader_calls, st.stale_reader_calls,
+        st.orphan_ebadf, st.orphan_pending_cancelled, st.reports_closed, st.reports_elsewhere);
     fflush(stdout);
     S = NULL;
 }
