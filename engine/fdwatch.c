@@ -342,6 +342,8 @@ static int watch_fds(lc_loop_t *loop, lc__fds **out)
     return 0;
 }
 
+static void watch_stale(lc__fdwatch *w);
+
 /* A level-triggered item of a closed file lives on (see "Stale events"): start over. */
 static void fds_rebuild(lc__fds *m)
 {
@@ -361,15 +363,20 @@ static void fds_rebuild(lc__fds *m)
         w->in_epoll = false;
         w->armed = 0;
         struct stat st;
-        if (err != 0)
+        if (!watch_registered(w))
+            watch_close(w); /* idle: a later call makes a fresh one (an ADD would not check) */
+        else if (err != 0)
             watch_drop(w, err, false);
-        else if (fstat(w->fd, &st) != 0 || st.st_dev != w->dev || st.st_ino != w->ino ||
-                 watch_sync(w) != 0)
+        else if (fstat(w->fd, &st) == 0 && (st.st_dev != w->dev || st.st_ino != w->ino))
+            watch_stale(w);
+        else if (fstat(w->fd, &st) != 0 || watch_sync(w) != 0)
             watch_drop(w, -EBADF, true);
     }
 }
 
-/* A new watcher for the file open under fd now (st): not yet in the epoll. */
+/* A new watcher for the file open under fd now (st): not yet in the epoll. Only a new watcher
+ * may be ADDed without a check (an ADD registers whatever file is under the number); a watcher
+ * that leaves the epoll otherwise is closed (fds_rebuild). */
 static int watch_new(lc_loop_t *loop, lc__fds *m, int fd, const struct stat *st, lc__fdwatch **out)
 {
     lc__fdwatch **slot = lc__fdmap_watch_slot(loop, fd);
@@ -393,6 +400,46 @@ static int watch_new(lc_loop_t *loop, lc__fds *m, int fd, const struct stat *st,
     return 0;
 }
 
+static int queue_op(lc_loop_t *loop, int fd, lc__sockop *op);
+
+/* w's file is no longer under its number, and w's calls were made for the number's new file
+ * (see "Closed fds"): they go, in order, to a fresh watcher made for it; those that cannot
+ * (the new file is blocking: LC_EINVAL; closed: -EBADF) fail. */
+static void watch_migrate(lc__fdwatch *w)
+{
+    lc_loop_t *loop = w->loop;
+    int fd = w->fd;
+    lc__sockop *ops[2] = {w->rq_head, w->wq_head};
+    w->rq_head = w->rq_tail = w->wq_head = w->wq_tail = NULL;
+    for (int d = 0; d < 2; d++)
+        for (lc__sockop *op = ops[d]; op != NULL; op = op->next)
+            op->w = NULL;
+    watch_close(w);
+    for (int d = 0; d < 2; d++) {
+        lc__sockop *op = ops[d];
+        while (op != NULL) {
+            lc__sockop *next = op->next;
+            op->prev = op->next = NULL;
+            int e = queue_op(loop, fd, op);
+            if (e != 0)
+                op->fail(op, e);
+            op = next;
+        }
+    }
+}
+
+/* w turned out stale (its file closed, the number another file's). Calls it took while trusted
+ * and unchecked (the unverified list) were made after its file's own calls had all finished
+ * (else it would not have been idle), so for the number's new file: they move there. Otherwise
+ * what is registered on w concerns the closed file: dropped, reported, its calls failed. */
+static void watch_stale(lc__fdwatch *w)
+{
+    if (w->unverified && w->rfn == NULL && w->wfn == NULL)
+        watch_migrate(w);
+    else
+        watch_drop(w, -EBADF, true);
+}
+
 /* fd's watcher, for the file open under that number now (fstat), made if needed (see "Closed
  * fds"). Returns 0, -EBADF, LC_ENOMEM or the epoll's error. */
 static int watch_acquire(lc_loop_t *loop, int fd, lc__fdwatch **out)
@@ -406,13 +453,14 @@ static int watch_acquire(lc_loop_t *loop, int fd, lc__fdwatch **out)
         return r;
     lc__fdwatch *w = lc__fdmap_watch(loop, fd);
     if (w != NULL && w->dev == st.st_dev && w->ino == st.st_ino) {
+        unv_unlink(w); /* checked */
         *out = w;
         return 0;
     }
     if (w != NULL) {
         /* Stale: made for a file closed since. The report runs the exception handler, which may
          * register fd again: look again afterwards. */
-        watch_drop(w, -EBADF, true);
+        watch_stale(w);
         return watch_acquire(loop, fd, out);
     }
     return watch_new(loop, m, fd, &st, out);
@@ -721,27 +769,8 @@ static void sweep_cb(void *arg)
             watch_drop(w, -EBADF, true);
             continue;
         }
-        /* Another file under the number: its calls were made for it (the old file's calls had
-         * finished, or the first rule of "Closed fds" would have caught them). */
-        lc_loop_t *loop = w->loop;
-        int fd = w->fd;
-        lc__sockop *ops[2] = {w->rq_head, w->wq_head};
-        w->rq_head = w->rq_tail = w->wq_head = w->wq_tail = NULL;
-        for (int d = 0; d < 2; d++)
-            for (lc__sockop *op = ops[d]; op != NULL; op = op->next)
-                op->w = NULL;
-        watch_close(w);
-        for (int d = 0; d < 2; d++) {
-            lc__sockop *op = ops[d];
-            while (op != NULL) {
-                lc__sockop *next = op->next;
-                op->prev = op->next = NULL;
-                int e = queue_op(loop, fd, op);
-                if (e != 0)
-                    op->fail(op, e);
-                op = next;
-            }
-        }
+        /* Another file under the number: its calls were made for it (see watch_stale). */
+        watch_migrate(w);
     }
     if (m->unv_head != NULL && m->sweep == NULL &&
         lc_loop_call_later(m->loop, LC__FDW_SWEEP, sweep_cb, m, &m->sweep) != 0)

@@ -21,15 +21,20 @@
  * closing fd, as asyncio requires; a callback may remove its own registration and then close its
  * fd. If you close fd first, the loop neither crashes nor spins (its watchers live in an epoll
  * of their own, which forgets a closed file; libuv's is not involved), but:
- *  - the registration never fires again (a sock_* call pending on it stays pending until
- *    cancelled) and stays registered until removed: remove_reader / remove_writer then say it
- *    was there (as asyncio's do); a remove that leaves the other direction registered finds fd
- *    closed and drops that one, reported to the exception handler ("File descriptor closed
- *    while registered with the loop");
+ *  - a reader or writer never fires again and stays registered until removed: remove_reader /
+ *    remove_writer then say it was there (as asyncio's do); a remove that leaves the other
+ *    direction registered finds fd closed and drops that one, reported to the exception handler
+ *    ("File descriptor closed while registered with the loop");
+ *  - a sock_* call names an fd number, not a file. One left pending is failed with -EBADF (and
+ *    reported) when the loop finds the fd closed: at the check of a call still waiting after
+ *    5-10 ms, or when the number is next used by add_reader / add_writer, a call queued behind
+ *    it, sock_accept's new socket or a transport. If instead the number has come back for
+ *    another socket before the loop looked, the loop cannot tell the call from one made for the
+ *    new socket and serves it from that socket. So cancel pending calls before closing;
  *  - if the number comes back for another file, the next add_reader or add_writer on it, or a
  *    sock_* call that waits on it, notices (another st_dev/st_ino, or the epoll does not know
- *    the file), drops the stale registration as above (its calls fail -EBADF) and watches the
- *    new file correctly. A transport taking the number drops it too;
+ *    the file), drops the stale registration as above and watches the new file correctly. A
+ *    transport taking the number drops it too;
  *  - if the file lives on (dup, fork) after fd was closed, epoll keeps reporting it under the
  *    old number: a level-triggered callback that cannot read it is called every iteration until
  *    removed; once the number has been re-registered for another file, the old file's item can
