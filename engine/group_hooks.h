@@ -17,6 +17,12 @@
  * it makes, before the loop is handed to anyone (engine/loop.c). */
 void lc__loop_set_group(lc_loop_t *loop, lc_group_t *g);
 
+/* Inside a signal handler's run on loop: how many deliveries of signum that run stands for (the
+ * coalescing rule of loopcore/signal.h folds those that came while it was queued); 1 outside a
+ * run. Lets the group's shutdown count a second SIGTERM that came before the first was handled
+ * (engine/signal.c). */
+unsigned lc__signal_deliveries(lc_loop_t *loop, int signum);
+
 /* ---- Listening sockets (engine/server.c) ----------------------------------------------------- */
 
 /* lc__socket_bind's flags. */

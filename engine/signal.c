@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include "engine/group_hooks.h"
 #include "engine/loop_internal.h"
 
 typedef struct lc__signal_s {
@@ -28,6 +29,8 @@ typedef struct lc__signal_s {
     lc_call_fn fn;
     void *arg;
     lc_handle_t *pending; /* the queued run (our reference to its handle), or NULL */
+    unsigned folded;      /* deliveries the pending run stands for */
+    unsigned running;     /* ... and the run in progress (lc__signal_deliveries) */
 } sig_rec;
 
 /* The loop's table, allocated at the first add: one slot per signal number. */
@@ -47,7 +50,17 @@ static void run_handler(void *arg)
      * reference to the handle until this callback returns. */
     lc_handle_unref(s->pending);
     s->pending = NULL;
+    s->running = s->folded;
+    s->folded = 0;
     s->fn(s->arg);
+}
+
+unsigned lc__signal_deliveries(lc_loop_t *loop, int signum)
+{
+    sig_rec *s = loop->signals != NULL && signum >= 1 && signum < NSIG
+                     ? loop->signals->by_num[signum]
+                     : NULL;
+    return s != NULL && s->running > 0 ? s->running : 1;
 }
 
 static void on_uv_signal(uv_signal_t *h, int signum)
@@ -58,8 +71,11 @@ static void on_uv_signal(uv_signal_t *h, int signum)
     if (!lc__io_enter((uv_handle_t *)h))
         return;
     sig_rec *s = lc_container_of(h, sig_rec, uv);
-    if (s->pending != NULL)
+    if (s->pending != NULL) {
+        s->folded++;
         return; /* folded into the run already queued */
+    }
+    s->folded = 1;
     /* Out of memory: this delivery is lost for this loop; the next one tries again. */
     lc_loop_call_soon(s->loop, run_handler, s, &s->pending);
 }

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/group_hooks.h"
 #include "loopcore/errno.h"
 #include "loopcore/signal.h"
 #include "loopcore/threadsafe.h"
@@ -138,7 +139,10 @@ static void *shutdown_main(void *arg)
 
 static void on_signal(lc__group_signals_t *s, int signum)
 {
-    if (++s->nsignals > 1) {
+    /* Two deliveries folded into one run (both came before the first was handled) count two:
+     * the second one's "exit at once" must not be lost. */
+    s->nsignals += lc__signal_deliveries(lc_group_loop(s->g, 0), signum);
+    if (s->nsignals > 1) {
         if (!s->second_stops)
             _exit(128 + signum);
         lock(s);

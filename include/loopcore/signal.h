@@ -92,7 +92,9 @@ typedef struct lc_group_signal_opts_s {
     /** true: a second SIGINT/SIGTERM stops every loop at once (lc_group_stop(), without waiting
      *  for the drain), and lc_group_join() returns. Default: a second signal ends the process at
      *  once with _exit(128 + signum) (130 for SIGINT, 143 for SIGTERM, the shell's status for a
-     *  process killed by that signal; no atexit handlers, nothing flushed). */
+     *  process killed by that signal; no atexit handlers, nothing flushed). Two deliveries
+     *  folded into one run (see "Coalescing") count as two: a second signal that came before
+     *  the first was handled still acts. */
     bool second_signal_stops;
 } lc_group_signal_opts_t;
 
