@@ -91,6 +91,9 @@ void lc_subprocess_transport_unref(lc_subprocess_transport_t *t)
 
 static void sp_poll_closed_cb(uv_handle_t *h) { lc_subprocess_transport_unref(h->data); }
 
+/* The poll of a transport that never came to be (its start failed). */
+static void sp_free_cb(uv_handle_t *h) { free(h->data); }
+
 /* Stops watching the pidfd and closes it (uv_close first: libuv stops watching before the fd
  * goes). */
 static void sp_close_pidfd(lc_subprocess_transport_t *p)
@@ -484,9 +487,17 @@ int lc_loop_subprocess_exec(lc_loop_t *loop, lc_subprocess_protocol_factory_fn f
         if (r == 0 && proto == NULL)
             r = LC_EINVAL;
     }
+    bool poll_made = false;
     if (r == 0) {
         p->pidfd = pidfd;
         r = uv_poll_init(lc__loop_uv(loop), &p->poll, pidfd);
+        poll_made = r == 0;
+        if (r == 0) {
+            p->poll.data = p;
+            /* Checked: a child whose exit nobody watches would stay a zombie until its
+             * transport closes. The callback cannot run before this function returns. */
+            r = uv_poll_start(&p->poll, UV_READABLE, sp_poll_cb);
+        }
     }
     if (r != 0) {
         if (pidfd >= 0) {
@@ -495,14 +506,16 @@ int lc_loop_subprocess_exec(lc_loop_t *loop, lc_subprocess_protocol_factory_fn f
             p->pidfd = pidfd;
             p->pid = pid;
             sp_reap(p, &si, 0);
+            if (poll_made)
+                uv_close((uv_handle_t *)&p->poll, sp_free_cb); /* frees p; stops watching first */
             close(pidfd);
             close_fds(s.parent, 3);
         }
-        free(p);
+        if (!poll_made)
+            free(p);
         lc_future_set_error(*fut, r);
         return 0;
     }
-    p->poll.data = p;
     p->poll_open = true;
     p->loop = loop;
     p->refs = 2; /* the connection's (until connection_lost returned) and the poll handle's */
@@ -512,7 +525,6 @@ int lc_loop_subprocess_exec(lc_loop_t *loop, lc_subprocess_protocol_factory_fn f
     p->res.force_close = sp_force_close;
     lc__loop_add_resource(loop, &p->res);
     p->in_resources = true;
-    uv_poll_start(&p->poll, UV_READABLE, sp_poll_cb);
     /* The pipe transports (made after the resource, so that lc_loop_close() tears them down
      * first). A pipe that cannot be watched (out of memory) is closed: the child sees EOF or
      * EPIPE on it, and the protocol gets its pipe_connection_lost. */
