@@ -262,6 +262,17 @@ static void test_http_sigterm_answers_in_flight_requests(void **state)
     assert_true(sp_connect(port, 0) < 0); /* and it no longer listens */
 }
 
+/* pid ends, status 128 + SIGTERM, within 10 s of t0 (killed hard if it does not within 20). */
+static void assert_exits_at_once(pid_t pid, double t0)
+{
+    int status = wait_exit(pid, 20);
+    if (status == -1)
+        kill_hard(pid);
+    assert_true(status != -1 && WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 128 + SIGTERM);
+    assert_true(sp_now() - t0 < 10);
+}
+
 /* A connection whose request head never completes keeps the drain going: a second SIGTERM ends
  * the process at once, status 128 + SIGTERM. */
 static void test_http_second_sigterm_exits_at_once(void **state)
@@ -276,12 +287,7 @@ static void test_http_second_sigterm_exits_at_once(void **state)
     assert_int_equal(wait_exit(pid, 0.5), -1); /* draining: still running */
     double t0 = sp_now();
     assert_int_equal(kill(pid, SIGTERM), 0);
-    int status = wait_exit(pid, 20);
-    if (status == -1)
-        kill_hard(pid);
-    assert_true(status != -1 && WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 128 + SIGTERM);
-    assert_true(sp_now() - t0 < 10);
+    assert_exits_at_once(pid, t0);
     close(fd);
 }
 
@@ -299,12 +305,7 @@ static void test_http_two_sigterms_at_once_exit_at_once(void **state)
     double t0 = sp_now();
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_int_equal(kill(pid, SIGTERM), 0);
-    int status = wait_exit(pid, 20);
-    if (status == -1)
-        kill_hard(pid);
-    assert_true(status != -1 && WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 128 + SIGTERM);
-    assert_true(sp_now() - t0 < 10);
+    assert_exits_at_once(pid, t0);
     close(fd);
 }
 
