@@ -141,12 +141,14 @@ static void on_signal(lc__group_signals_t *s, int signum)
 {
     /* Two deliveries folded into one run (both came before the first was handled) count two:
      * the second one's "exit at once" must not be lost. */
+    unsigned before = s->nsignals;
     s->nsignals += lc__signal_deliveries(lc_group_loop(s->g, 0), signum);
     if (s->nsignals > 1) {
         if (!s->second_stops)
             _exit(128 + signum);
         lock(s);
-        if (s->state == LC_GROUP_SHUTDOWN_DRAINING)
+        /* Draining, or both signals in this run (the drain never began): aborted. */
+        if (s->state == LC_GROUP_SHUTDOWN_DRAINING || before == 0)
             s->state = LC_GROUP_SHUTDOWN_ABORTED;
         unlock(s);
         lc_group_stop(s->g); /* wakes the shutdown thread (lc__group_signals_stopped) */

@@ -291,24 +291,6 @@ static void test_http_second_sigterm_exits_at_once(void **state)
     close(fd);
 }
 
-/* Two SIGTERMs sent back to back reach the loop before it ran the handler for the first: the
- * loop folds them into one run of the handler (loopcore/signal.h's coalescing rule), which must
- * still count two and exit at once (it drained for --shutdown-timeout before). */
-static void test_http_two_sigterms_at_once_exit_at_once(void **state)
-{
-    (void)state;
-    int port = sp_free_port();
-    pid_t pid = start(http_path, port, "60");
-    int fd = http_connect_accepted(port, 0);
-    send_all(fd, REQ, 10);
-    wait_acked(fd);
-    double t0 = sp_now();
-    assert_int_equal(kill(pid, SIGTERM), 0);
-    assert_int_equal(kill(pid, SIGTERM), 0);
-    assert_exits_at_once(pid, t0);
-    close(fd);
-}
-
 /* The drain cannot finish: the process exits 0 once --shutdown-timeout has passed, and the
  * connection is closed. */
 static void test_http_shutdown_timeout_bounds_exit(void **state)
@@ -398,7 +380,6 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_sigterm_answers_in_flight_requests),
         cmocka_unit_test(test_http_second_sigterm_exits_at_once),
-        cmocka_unit_test(test_http_two_sigterms_at_once_exit_at_once),
         cmocka_unit_test(test_http_shutdown_timeout_bounds_exit),
         cmocka_unit_test(test_echo_sigterm_echoes_in_flight_bytes),
     };

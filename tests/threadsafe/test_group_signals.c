@@ -274,6 +274,53 @@ static void test_group_second_signal_stops_at_once(void **state)
     close(fd);
 }
 
+/* Holds loop 0 until the test lets it go (busy_state: 1 while held, 2 to let go). */
+static atomic_int busy_state;
+static void busy_cb(void *arg)
+{
+    (void)arg;
+    atomic_store(&busy_state, 1);
+    while (atomic_load(&busy_state) == 1)
+        sleep_ms(1);
+}
+
+/* Two signals that reach loop 0 while it is busy are folded into one run of its handler
+ * (signal.h's coalescing rule); they still count as two, and the second stops the group at once
+ * (before the fix the drain went on: this run stood for one signal). Deterministic: kill() of
+ * this process delivers to this thread, which does not block the signal, before it returns, so
+ * both deliveries are in loop 0's signal pipe before loop 0 is let go. */
+static void test_group_two_signals_folded_still_stop(void **state)
+{
+    fixture_t *f = *state;
+    lc_group_server_t *servers[] = {f->gs};
+    assert_int_equal(lc_group_stop_on_signals(f->g,
+                                              &(lc_group_signal_opts_t){
+                                                  .grace = 120,
+                                                  .on_shutdown = keep_hook,
+                                                  .servers = servers,
+                                                  .nservers = 1,
+                                                  .second_signal_stops = true,
+                                              }),
+                     0);
+    int fd = connect_held(f); /* keeps the drain going */
+    atomic_store(&busy_state, 0);
+    assert_int_equal(lc_loop_call_soon_threadsafe(lc_group_loop(f->g, 0), busy_cb, NULL, NULL), 0);
+    while (atomic_load(&busy_state) != 1)
+        sleep_ms(1);
+    assert_int_equal(kill(getpid(), SIGTERM), 0);
+    assert_int_equal(kill(getpid(), SIGTERM), 0);
+    atomic_store(&busy_state, 2);
+    double deadline = now_s() + 20;
+    while (lc_group_shutdown_state(f->g) != LC_GROUP_SHUTDOWN_ABORTED && now_s() < deadline)
+        sleep_ms(5);
+    lc_group_shutdown_state_t st = lc_group_shutdown_state(f->g);
+    if (st != LC_GROUP_SHUTDOWN_ABORTED)
+        lc_group_stop(f->g); /* end the drain the test expected to be cut short */
+    assert_int_equal(lc_group_join(f->g), 0);
+    assert_int_equal(st, LC_GROUP_SHUTDOWN_ABORTED);
+    close(fd);
+}
+
 /* The application's lc_group_stop() (here from the hook of loop 1) says it is done. */
 static void stop_hook(lc_loop_t *loop, unsigned index, void *arg)
 {
@@ -333,6 +380,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_sigterm_drains_then_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_grace_time_bounds_the_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_second_signal_stops_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_two_signals_folded_still_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_no_servers_application_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_stop_on_signals_errors, setup, teardown),
     };
