@@ -504,20 +504,6 @@ static void serve(lc__fdwatch *w, bool write)
     }
 }
 
-static void run_user(lc__fdwatch *w, lc_call_fn fn, void *arg)
-{
-    lc_loop_t *loop = w->loop;
-    if (LC_LIKELY(!loop->debug)) {
-        fn(arg);
-        return;
-    }
-    double t0 = lc__now();
-    fn(arg);
-    double dt = lc__now() - t0;
-    if (dt >= loop->slow_callback_duration)
-        lc__log_slow_callback("Handle", (void *)fn, arg, dt);
-}
-
 /* One ready watcher. Errors and hang-ups go to both directions (as epoll tells asyncio's
  * selector): each sees the socket's state in its own call. */
 static void watch_dispatch(lc__fdwatch *w, uint32_t events)
@@ -527,12 +513,12 @@ static void watch_dispatch(lc__fdwatch *w, uint32_t events)
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         w->drained = false;
         if (w->rfn != NULL)
-            run_user(w, w->rfn, w->rarg);
+            lc__run_plain(w->loop, w->rfn, w->rarg);
         serve(w, false);
     }
     if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && !w->dead) {
         if (w->wfn != NULL)
-            run_user(w, w->wfn, w->warg);
+            lc__run_plain(w->loop, w->wfn, w->warg);
         serve(w, true);
     }
     /* Watch what is still wanted (a callback may have changed it). It fails if a callback

@@ -523,19 +523,6 @@ void lc__run_chain(lc_loop_t *loop, lc_mpsc_node_t *m)
     }
 }
 
-static void run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
-{
-    if (LC_LIKELY(!loop->debug)) {
-        fn(arg);
-        return;
-    }
-    double t0 = lc__now();
-    fn(arg);
-    double dt = lc__now() - t0;
-    if (dt >= loop->slow_callback_duration)
-        lc__log_slow_callback("Handle", (void *)fn, arg, dt);
-}
-
 /* Runs the iteration's ready batch: what was queued when its poll returned (loop->batch_end);
  * callbacks it schedules go behind it, for the next iteration. The ring may grow while the batch
  * runs: read it through the loop each time. */
@@ -545,7 +532,7 @@ static void run_ready_batch(lc_loop_t *loop)
     while (loop->ready_head != end) {
         lc__ready_ent e = loop->ready[loop->ready_head++ & (loop->ready_cap - 1)];
         if (e.fn != NULL)
-            run_plain(loop, e.fn, e.arg);
+            lc__run_plain(loop, e.fn, e.arg);
         else if ((uintptr_t)e.arg & LC__READY_CHAIN)
             lc__run_chain(loop, lc__ready_chain_of(e.arg));
         else

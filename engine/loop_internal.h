@@ -371,6 +371,21 @@ bool lc__env_debug(void);
 
 /* Debug mode's report of a callback that ran for dt seconds, at least slow_callback_duration. */
 void lc__log_slow_callback(const char *kind, void *fn, void *arg, double dt);
+
+/* Runs fn(arg) as a plain callback of loop: timed and logged when slow in debug mode (asyncio's
+ * slow_callback_duration), straight otherwise. The ready batch and the fd watchers use it. */
+static inline void lc__run_plain(lc_loop_t *loop, lc_call_fn fn, void *arg)
+{
+    if (LC_LIKELY(!loop->debug)) {
+        fn(arg);
+        return;
+    }
+    double t0 = lc__now();
+    fn(arg);
+    double dt = lc__now() - t0;
+    if (dt >= loop->slow_callback_duration)
+        lc__log_slow_callback("Handle", (void *)fn, arg, dt);
+}
 void lc__log_slow_handle(const lc_handle_t *h, double dt);
 
 /* ---- Handles, for the timers and the inbound queue (engine/loop.c) ------------------------- */

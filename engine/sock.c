@@ -282,6 +282,16 @@ static int sock_check(lc_loop_t *loop, int fd, const char *what, bool cached, un
     return 0;
 }
 
+/* A public call's start: its future's place cleared (NULL: LC_EINVAL), then sock_check(). */
+static int sock_begin(lc_loop_t *loop, int fd, const char *what, bool cached, unsigned *st,
+                      lc_future_t **fut)
+{
+    if (fut == NULL)
+        return LC_EINVAL;
+    *fut = NULL;
+    return sock_check(loop, fd, what, cached, st);
+}
+
 static sockop *op_new(lc_loop_t *loop, int fd, int kind)
 {
     sockop *s = calloc(1, sizeof(*s));
@@ -343,11 +353,8 @@ static int op_start(sockop *s, lc_future_t **fut, unsigned st)
 
 int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut)
 {
-    if (fut == NULL)
-        return LC_EINVAL;
-    *fut = NULL;
     unsigned st = 0;
-    int r = sock_check(loop, fd, "sock_recv", true, &st);
+    int r = sock_begin(loop, fd, "sock_recv", true, &st, fut);
     if (r != 0)
         return r;
     if (nbytes == 0 || nbytes > SIZE_MAX - sizeof(lc_sock_data_t))
@@ -367,11 +374,8 @@ int lc_loop_sock_recv(lc_loop_t *loop, int fd, size_t nbytes, lc_future_t **fut)
 
 int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_future_t **fut)
 {
-    if (fut == NULL)
-        return LC_EINVAL;
-    *fut = NULL;
     unsigned st = 0;
-    int r = sock_check(loop, fd, "sock_recv_into", true, &st);
+    int r = sock_begin(loop, fd, "sock_recv_into", true, &st, fut);
     if (r != 0)
         return r;
     if (buf == NULL || len == 0)
@@ -386,11 +390,8 @@ int lc_loop_sock_recv_into(lc_loop_t *loop, int fd, void *buf, size_t len, lc_fu
 
 int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, lc_future_t **fut)
 {
-    if (fut == NULL)
-        return LC_EINVAL;
-    *fut = NULL;
     unsigned st = 0;
-    int r = sock_check(loop, fd, "sock_sendall", true, &st);
+    int r = sock_begin(loop, fd, "sock_sendall", true, &st, fut);
     if (r != 0)
         return r;
     if (data == NULL && len > 0)
@@ -427,11 +428,8 @@ int lc_loop_sock_sendall(lc_loop_t *loop, int fd, const void *data, size_t len, 
 
 int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut)
 {
-    if (fut == NULL)
-        return LC_EINVAL;
-    *fut = NULL;
     unsigned st = 0;
-    int r = sock_check(loop, fd, "sock_accept", false, &st);
+    int r = sock_begin(loop, fd, "sock_accept", false, &st, fut);
     if (r != 0)
         return r;
     sockop *s = op_new(loop, fd, OP_ACCEPT);
@@ -443,11 +441,8 @@ int lc_loop_sock_accept(lc_loop_t *loop, int fd, lc_future_t **fut)
 int lc_loop_sock_connect_addr(lc_loop_t *loop, int fd, const struct sockaddr *addr,
                               socklen_t addrlen, lc_future_t **fut)
 {
-    if (fut == NULL)
-        return LC_EINVAL;
-    *fut = NULL;
     unsigned st = 0;
-    int r = sock_check(loop, fd, "sock_connect", false, &st);
+    int r = sock_begin(loop, fd, "sock_connect", false, &st, fut);
     if (r != 0)
         return r;
     if (addr == NULL || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage))
@@ -514,11 +509,8 @@ static int sock_int_opt(int fd, int opt)
 int lc_loop_sock_connect(lc_loop_t *loop, int fd, const char *host, uint16_t port,
                          lc_future_t **fut)
 {
-    if (fut == NULL)
-        return LC_EINVAL;
-    *fut = NULL;
     unsigned st = 0;
-    int r = sock_check(loop, fd, "sock_connect", false, &st);
+    int r = sock_begin(loop, fd, "sock_connect", false, &st, fut);
     if (r != 0)
         return r;
     int family = sock_int_opt(fd, SO_DOMAIN);
