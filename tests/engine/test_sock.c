@@ -515,6 +515,66 @@ static int nb_socket(int family)
     return s;
 }
 
+/* Hostile peers over TCP on 127.0.0.1: one that trickles (a byte per iteration: each waiting
+ * recv gets what is there, in order), one that never reads (sendall waits holding one copy of
+ * the unsent rest, and cancelling it leaves the socket usable), one that resets mid-way (the
+ * waiting recv and the next sendall fail with the socket's error, never a signal). */
+static void test_sock_hostile_tcp_peers(void **state)
+{
+    lc_loop_t *loop = *state;
+    uint16_t port = 0;
+    int l = listener(AF_INET, &port);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    lc_future_t *f = NULL;
+    lc_sock_accepted_t *a = NULL;
+    assert_int_equal(lc_loop_sock_accept(loop, l, &f), 0);
+    assert_int_equal(await_fut(loop, f, (void **)&a), 0);
+    int fd = a->fd;
+    lc_future_unref(f);
+    /* Trickle: "slow" a byte at a time, each to a waiting recv. */
+    char got[8] = {0};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(lc_loop_sock_recv(loop, fd, 64, &f), 0);
+        run_for(loop, 0.005);
+        assert_int_equal(write(c, &"slow"[i], 1), 1);
+        lc_sock_data_t *d = NULL;
+        assert_int_equal(await_fut(loop, f, (void **)&d), 0);
+        assert_int_equal(d->len, 1);
+        got[i] = (char)d->data[0];
+        lc_future_unref(f);
+    }
+    assert_string_equal(got, "slow");
+    /* Never reads: 32 MiB cannot all go; the call waits with the rest copied once. */
+    size_t big = 32u << 20;
+    char *buf = calloc(1, big);
+    assert_non_null(buf);
+    assert_int_equal(lc_loop_sock_sendall(loop, fd, buf, big, &f), 0);
+    free(buf); /* the call holds its own copy of what did not go */
+    run_for(loop, 0.05);
+    assert_false(lc_future_done(f));
+    assert_int_equal(lc_future_cancel(f), 1);
+    run_for(loop, 0.01);
+    lc_future_unref(f);
+    /* Reset mid-way: a waiting recv fails with the socket's error. */
+    assert_int_equal(lc_loop_sock_recv(loop, fd, 64, &f), 0);
+    assert_false(lc_future_done(f));
+    struct linger lg = {1, 0};
+    setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(c); /* RST: it had unread data */
+    int recv_err = await_fut(loop, f, NULL);
+    assert_true(recv_err == -ECONNRESET || recv_err == -EPIPE);
+    lc_future_unref(f);
+    assert_int_equal(lc_loop_sock_sendall(loop, fd, "x", 1, &f), 0);
+    int send_err = await_fut(loop, f, NULL);
+    assert_true(send_err == -EPIPE || send_err == -ECONNRESET);
+    lc_future_unref(f);
+    close(fd);
+    close(l);
+}
+
 static void check_connected_pair(lc_loop_t *loop, int a, int b)
 {
     lc_future_t *f = NULL;
@@ -1113,6 +1173,7 @@ int main(void)
         T(test_sock_recv_after_short_read),
         T(test_sock_number_reused_by_another_socket),
         T(test_sock_closed_socket_alive_in_dup),
+        T(test_sock_hostile_tcp_peers),
         cmocka_unit_test(test_sock_loop_close_fails_pending),
         T(test_sock_echo_server_python_client),
         T(test_sock_echo_client_python_server),
